@@ -1,8 +1,13 @@
 """Shared fixtures. Real data is read from ../shared/data beside the project (never copied)."""
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
+
+# Tests never reach the hub: fail fast instead of retrying for a minute per request.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
 
@@ -30,3 +35,10 @@ def goqa_csv(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def option_map_path(shared_data) -> Path:
     return OPTION_MAP
+
+
+@pytest.fixture()
+def tmp_cfg(tmp_path):
+    """A default RunConfig whose outputs go to a temporary folder."""
+    from gdpolib.config import load_config
+    return load_config(overrides={"output_root": str(tmp_path / "outputs")})

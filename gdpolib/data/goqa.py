@@ -1,0 +1,282 @@
+"""GlobalOpinionQA (`Anthropic/llm_global_opinions`) loader: hub or a local CSV in the hub schema.
+
+The hub file has one row per survey question with four string columns:
+  question   str
+  selections str  "defaultdict(<class 'list'>, {'Country': [fraction per option, ...], ...})"
+  options    str  a Python list repr, e.g. "['Yes', \"Don't know\"]"
+  source     str  GAS | WVS
+Both literals are parsed with `ast.literal_eval` on the extracted literal (never `eval`), so
+options holding quotes or apostrophes survive (the authors' string-splitting parser broke them,
+bug B22). Every row is validated; a bad row is reported (row index + reason) and skipped, or the
+load fails naming the row (`bad_rows="error"`).
+"""
+from __future__ import annotations
+
+import ast
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gdpolib.countries import resolve_country
+
+HUB_ID = "Anthropic/llm_global_opinions"
+HUB_FILE = "data/global_opinions.csv"
+HUB_REVISION = "cb2880488749218abb81802a94c2c62ebfde2f35"
+REQUIRED_COLUMNS = ("question", "selections", "options")
+# A country's fractions must sum to 1 within this (WVS rows sum to 1.001-1.003, rounded Pew
+# percentages to ~0.98-1.02); inside it we renormalise and count, outside it the row is bad.
+SUM_TOLERANCE = 0.05
+
+_DEFAULTDICT = re.compile(r"^\s*defaultdict\(\s*<class\s+'list'>\s*,\s*(\{.*\})\s*\)\s*$", re.S)
+
+
+class GoqaError(ValueError):
+    """A GlobalOpinionQA file or row that cannot be used; the message names the file/row."""
+
+
+@dataclass
+class GoqaQuestion:
+    """One survey question with the answer distributions of every country that has one."""
+
+    qid: str                               # "goqa-<row index in the source file>" (stable)
+    question: str
+    options: list[str]
+    source: str
+    selections: dict[str, np.ndarray]      # country -> float64[len(options)], sums to 1
+
+    def p(self, country: str) -> np.ndarray:
+        """The distribution over options for `country` (dataset spelling)."""
+        return self.selections[country]
+
+
+@dataclass
+class LoadReport:
+    """What the loader did to the rows: nothing is dropped silently."""
+
+    origin: str = ""                                    # file path or "hub:<id>@<revision>"
+    n_rows: int = 0                                     # data rows read
+    skipped: list[tuple[int, str]] = field(default_factory=list)   # (row index, reason)
+    renormalised: int = 0                               # rows with >= 1 country renormalised
+    renormalised_entries: int = 0                       # (row, country) distributions renormalised
+    dropped_countries: list[tuple[int, str, str]] = field(default_factory=list)  # (row, country, why)
+
+    def summary(self) -> str:
+        return (f"{self.origin}: {self.n_rows} rows, {len(self.skipped)} skipped, "
+                f"{self.renormalised} renormalised, {len(self.dropped_countries)} empty "
+                f"country entries dropped")
+
+
+@dataclass
+class GoqaData:
+    questions: list[GoqaQuestion]
+    countries: list[str]                  # every country key present, sorted
+    report: LoadReport
+
+    def resolve(self, country: str) -> str:
+        """Dataset spelling of `country` among the loaded keys (aliases ok); unknown -> error."""
+        return resolve_country(country, available=self.countries)
+
+    def for_country(self, country: str) -> list[GoqaQuestion]:
+        """Questions that have a distribution for `country` (alias or dataset spelling)."""
+        key = self.resolve(country)
+        return [q for q in self.questions if key in q.selections]
+
+    def country_counts(self) -> dict[str, int]:
+        """Number of questions per country key."""
+        counts: dict[str, int] = {}
+        for q in self.questions:
+            for c in q.selections:
+                counts[c] = counts.get(c, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+# ----------------------------------------------------------------------------- parsing
+class _FloatNames(ast.NodeTransformer):
+    """Turn bare `nan`/`inf` names (as Python prints them) into float constants, so that a
+    NaN is reported as "not finite" rather than as an unparseable string."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in ("nan", "inf"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
+
+
+def _literal(text: str) -> object:
+    """`ast.literal_eval` of `text`, also accepting bare nan/inf; raises ValueError."""
+    try:
+        tree = _FloatNames().visit(ast.parse(text.strip(), mode="eval"))
+        return ast.literal_eval(tree)
+    except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as err:
+        raise ValueError(f"not a Python literal ({type(err).__name__}: {err})") from None
+
+
+def parse_options(text: object) -> list[str]:
+    """The options column (a Python list repr) as a list of non-empty strings."""
+    if not isinstance(text, str):
+        raise ValueError(f"options is {type(text).__name__}, not a string")
+    value = _literal(text)
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("options is not a list")
+    # Some WVS scales list bare numbers between the end labels (['Not important at all', 1.0,
+    # ..., 9.0, 'Very important']): keep them, written as the integers they are.
+    value = [_option_text(o) for o in value]
+    if len(value) < 2:
+        raise ValueError(f"options has {len(value)} entries (need at least 2)")
+    if any(not o.strip() for o in value):
+        raise ValueError("options has an empty entry")
+    return list(value)
+
+
+def _option_text(o: object) -> str:
+    if isinstance(o, str):
+        return o
+    if isinstance(o, (int, float)) and not isinstance(o, bool) and math.isfinite(o):
+        return str(int(o)) if float(o).is_integer() else str(o)
+    raise ValueError(f"option {o!r} is neither a string nor a number")
+
+
+def parse_selections(text: object) -> dict[str, list[float]]:
+    """The selections column ("defaultdict(<class 'list'>, {...})" or a plain dict repr)."""
+    if not isinstance(text, str):
+        raise ValueError(f"selections is {type(text).__name__}, not a string")
+    m = _DEFAULTDICT.match(text)
+    value = _literal(m.group(1) if m else text)
+    if not isinstance(value, dict):
+        raise ValueError("selections is not a dict of country -> list")
+    out: dict[str, list[float]] = {}
+    for country, values in value.items():
+        if not isinstance(country, str) or not isinstance(values, (list, tuple)):
+            raise ValueError(f"selections entry {country!r} is not 'country: [numbers]'")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"selections for {country!r} holds a non-number")
+        out[country] = [float(v) for v in values]
+    return out
+
+
+def validate_row(idx: int, question: object, options_text: object, selections_text: object,
+                 source: object, report: LoadReport) -> GoqaQuestion:
+    """Parse and check one row; raises ValueError(reason) for a bad row.
+
+    Empty or all-zero country lists are dropped for that country (reported in
+    `report.dropped_countries`); a row with no country left is bad.
+    """
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("empty question")
+    try:
+        options = parse_options(options_text)
+    except ValueError as err:
+        raise ValueError(f"options: {err}") from None
+    try:
+        raw = parse_selections(selections_text)
+    except ValueError as err:
+        raise ValueError(f"selections: {err}") from None
+    selections: dict[str, np.ndarray] = {}
+    renorm = 0
+    for country, values in raw.items():
+        if len(values) == 0 or (all(math.isfinite(v) for v in values) and sum(values) == 0):
+            report.dropped_countries.append((idx, country, "empty" if not values else "all zero"))
+            continue
+        if len(values) != len(options):
+            raise ValueError(f"length mismatch for {country!r}: {len(values)} values, "
+                             f"{len(options)} options")
+        arr = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"non-finite value (NaN/inf) for {country!r}: {values}")
+        if np.any(arr < 0):
+            raise ValueError(f"negative value for {country!r}: {values}")
+        total = float(arr.sum())
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise ValueError(f"values for {country!r} sum to {total:.4f} (not within "
+                             f"{SUM_TOLERANCE} of 1)")
+        if abs(total - 1.0) > 1e-9:
+            renorm += 1
+        selections[country] = arr / total
+    if not selections:
+        raise ValueError("no country with a usable distribution")
+    if renorm:
+        report.renormalised += 1
+        report.renormalised_entries += renorm
+    src = source if isinstance(source, str) else ""
+    return GoqaQuestion(qid=f"goqa-{idx}", question=question.strip(), options=options,
+                        source=src, selections=selections)
+
+
+def parse_rows(rows: list[dict], origin: str, bad_rows: str = "skip") -> GoqaData:
+    """Validate rows (dicts with the hub columns); row index = position in `rows`."""
+    if bad_rows not in ("skip", "error"):
+        raise ValueError(f"bad_rows must be 'skip' or 'error', got {bad_rows!r}")
+    report = LoadReport(origin=origin, n_rows=len(rows))
+    questions: list[GoqaQuestion] = []
+    for idx, row in enumerate(rows):
+        try:
+            questions.append(validate_row(idx, row.get("question"), row.get("options"),
+                                          row.get("selections"), row.get("source"), report))
+        except ValueError as err:
+            if bad_rows == "error":
+                raise GoqaError(f"{origin}: row {idx} (0-based data row): {err}") from None
+            report.skipped.append((idx, str(err)))
+    countries = sorted({c for q in questions for c in q.selections})
+    return GoqaData(questions=questions, countries=countries, report=report)
+
+
+# ----------------------------------------------------------------------------- sources
+def _read_csv(path: Path) -> list[dict]:
+    import pandas as pd
+
+    if not path.exists():
+        raise GoqaError(f"GlobalOpinionQA file {str(path)!r} does not exist (goqa_path)")
+    try:
+        # keep_default_na=False: an option or question text such as "NA" must stay a string.
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as err:  # pandas raises several parser error types
+        raise GoqaError(f"GlobalOpinionQA file {str(path)!r} is not a readable CSV: {err}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise GoqaError(f"GlobalOpinionQA file {str(path)!r} lacks column(s) {missing}; "
+                        f"expected the hub schema {list(REQUIRED_COLUMNS) + ['source']}")
+    return df.to_dict("records")
+
+
+def _read_hub(revision: str) -> list[dict]:
+    """The hub's train split at `revision`. Offline -> GoqaError telling how to use a file."""
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(HUB_ID, split="train", revision=revision)
+    except Exception as err:  # offline: ConnectionError, OfflineModeIsEnabled, HfHubHTTPError...
+        raise GoqaError(
+            f"could not load {HUB_ID}@{revision} from the Hugging Face hub "
+            f"({type(err).__name__}: {str(err)[:300]}). Offline? Pass goqa_path=<local CSV in the "
+            f"hub schema> (e.g. the file {HUB_FILE} of that dataset, or "
+            f"../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv).") from None
+    return [dict(r) for r in ds]
+
+
+def load_goqa(path: str | Path | None, *, revision: str = HUB_REVISION,
+              bad_rows: str = "skip") -> GoqaData:
+    """Load GlobalOpinionQA from the hub (`path` None or "hub") or a local CSV in its schema.
+
+    Returns GoqaData with one GoqaQuestion per valid row (qid = "goqa-<row index>") and a
+    LoadReport. bad_rows="error" raises GoqaError naming the first bad row and its reason.
+    """
+    if path is None or str(path) == "hub":
+        rows, origin = _read_hub(revision), f"hub:{HUB_ID}@{revision}"
+    else:
+        rows, origin = _read_csv(Path(path)), str(path)
+    return parse_rows(rows, origin, bad_rows=bad_rows)
+
+
+def file_sha256(path: str | Path | None) -> str:
+    """Content hash for stage keys ("hub" -> "" since the pinned revision is the key)."""
+    import hashlib
+
+    if path is None or str(path) == "hub":
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

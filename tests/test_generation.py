@@ -1,0 +1,64 @@
+"""Generation on a tiny random GPT-2: batched read-out equals one-at-a-time (left padding),
+seeded samples are reproducible and independent, only the generated slice is decoded, and the
+data engineer's parser puts malformed outputs in the invalid bucket (never class 0)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gdpolib import beliefs, generation, models
+from gdpolib.config import RunConfig
+
+TEXTS = [f"<Q>Question {i}: is the weather {w} today?\n0. Yes\n1. No\n<A>{d}<{l}>I think {w}."
+         for i in range(30) for w, d, l in [("good", 0, "Yes"), ("bad", 1, "No")]]
+PROMPTS = ["<Q>Question 1: is the weather good today?\n0. Yes\n1. No\n<A>",
+           "<Q>Is it?\n<A>",
+           "<Q>Question 22: is the weather bad today or tomorrow or later?\n0. Yes\n1. No\n<A>"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = RunConfig(tiny_n_layer=2, tiny_n_embd=32, tiny_n_head=2, tiny_vocab_size=300)
+    model, tok = models.build_tiny(TEXTS, cfg)
+    # a few random steps so that the output distribution is not flat
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    return model.eval(), tok
+
+
+def test_batched_belief_distributions_equal_one_at_a_time(tiny):
+    model, tok = tiny
+    ids = beliefs.check_belief_tokens(tok, 2)
+    batched = generation.belief_distributions(model, tok, PROMPTS, ids, batch_size=3)
+    single = np.concatenate([generation.belief_distributions(model, tok, [p], ids, batch_size=1)
+                             for p in PROMPTS])
+    assert batched.shape == (3, 2)
+    np.testing.assert_allclose(batched, single, atol=1e-6)
+    assert np.all(batched.sum(axis=1) <= 1 + 1e-9)          # full-vocabulary softmax
+    assert tok.padding_side == "right"                      # restored after use
+
+
+def test_samples_reproducible_and_independent(tiny):
+    model, tok = tiny
+    kw = dict(n=6, max_new_tokens=12, batch_size=2, seed=123)
+    a = generation.sample_completions(model, tok, PROMPTS, **kw)
+    b = generation.sample_completions(model, tok, PROMPTS, **kw)
+    c = generation.sample_completions(model, tok, PROMPTS, **{**kw, "seed": 124})
+    assert a == b
+    assert a != c
+    assert len(a) == 3 and all(len(row) == 6 for row in a)
+    assert all(len(set(row)) > 1 for row in a)               # n draws, not n copies (bug B10)
+    # only the generated slice is decoded (bug B16): no sample starts with its prompt
+    assert not any(s.startswith("<Q>") for row in a for s in row)
+
+
+def test_parser_puts_malformed_outputs_in_the_invalid_bucket():
+    mask = [1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    good = beliefs.parse_completion("1<No>I think not.", 10, mask)
+    assert good.valid and good.belief == 1 and good.label == "No" and good.response == "I think not."
+    for text in ["", "Yes<1>", " 1<No>x", "12<x>y", "3<Maybe>z", "1<No unterminated"]:
+        p = beliefs.parse_completion(text, 10, mask)
+        assert not p.valid and p.belief is None, text          # never class 0 (bug B15)

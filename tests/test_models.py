@@ -1,0 +1,60 @@
+"""Model loading: tiny GPT-2 with in-process BPE, SmolLM2 offline conversion, hub errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gdpolib import models
+from gdpolib.runs import Run
+
+TEXTS = ["<Q>Is the economy doing well? Options: 0. Yes 1. No<A>",
+         "0<Yes>Things are looking up these days.", "1<No>Prices keep rising, it's hard."] * 10
+
+
+def test_tiny_model_digits_are_single_tokens_and_it_generates(tmp_cfg):
+    model, tok = models.build_tiny(TEXTS, tmp_cfg)
+    for d in range(10):
+        assert len(tok(str(d))["input_ids"]) == 1
+    prompt = tok(TEXTS[0], return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 5
+
+
+def test_tiny_base_model_is_a_cached_run_stage(tmp_cfg):
+    run = Run.open(tmp_cfg)
+    m1, t1 = models.load_base_model(tmp_cfg, run, TEXTS)
+    m2, t2 = models.load_base_model(tmp_cfg, run)  # later notebooks: no texts needed
+    assert t1.get_vocab() == t2.get_vocab()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_tiny_without_data_says_which_notebook_to_run(tmp_cfg):
+    with pytest.raises(models.ModelLoadError, match="01_prepare_data"):
+        models.load_base_model(tmp_cfg, Run.open(tmp_cfg))
+
+
+def test_device_and_dtype_auto_and_override(tmp_cfg):
+    assert models.resolve_device(tmp_cfg).type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        assert models.resolve_dtype(tmp_cfg) == torch.float32
+    assert models.resolve_dtype(tmp_cfg.replace(dtype="bfloat16")) == torch.bfloat16
+    assert models.resolve_device(tmp_cfg.replace(device="cpu")).type == "cpu"
+
+
+def test_hub_model_offline_gives_a_clear_error():
+    with pytest.raises(models.ModelLoadError, match="offline"):
+        models.load_pretrained("gpt2-large")
+
+
+def test_smollm2_offline_conversion_load_and_generate(tmp_path_factory):
+    cache = models.cache_root()  # shared across tests and runs: converted once (~25 s)
+    path = models.convert_smollm2(cache)
+    assert (path / "config.json").exists() and list(path.glob("*.safetensors"))
+    model, tok = models.load_pretrained("smollm2-135m")
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(134.5e6, rel=0.01)
+    ids = tok("<Q>Is the sky blue?<A>", return_tensors="pt")
+    out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    assert out.shape[1] == ids["input_ids"].shape[1] + 4
+    for d in range(10):  # belief digits are single tokens for SmolLM2's tokenizer too
+        assert len(tok(str(d), add_special_tokens=False)["input_ids"]) == 1
