@@ -1,0 +1,91 @@
+"""The papermill pipeline: CLI contract, config errors, and an end-to-end smoke run of every
+numbered notebook on real data with the tiny model and the short CI schedule."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from gdpolib import pipeline
+from gdpolib.config import PROJECT_ROOT
+
+PY = sys.executable
+
+
+def _pipeline(*args, cwd=PROJECT_ROOT, timeout=1500):
+    return subprocess.run([PY, "-m", "gdpolib.pipeline", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_every_notebook_is_clean_and_has_a_parameters_cell():
+    books = pipeline.numbered_notebooks()
+    assert [b.name[:2] for b in books] == ["01", "02", "03", "04", "05"]
+    for book in books:
+        nb = nbformat.read(book, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "parameters" in code[0].metadata.get("tags", []), book.name
+        assert "config.from_notebook(globals())" in code[1].source, book.name
+        assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), book.name
+
+
+def test_parameters_cells_use_known_names_with_default_values():
+    from gdpolib.config import RunConfig
+    defaults = RunConfig()
+    for book in pipeline.numbered_notebooks():
+        ns: dict = {}
+        code = [c for c in nbformat.read(book, as_version=4).cells if c.cell_type == "code"]
+        exec(code[0].source, ns)
+        for name, value in ns.items():
+            if not name.startswith("__"):
+                assert getattr(defaults, name) == value, (book.name, name)
+
+
+def test_misspelled_key_fails_before_any_notebook_runs(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("country: sa\nlearning_rat: 0.1\n")
+    res = _pipeline("-f", str(bad), timeout=60)
+    assert res.returncode == 2
+    assert "learning_rat" in res.stderr and str(bad) in res.stderr
+
+
+def test_unknown_country_fails_with_a_clear_message():
+    res = _pipeline("-p", "country", "Atlantis", timeout=60)
+    assert res.returncode == 2 and "Atlantis" in res.stderr and "country" in res.stderr
+
+
+def test_only_rejects_unknown_numbers():
+    with pytest.raises(SystemExit, match="no notebook numbered 09"):
+        pipeline.numbered_notebooks(["09"])
+
+
+def test_papermill_direct_with_a_typo_fails_at_the_config_cell(tmp_path):
+    out = tmp_path / "o.ipynb"
+    res = subprocess.run([PY, "-m", "papermill", "notebooks/01_prepare_data.ipynb", str(out),
+                          "-p", "contry", "sa", "-p", "output_root", str(tmp_path)],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    assert res.returncode != 0
+    assert "ConfigError" in res.stderr and "'contry'" in res.stderr
+
+
+@pytest.mark.slow
+def test_pipeline_runs_every_notebook_on_real_data(tmp_path, goqa_csv):
+    res = _pipeline("-f", "params/ci.yaml", "-p", "output_root", str(tmp_path))
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_dir = tmp_path / "sa-tiny"
+    assert res.stdout.strip().splitlines()[-1] == str(run_dir)
+    for book in pipeline.numbered_notebooks():
+        assert (run_dir / "notebooks" / book.name).exists()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["data"]["questions"] > 0 and metrics["data"]["test"] > 0
+    for method in ("sft", "dpo", "gdpo"):
+        m = metrics["methods"][method]
+        assert 0 <= m["jsd"] <= 0.8326 and 0 <= m["invalid_rate"] <= 1
+    assert set(metrics["skew"]) >= {"dpo", "gdpo"}
+    assert set(metrics["gpo"]["alignment"]) >= {"gpo", "uniform", "train_mean"}
+    assert list((run_dir / "figures").glob("*.png"))
+    # A second run with the same params reuses every stage instead of redoing it.
+    again = _pipeline("-f", "params/ci.yaml", "-p", "output_root", str(tmp_path), "--only", "01,03")
+    assert again.returncode == 0 and "building" not in again.stdout + again.stderr
