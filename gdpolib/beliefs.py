@@ -302,6 +302,13 @@ class Stance6Scheme(BeliefScheme):
         return [self.option_map[o] for o in options]
 
 
+def coverage(questions: Iterable["GoqaQuestion"], countries: Sequence[str],
+             schemes: Sequence[BeliefScheme]) -> list[dict[str, Any]]:
+    """One row per (country, scheme): questions, used, skipped, options not in the map."""
+    questions = list(questions)
+    return [sch.apply(questions, c)[1].to_dict() for c in countries for sch in schemes]
+
+
 def load_option_map(path: str | Path) -> dict[str, int]:
     """The option -> stance class JSON map (values 0..5). "github" or an URL fetches it."""
     path = str(path)
@@ -387,7 +394,7 @@ def check_belief_tokens(tokenizer: Any, k: int, prompt: str = PROBE_PROMPT,
             joint = _encode(tokenizer, prompt + completion)
             if joint[:len(prompt_ids)] != prompt_ids:
                 raise BeliefTokenError(
-                    f"belief digit {d!r}: the prompt's last token(s) merge with the completion "
+                    f"belief digit '{d}': the prompt's last token(s) merge with the completion "
                     f"({_decode(tokenizer, prompt_ids[-2:])!r} vs "
                     f"{_decode(tokenizer, joint[len(prompt_ids) - 2:len(prompt_ids) + 1])!r}); "
                     f"end the prompt on a token boundary or use another tokenizer")
@@ -395,7 +402,7 @@ def check_belief_tokens(tokenizer: Any, k: int, prompt: str = PROBE_PROMPT,
             text = None if tid is None else _decode(tokenizer, [tid])
             if text != str(d):
                 raise BeliefTokenError(
-                    f"belief digit {d!r} is not a single token after the prompt: the first "
+                    f"belief digit '{d}' is not a single token after the prompt: the first "
                     f"completion token decodes to {text!r} (completion {completion[:25]!r}); "
                     f"this tokenizer splits or merges the digit")
             alone = _encode(tokenizer, completion)
@@ -403,11 +410,11 @@ def check_belief_tokens(tokenizer: Any, k: int, prompt: str = PROBE_PROMPT,
             first = [t for t in alone if t not in set(getattr(tokenizer, "all_special_ids", []))]
             if not first or first[0] != tid:
                 raise BeliefTokenError(
-                    f"belief digit {d!r}: tokenised alone, the completion {completion[:25]!r} does "
+                    f"belief digit '{d}': tokenised alone, the completion {completion[:25]!r} does "
                     f"not start with the digit's token {tid} (got {first[:3]})")
             found.add(tid)
         if len(found) != 1:
-            raise BeliefTokenError(f"belief digit {d!r} maps to several token ids {sorted(found)}")
+            raise BeliefTokenError(f"belief digit '{d}' maps to several token ids {sorted(found)}")
         ids.append(found.pop())
     if len(set(ids)) != len(ids):
         raise BeliefTokenError(f"belief digits share token ids: {ids}")

@@ -1,0 +1,468 @@
+"""SFT records, DPO (conflicting) and GDPO (shared-belief) pairs, eval prompts, splits; and the
+one data stage every notebook uses: `prepare_data(cfg, run) -> RunData`.
+
+Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
+  common   qid, style, split, p_star (the TRAINING target), p_star_true (the group's real p*;
+           equal to p_star unless a p* override was given), belief_mask, majority
+  sft      prompt, completion, b                       (one record per drawn example)
+  dpo      prompt, chosen, rejected, b_c, b_r          (b_c ~ p*, b_r uniform on B \\ {b_c})
+  gdpo     same draws as dpo; rejected = b_c prefix + the response written for b_r
+  prompts  prompt, qid, style, split, question, p_star (TRUE p*, what metrics compare to),
+           p_star_target, belief_mask, labels, references, majority (one row per prompt)
+`majority` is b == argmax p_star (the training target) for records, argmax p* for prompts.
+
+Prompt: `<Q>{styled question}` + one line per belief `"{k}. {label}"` + `<A>` (the digits in
+the prompt let a split by question generalise); the completion starts with the digit.
+DPO and GDPO use the SAME (b_c, b_r, y_c, y_r) draws, so the two methods see paired data.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, format_completion)
+
+log = logging.getLogger("gdpolib.data.pairs")
+DATA_VERSION = "data-v1"       # bump when the record format changes (invalidates data stages)
+SPLITS = ("train", "eval", "test")
+KINDS = ("sft", "dpo", "gdpo", "prompts")
+
+
+class LeakageError(RuntimeError):
+    """A question (split by question) or a prompt (split by prompt) in two splits."""
+
+
+@dataclass
+class PromptItem:
+    """One prompt (a question in one style) with its candidate responses per belief."""
+
+    qid: str
+    style: str
+    prompt: str
+    qb: QuestionBeliefs                  # p_star = the TRUE group distribution
+    target: np.ndarray                   # float64[K_MAX]: the training target (override or true)
+    candidates: dict[int, list[str]]     # belief -> responses voicing it (>= 1 per b in B)
+    split: str = ""
+
+
+def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> str:
+    """`<Q>{question}\\n0. Yes\\n1. No\\n<A>`: the beliefs of B listed with their digits."""
+    lines = [f"<Q>{question}"] + [f"{k}. {labels[k]}" for k in range(len(mask)) if mask[k]]
+    return "\n".join(lines + ["<A>"])
+
+
+def _int_seed(*parts: object) -> int:
+    """A stable 64-bit seed from strings (Python's hash() is salted per process)."""
+    return int.from_bytes(hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()[:8],
+                          "little")
+
+
+# ----------------------------------------------------------------------------- items
+def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
+               targets: Mapping[str, np.ndarray] | None = None) -> list[PromptItem]:
+    """PromptItems from questions x their generated styles (responses per option -> belief)."""
+    items = []
+    for qb in qbs:
+        for sq in styled.get(qb.qid, []):
+            cands: dict[int, list[str]] = {}
+            for i, b in enumerate(qb.option_belief):
+                cands.setdefault(b, []).append(sq.responses[i])
+            target = qb.p_star if targets is None or qb.qid not in targets else targets[qb.qid]
+            items.append(PromptItem(qb.qid, sq.style, format_prompt(sq.question, qb.labels, qb.mask),
+                                    qb, np.asarray(target, dtype=np.float64), cands))
+    return items
+
+
+def apply_override(qbs: Sequence[QuestionBeliefs], override: Mapping[str, Sequence[float]] | None,
+                   ) -> dict[str, np.ndarray]:
+    """Validated training targets {qid: float64[K_MAX]} for the overridden questions."""
+    if not override:
+        return {}
+    by_qid = {q.qid: q for q in qbs}
+    unknown = [q for q in override if q not in by_qid]
+    if unknown:
+        raise BeliefError(f"p* override names {len(unknown)} question(s) not in the data: "
+                          f"{unknown[:5]}")
+    return {qid: check_distribution(p, by_qid[qid].mask, f"p* override for {qid}")
+            for qid, p in override.items()}
+
+
+# ----------------------------------------------------------------------------- splits
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def split_key(item: PromptItem, split_by: str) -> str:
+    """The unit that must not straddle splits: the question text (by question; duplicate
+    question texts in GOQA travel together) or the prompt string (by prompt)."""
+    if split_by == "question":
+        return _norm(item.qb.question)
+    if split_by == "prompt":
+        return item.prompt
+    raise ValueError(f"split_by must be 'question' or 'prompt', got {split_by!r}")
+
+
+def assign_splits(items: Sequence[PromptItem], split_by: str, fractions: Sequence[float],
+                  seed: int) -> dict[str, str]:
+    """Seeded split of the units {unit key: split}; sets item.split; checks for leakage.
+
+    Unit counts: n_eval = round(f_eval*n), n_test = round(f_test*n) (at least 1 each when its
+    fraction is > 0 and n >= 3), the rest train.
+    """
+    keys = sorted({split_key(it, split_by) for it in items})
+    rng = np.random.default_rng(_int_seed("split", seed, split_by))
+    order = [keys[i] for i in rng.permutation(len(keys))]
+    n = len(order)
+    n_eval, n_test = (int(round(f * n)) for f in fractions[1:])
+    if n >= 3:
+        n_eval = max(n_eval, 1 if fractions[1] > 0 else 0)
+        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
+    assignment = {k: "test" for k in order[:n_test]}
+    assignment.update({k: "eval" for k in order[n_test:n_test + n_eval]})
+    assignment.update({k: "train" for k in order[n_test + n_eval:]})
+    for it in items:
+        it.split = assignment[split_key(it, split_by)]
+    check_leakage(items, split_by)
+    return assignment
+
+
+def check_leakage(items: Sequence[PromptItem], split_by: str) -> None:
+    """Raise LeakageError if a question (by question: qid or question text) or a prompt string
+    (by prompt) appears in two splits. Never silent."""
+    seen: dict[str, str] = {}
+
+    def claim(key: str, split: str, what: str) -> None:
+        if seen.setdefault(key, split) != split:
+            raise LeakageError(f"{what} {key[:80]!r} is in both {seen[key]!r} and {split!r} "
+                               f"(split_by={split_by})")
+
+    for it in items:
+        if it.split not in SPLITS:
+            raise LeakageError(f"prompt of {it.qid}/{it.style} has no split")
+        if split_by == "question":
+            claim("qid:" + it.qid, it.split, "question")
+            claim("text:" + _norm(it.qb.question), it.split, "question text")
+        else:
+            claim(it.prompt, it.split, "prompt")
+
+
+# ----------------------------------------------------------------------------- records
+def _common(it: PromptItem) -> dict[str, Any]:
+    return {"qid": it.qid, "style": it.style, "split": it.split,
+            "p_star": it.target.tolist(), "p_star_true": it.qb.p_star.tolist(),
+            "belief_mask": it.qb.mask.astype(int).tolist()}
+
+
+def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_prompt: int,
+                  seed: int) -> tuple[dict[str, list[dict]], dict[str, int]]:
+    """SFT records, DPO/GDPO pairs and eval-prompt rows for every item (one record per example).
+
+    Each item has its own RNG (seeded by seed, qid, style), so adding questions does not change
+    the draws of the others. Returns ({kind: rows}, {"no_pairs": prompts with |B| < 2}).
+    """
+    out: dict[str, list[dict]] = {k: [] for k in KINDS}
+    stats = {"no_pairs": 0}
+    for it in items:
+        rng = np.random.default_rng(_int_seed("records", seed, it.qid, it.style))
+        labels, mask, p = it.qb.labels, it.qb.mask, it.target
+        beliefs = [k for k in range(len(mask)) if mask[k]]
+        majority = int(np.argmax(p))
+        com = _common(it)
+
+        def completion(k: int, response_of: int) -> str:
+            cands = it.candidates[response_of]
+            return format_completion(k, labels[k], cands[int(rng.integers(len(cands)))])
+
+        for b in rng.choice(len(p), size=sft_per_prompt, p=p):
+            b = int(b)
+            out["sft"].append({"prompt": it.prompt, "completion": completion(b, b), "b": b,
+                               "majority": b == majority, **com})
+        if len(beliefs) < 2:
+            stats["no_pairs"] += 1
+        else:
+            for b_c in rng.choice(len(p), size=pairs_per_prompt, p=p):
+                b_c = int(b_c)
+                others = [k for k in beliefs if k != b_c]
+                b_r = int(others[int(rng.integers(len(others)))])
+                cands_c, cands_r = it.candidates[b_c], it.candidates[b_r]
+                y_c = cands_c[int(rng.integers(len(cands_c)))]
+                y_r = cands_r[int(rng.integers(len(cands_r)))]
+                chosen = format_completion(b_c, labels[b_c], y_c)
+                pair = {"prompt": it.prompt, "chosen": chosen, "b_c": b_c, "b_r": b_r,
+                        "majority": b_c == majority, **com}
+                out["dpo"].append({**pair, "rejected": format_completion(b_r, labels[b_r], y_r)})
+                out["gdpo"].append({**pair, "rejected": format_completion(b_c, labels[b_c], y_r)})
+        out["prompts"].append({
+            "prompt": it.prompt, "qid": it.qid, "style": it.style, "split": it.split,
+            "question": it.qb.question, "p_star": it.qb.p_star.tolist(),
+            "p_star_target": it.target.tolist(), "belief_mask": mask.astype(int).tolist(),
+            "labels": [labels[k] if mask[k] else "" for k in range(len(mask))],
+            "references": [it.candidates[k][0] if mask[k] else "" for k in range(len(mask))],
+            "majority": int(np.argmax(it.qb.p_star))})
+    # Shuffle at record level (not per prompt: bug B6), seeded; DPO and GDPO get the SAME
+    # permutation so that row i of both is the same draw.
+    rng = np.random.default_rng(_int_seed("shuffle", seed))
+    out["sft"] = [out["sft"][i] for i in rng.permutation(len(out["sft"]))]
+    perm = rng.permutation(len(out["dpo"]))
+    out["dpo"] = [out["dpo"][i] for i in perm]
+    out["gdpo"] = [out["gdpo"][i] for i in perm]
+    return out, stats
+
+
+# ----------------------------------------------------------------------------- datasets
+def _features(kind: str):
+    import datasets as ds
+
+    s, f, i, b = ds.Value("string"), ds.Value("float64"), ds.Value("int64"), ds.Value("bool")
+    common = {"qid": s, "style": s, "split": s, "p_star": ds.Sequence(f),
+              "belief_mask": ds.Sequence(i)}
+    spec = {
+        "sft": {"prompt": s, "completion": s, "b": i, "majority": b, "p_star_true": ds.Sequence(f)},
+        "dpo": {"prompt": s, "chosen": s, "rejected": s, "b_c": i, "b_r": i, "majority": b,
+                "p_star_true": ds.Sequence(f)},
+        "prompts": {"prompt": s, "question": s, "p_star_target": ds.Sequence(f),
+                    "labels": ds.Sequence(s), "references": ds.Sequence(s), "majority": i},
+    }
+    spec["gdpo"] = spec["dpo"]
+    return ds.Features({**spec[kind], **common})
+
+
+def to_datasets(rows: Mapping[str, list[dict]]):
+    """{kind: rows} -> {kind: DatasetDict(train, eval, test)} (empty splits keep the schema)."""
+    import datasets as ds
+
+    out = {}
+    for kind in KINDS:
+        feats = _features(kind)
+        parts = {}
+        for split in SPLITS:
+            sel = [r for r in rows.get(kind, []) if r["split"] == split]
+            parts[split] = ds.Dataset.from_dict({c: [r[c] for r in sel] for c in feats},
+                                                features=feats)
+        out[kind] = ds.DatasetDict(parts)
+    return out
+
+
+def counts_of(rows: Mapping[str, list[dict]], n_questions: int) -> dict[str, Any]:
+    c: dict[str, Any] = {"questions": n_questions}
+    for kind in KINDS:
+        c[kind] = {s: sum(r["split"] == s for r in rows.get(kind, [])) for s in SPLITS}
+    return c
+
+
+def metrics_part(counts: Mapping[str, Any]) -> dict[str, Any]:
+    """The `data` part of metrics.json: questions used, and PREFERENCE PAIRS (DPO = GDPO) per
+    split (SFT records and prompts per split are in the data stage's counts.json)."""
+    return {"data": {"questions": int(counts["questions"]),
+                     **{s: int(counts["dpo"][s]) for s in SPLITS}}}
+
+
+# ----------------------------------------------------------------------------- stage
+@dataclass
+class RunData:
+    """The built data stage. sft/dpo/gdpo/prompts are DatasetDicts with train/eval/test."""
+
+    path: Path
+    sft: Any
+    dpo: Any
+    gdpo: Any
+    prompts: Any
+    scheme: str                      # options | stance6 | movies | hub
+    k_max: int
+    questions: list[QuestionBeliefs]  # TRUE p* (empty for hub datasets)
+    counts: dict[str, Any]
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    def texts(self) -> list[str]:
+        """Training text (prompts + completions), e.g. to train the tiny model's BPE."""
+        t = []
+        for r in self.sft["train"]:
+            t.append(r["prompt"] + r["completion"])
+        for r in self.dpo["train"]:
+            t.append(r["prompt"] + r["rejected"])
+        return t
+
+    def table(self, kind: str = "gdpo", split: str = "train", n: int = 5):
+        """A pandas table of the first n records (for notebooks)."""
+        return getattr(self, kind)[split].select(range(min(n, len(getattr(self, kind)[split])))
+                                                 ).to_pandas()
+
+
+def _qb_to_json(q: QuestionBeliefs) -> dict:
+    return {"qid": q.qid, "question": q.question, "options": q.options, "source": q.source,
+            "p_star": q.p_star.tolist(), "mask": q.mask.tolist(), "labels": q.labels,
+            "option_belief": q.option_belief}
+
+
+def _qb_from_json(d: dict) -> QuestionBeliefs:
+    return QuestionBeliefs(qid=d["qid"], question=d["question"], options=d["options"],
+                           p_star=np.asarray(d["p_star"], dtype=np.float64),
+                           mask=np.asarray(d["mask"], dtype=np.int64), labels=d["labels"],
+                           option_belief=d["option_belief"], source=d.get("source", ""))
+
+
+def load_run_data(path: str | Path) -> RunData:
+    """Open a built data stage folder."""
+    import datasets as ds
+
+    path = Path(path)
+    meta = json.loads((path / "meta.json").read_text())
+    questions = [_qb_from_json(json.loads(line)) for line in
+                 (path / "questions.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    kinds = {k: ds.load_from_disk(str(path / k)) for k in KINDS}
+    return RunData(path=path, **kinds, scheme=meta["scheme"], k_max=meta["k_max"],
+                   questions=questions, counts=json.loads((path / "counts.json").read_text()),
+                   reports=json.loads((path / "reports.json").read_text()))
+
+
+def write_stage(out: Path, rows: Mapping[str, list[dict]], questions: Sequence[QuestionBeliefs],
+                scheme: str, k_max: int, reports: Mapping[str, Any], extra: Mapping | None = None,
+                ) -> dict[str, Any]:
+    """Save datasets + questions + counts + reports into the (temporary) stage folder."""
+    counts = counts_of(rows, len(questions) if questions else
+                       len({r["qid"] for r in rows.get("prompts", [])}))
+    import datasets as ds
+
+    bars = ds.is_progress_bar_enabled()
+    ds.disable_progress_bars()          # 12 tiny saves: their bars would drown the log
+    try:
+        for kind, dd in to_datasets(rows).items():
+            dd.save_to_disk(str(out / kind))
+    finally:
+        if bars:
+            ds.enable_progress_bars()
+    (out / "questions.jsonl").write_text(
+        "".join(json.dumps(_qb_to_json(q), ensure_ascii=False) + "\n" for q in questions),
+        encoding="utf-8")
+    (out / "counts.json").write_text(json.dumps(counts, indent=2))
+    (out / "reports.json").write_text(json.dumps(reports, indent=2, default=str))
+    (out / "meta.json").write_text(json.dumps({"scheme": scheme, "k_max": k_max,
+                                               "version": DATA_VERSION, **(extra or {})}, indent=2))
+    return counts
+
+
+def _hash_file(path) -> str:
+    from gdpolib.runs import file_hash
+
+    return file_hash(path)
+
+
+def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
+    """Everything the data stage depends on: params, input file contents, the override."""
+    from gdpolib.config import resolve_path
+    from gdpolib.runs import stable_hash
+
+    key: dict[str, Any] = {"version": DATA_VERSION, **cfg.subset(
+        "seed", "n_styles", "split_by", "split_fractions", "sft_per_prompt", "pairs_per_prompt",
+        "responses", "response_model", "api_base", "api_model")}
+    if cfg.hub_dataset:
+        key["hub_dataset"] = cfg.hub_dataset
+    elif getattr(cfg, "movies_path", None):
+        key["movies_sha"] = _hash_file(resolve_path(cfg.movies_path))
+    else:
+        key.update(cfg.subset("country", "goqa_path", "goqa_revision", "bad_rows",
+                              "belief_scheme", "max_options", "max_questions"))
+        if cfg.goqa_path not in (None, "hub"):
+            key["goqa_sha"] = _hash_file(resolve_path(cfg.goqa_path))
+        if cfg.belief_scheme == "stance6":
+            key["option_map_path"] = cfg.option_map_path
+            p = cfg.option_map_path
+            if p and p != "github" and not p.startswith(("http://", "https://")):
+                key["option_map_sha"] = _hash_file(resolve_path(p))
+    if override:
+        key["override"] = stable_hash({q: [round(float(x), 12) for x in v]
+                                       for q, v in sorted(override.items())})
+    return key
+
+
+def _response_cache_dir(cfg) -> Path | None:
+    if cfg.responses == "template":
+        return None
+    from gdpolib.models import cache_root
+
+    return cache_root(cfg) / "responses"
+
+
+def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any]:
+    """Build the GOQA data stage into `out`; returns the counts."""
+    from gdpolib.beliefs import make_scheme
+    from gdpolib.config import resolve_path
+    from gdpolib.data.goqa import load_goqa
+    from gdpolib.data.responses import make_generator
+
+    path = None if cfg.goqa_path in (None, "hub") else resolve_path(cfg.goqa_path)
+    data = load_goqa(path, revision=cfg.goqa_revision, bad_rows=cfg.bad_rows)
+    log.info(data.report.summary())
+    country = data.resolve(cfg.country)
+    scheme = make_scheme(cfg)
+    qbs, scheme_report = scheme.apply(data.questions, country)
+    log.info(scheme_report.summary())
+    if cfg.max_questions is not None:
+        qbs = qbs[:cfg.max_questions]
+    targets = apply_override(qbs, override)
+    gen = make_generator(cfg, _response_cache_dir(cfg))
+    styled, gen_report = gen.generate([(q.qid, q.question, q.options) for q in qbs], cfg.n_styles)
+    log.info(gen_report.summary())
+    items = goqa_items(qbs, styled, targets)
+    used = {it.qid for it in items}
+    qbs = [q for q in qbs if q.qid in used]
+    assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
+    rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
+    reports = {
+        "load": {"origin": data.report.origin, "rows": data.report.n_rows,
+                 "skipped": data.report.skipped, "renormalised": data.report.renormalised,
+                 "renormalised_entries": data.report.renormalised_entries,
+                 "dropped_countries": data.report.dropped_countries},
+        "scheme": {**scheme_report.to_dict(), "skipped_questions": scheme_report.skipped,
+                   "unmapped_options": scheme_report.unmapped},
+        "generation": {"generator": gen_report.generator, "styles_kept": gen_report.styles_kept,
+                       "cache_hits": gen_report.cache_hits, "rejected": gen_report.rejected},
+        "records": {**stats, "overridden": sorted(targets)},
+        "split": {"split_by": cfg.split_by, "fractions": cfg.split_fractions, "seed": cfg.seed,
+                  "units": {s: sum(v == s for v in assignment.values()) for s in SPLITS}},
+    }
+    (out / "splits.json").write_text(json.dumps(assignment, indent=1, ensure_ascii=False))
+    return write_stage(out, rows, qbs, scheme.name, scheme.k_max, reports,
+                       {"country": country})
+
+
+def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None = None,
+                 name: str | None = None) -> RunData:
+    """THE data stage of a run (notebook 01 builds it; later notebooks reuse it).
+
+    Source: cfg.hub_dataset (the authors' Binwei01 data) > cfg.movies_path (SNAP movie reviews)
+    > GlobalOpinionQA (cfg.goqa_path or the hub) for cfg.country under cfg.belief_scheme.
+    `p_star_override` {qid: distribution (len K_MAX or |B|)} replaces the TRAINING target of
+    those questions (e.g. GPO's prediction for few-shot GDPO); the true p* stays in
+    `p_star_true` and in the eval prompts' `p_star`. Such data goes to its own stage
+    (`name`, default "data_override") and does not touch metrics.json.
+    Cached: rebuilt only when data_key(cfg, override) changes.
+    """
+    name = name or ("data_override" if p_star_override else "data")
+    key = data_key(cfg, p_star_override)
+
+    def build(out: Path) -> None:
+        if cfg.hub_dataset:
+            if p_star_override:
+                raise BeliefError("p_star_override is not supported for hub datasets")
+            from gdpolib.data.hub import build_hub
+
+            build_hub(cfg, out)
+        elif getattr(cfg, "movies_path", None):
+            from gdpolib.data.movies import build_movies
+
+            build_movies(cfg, out, p_star_override)
+        else:
+            build_goqa(cfg, out, p_star_override)
+
+    path = run.stage(name, key, build)
+    data = load_run_data(path)
+    if name == "data" and not p_star_override:
+        run.merge_metrics(metrics_part(data.counts))
+    return data
