@@ -59,6 +59,7 @@ class RunConfig:
     max_options: int = 10
     max_questions: int | None = None     # cap for quick runs (CI); None = all
     hub_dataset: str | None = None       # e.g. Binwei01/mmoqa_sa: the authors' data instead
+    movies_path: str | None = None       # SNAP web-Movies text file: movie reviews instead
     responses: str = "template"          # template | hf | openai
     response_model: str | None = None    # for responses=hf (a hub id, path or smollm2-135m)
     api_base: str | None = None          # for responses=openai or judge=openai
@@ -103,6 +104,8 @@ class RunConfig:
     lora_alpha: int = 32
     gradient_checkpointing: bool = False
     report_to: str = "none"              # none | tensorboard | wandb
+    save_every: int = 200                # Trainer checkpoint (for resuming) every N steps
+    select_by: str = "last"              # last | eval_jsd: which step a stage keeps (never the loss)
     # --- evaluation ---
     methods: list[str] = dataclasses.field(
         default_factory=lambda: ["sft", "dpo", "gdpo", "kshot", "icf"])
@@ -115,14 +118,22 @@ class RunConfig:
     kshot_k: int = 3
     judge: str = "embedding"             # embedding | openai
     embedder: str = "minilm"             # minilm (offline) | a sentence-transformers id
+    judge_samples: int = 0               # samples per prompt the BPC judge scores (0 = all)
     # --- GPO ---
     gpo_embedder: str = "minilm"         # minilm | policy | smollm2-135m | hub id
-    gpo_loss: str = "gaussian_nll"       # gaussian_nll | kl
-    gpo_steps: int = 1500
+    gpo_loss: str = "kl"                 # kl (per-question KL to y) | gaussian_nll (the paper)
+    gpo_steps: int = 600                 # CPU-sized; the paper ran 200k
     gpo_lr: float = 3.0e-4
     gpo_k: int = 20
     gpo_k_values: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 5, 10, 20, 50])
     gpo_group_split: list[float] = dataclasses.field(default_factory=lambda: [0.6, 0.2, 0.2])
+    gpo_min_questions: int = 60          # a GOQA country needs this many questions to be a group
+    gpo_batch_groups: int = 8            # groups (episodes) per meta-training step
+    gpo_ctx_range: list[int] = dataclasses.field(default_factory=lambda: [1, 30])  # questions
+    gpo_tar_range: list[int] = dataclasses.field(default_factory=lambda: [10, 30])  # questions
+    gpo_eval_every: int = 100            # steps between validation-group evaluations
+    gpo_zero_shot_lm: str = "policy"     # LM baseline: policy (run's model) | smollm2-135m | none | hub id
+    gpo_fewshot_gdpo: bool = True        # notebook 05 trains GDPO on GPO's predicted p*
     opinionqa_path: str | None = "../shared/data/opinionqa_tatsu/human_resp"
 
     # ---- derived values ----

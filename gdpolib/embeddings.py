@@ -58,6 +58,7 @@ class EmbeddingTable:
     index: dict[str, tuple[int, int]]
     model: str
     dim: int
+    key: str = ""            # the cache key (model name + texts hash), for stage keys
 
     def rows(self, qid: str) -> np.ndarray:
         """The option vectors of one question: [n_options, dim]."""
@@ -246,4 +247,5 @@ def embed_questions(items: list[QuestionItem], embedder: str = "minilm", *,
     vectors, meta = cached_array(directory, f"emb-{name}", key, compute,
                                  meta={"model": name, "index": [[it.qid, len(it.options)]
                                                                 for it in items]})
-    return EmbeddingTable(vectors=vectors, index=index, model=name, dim=int(vectors.shape[1]))
+    return EmbeddingTable(vectors=vectors, index=index, model=name, dim=int(vectors.shape[1]),
+                          key=key)

@@ -184,15 +184,19 @@ def class_belief_consistent(belief: int, description: str | None, labels, scheme
     labels: [K] the prompt's belief labels ("" when unused).
     - options: the description must equal the question's option for that belief id.
     - stance6: the description must be an option that the option map sends to that class
-      (the authors' definition); without a map, it must equal the question's label.
+      (the authors' definition; a label joining several options with " / ", as the data
+      builder writes a class with more than one option, needs every part to map there); without
+      a map, it must equal the question's label.
     An invalid belief or a missing description is inconsistent.
     """
     if belief is None or belief < 0 or belief >= len(labels) or not description:
         return False
     desc = _norm_text(description)
+    same_label = bool(labels[belief]) and desc == _norm_text(labels[belief])
     if scheme == "stance6" and option_map is not None:
-        return option_map.get(desc) == belief
-    return bool(labels[belief]) and desc == _norm_text(labels[belief])
+        parts = [p.strip() for p in desc.split(" / ")]
+        return same_label or all(option_map.get(p) == belief for p in parts)
+    return same_label
 
 
 def cbc(beliefs, descriptions, labels, scheme: str, option_map=None) -> float:

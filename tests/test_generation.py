@@ -62,3 +62,35 @@ def test_parser_puts_malformed_outputs_in_the_invalid_bucket():
     for text in ["", "Yes<1>", " 1<No>x", "12<x>y", "3<Maybe>z", "1<No unterminated"]:
         p = beliefs.parse_completion(text, 10, mask)
         assert not p.valid and p.belief is None, text          # never class 0 (bug B15)
+
+
+def test_parse_samples_maps_invalid_to_the_invalid_id():
+    from gdpolib import evaluate, metrics
+
+    mask = np.array([[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]])
+    es = evaluate.EvalSet(["p"], ["question?"], ["q"], ["s"], np.array([[0.5, 0.5] + [0] * 8]), mask,
+                          [["Yes", "No"] + [""] * 8], [["r0", "r1"] + [""] * 8])
+    out = evaluate.parse_samples([["1<No> nope", "Yes I do", "2<Maybe>x", "0 plain"]], es, 10)
+    assert out["belief"] == [[1, metrics.INVALID, metrics.INVALID, 0]]
+    assert out["label"][0][0] == "No" and out["label"][0][3] is None   # no label: CBC fails
+    assert out["response"][0][0] == "nope"
+
+
+def test_first_token_is_drawn_from_the_models_own_distribution(tiny):
+    """Pure ancestral sampling (temperature 1, no top-k/top-p): first-token frequencies over
+    many draws match the model's next-token softmax at the answer position."""
+    model, tok = tiny
+    prompt = PROMPTS[0]
+    batch = generation.encode_left(tok, [prompt], "cpu")
+    with torch.no_grad():
+        p = torch.softmax(generation.last_token_logits(model, batch), -1)[0].double().numpy()
+    n = 3000
+    texts = generation.sample_completions(model, tok, [prompt], n=n, max_new_tokens=1, seed=5)[0]
+    # several byte-level tokens decode to the same string (e.g. '\ufffd'): compare by string
+    by_text: dict[str, float] = {}
+    for t in range(len(p)):
+        word = tok.decode([t], skip_special_tokens=True)
+        by_text[word] = by_text.get(word, 0.0) + p[t]
+    for word, q in sorted(by_text.items(), key=lambda kv: -kv[1])[:6]:
+        freq = sum(s == word for s in texts) / n
+        assert abs(freq - q) < 4 * np.sqrt(q * (1 - q) / n) + 1e-3, (word, freq, q)

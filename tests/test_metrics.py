@@ -89,6 +89,8 @@ def test_cbc_hand_examples():
     assert M.class_belief_consistent(4, "Better", stance_labels, "stance6", omap)
     assert not M.class_belief_consistent(5, "Better", stance_labels, "stance6", omap)
     assert not M.class_belief_consistent(4, "Not in the map", stance_labels, "stance6", omap)
+    assert M.class_belief_consistent(4, "Good / Better", stance_labels, "stance6", omap)
+    assert not M.class_belief_consistent(4, "Good / Very good job", stance_labels, "stance6", omap)
     assert M.cbc([[1, 0]], [["Somewhat good job", "Nope"]], [labels], "options") == 0.5
 
 
@@ -102,3 +104,43 @@ def test_rs_uses_the_reference_of_the_predicted_belief():
     np.testing.assert_allclose(scores, [[1.0, 0.0, 0.6, 0.0]])
     # a belief without a reference scores 0
     assert M.reference_similarity([["I like it"]], [[2]], references, embed)[0, 0] == 0.0
+
+
+# ---- evaluation helpers (no model) ----
+def test_fewshot_prompts_use_other_questions_and_fit_the_budget():
+    from gdpolib import evaluate, models
+
+    demos = [f"<Q>q{i}?\n0. Yes\n1. No\n<A>{i % 2}<{'No' if i % 2 else 'Yes'}>Because {i}."
+             for i in range(12)]
+    qids = [f"q{i % 4}" for i in range(12)]
+    tok = models.train_bpe_tokenizer(demos, 300)
+    prompts, pqids = ["<Q>q0?\n0. Yes\n1. No\n<A>", "<Q>q9?\n<A>"], ["q0", "q9"]
+    out = evaluate.fewshot_prompts(prompts, pqids, (demos, qids), tok, k=3, max_tokens=10_000,
+                                   seed=0, salt="t")
+    again = evaluate.fewshot_prompts(prompts, pqids, (demos, qids), tok, k=3, max_tokens=10_000,
+                                     seed=0, salt="t")
+    assert out == again
+    for o, p, q in zip(out, prompts, pqids):
+        assert o.endswith(p)
+        shots = o[:-len(p)].split(evaluate.DEMO_SEPARATOR)[:-1]
+        assert len(shots) == 3 and all(s in demos for s in shots)
+        assert all(qids[demos.index(s)] != q for s in shots)      # never its own question
+    tight = evaluate.fewshot_prompts(prompts, pqids, (demos, qids), tok, k=3, max_tokens=1,
+                                     seed=0, salt="t")
+    assert tight == prompts                                        # nothing fits: zero-shot
+
+
+def test_table2_puts_paper_numbers_beside_ours_only_for_the_papers_setting():
+    import pandas as pd
+
+    from gdpolib import evaluate
+    from gdpolib.config import RunConfig
+
+    table = pd.DataFrame({"jsd": [0.3, 0.2], "cbc": [0.9, 0.95], "n_prompts": [10, 10]},
+                         index=pd.Index(["dpo", "gdpo"], name="method"))
+    mine = evaluate.table2(table, RunConfig(country="sa", model="tiny"))
+    assert list(mine.columns) == ["dpo", "gdpo"]
+    paper = evaluate.table2(table, RunConfig(country="sa", model="gpt2-large"))
+    assert paper.loc["jsd", "paper:gdpo"] == 0.185 and paper.loc["cbc", "paper:dpo"] == 0.742
+    md = evaluate.markdown_table(paper)
+    assert md.splitlines()[0].startswith("| metric | dpo | gdpo | paper:dpo")

@@ -1,0 +1,69 @@
+"""Training entry point: the same params files as the notebooks, one method per call.
+
+    python -m gdpolib.train -f params/sa.yaml --method gdpo
+    python -m gdpolib.train -f params/us.yaml -f params/smollm2-135m.yaml -p gdpo_steps 50 --method dpo
+    accelerate launch --num_processes 4 -m gdpolib.train -f params/gpt2-large.yaml --method gdpo
+
+Builds (or reuses) the data stage and the SFT stage, trains the method (sft | dpo | gdpo | cdpo |
+mft | all = sft, dpo, gdpo and the `ablations`), writes its test-split numbers into the run's
+metrics.json and prints the stage folder last. Under `accelerate launch` (DDP) every process
+trains; data, stage bookkeeping, tracking and the test evaluation run on the main process.
+A killed run resumes from its last Trainer checkpoint (`save_every`) when started again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "all")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m gdpolib.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("-f", "--file", dest="files", action="append", default=[],
+                    help="params YAML file (repeatable; later files win)")
+    ap.add_argument("-p", "--param", dest="params", nargs=2, action="append", default=[],
+                    metavar=("KEY", "VALUE"), help="override one parameter (repeatable)")
+    ap.add_argument("--method", default="gdpo", choices=METHODS)
+    ap.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from accelerate import PartialState
+
+    from gdpolib import config, models, runs, trainers
+    from gdpolib.data.pairs import prepare_data
+
+    try:
+        cfg = config.load_config(args.files, dict(args.params))
+    except config.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    state = PartialState()
+    run = runs.Run.open(cfg)
+    with state.main_process_first():        # data and the tiny base model are built once
+        data = prepare_data(cfg, run)
+        if cfg.model == "tiny":
+            models.load_base_model(cfg, run, data.texts())
+    methods = (["sft", "dpo", "gdpo", *cfg.ablations] if args.method == "all" else [args.method])
+    log = logging.getLogger("gdpolib.train")
+    out = None
+    for method in methods:
+        out = (trainers.train_sft(cfg, run, data) if method == "sft"
+               else trainers.train_preference(cfg, run, data, method))
+        if state.is_main_process and not args.no_eval:
+            numbers = trainers.evaluate_test(cfg, run, data, method)
+            log.info("%s test: %s", method, json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                                                         for k, v in numbers.items()}))
+    state.wait_for_everyone()
+    if state.is_main_process:
+        print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
