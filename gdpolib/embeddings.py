@@ -128,6 +128,13 @@ def encode_sentences(encoder, texts: list[str], batch_size: int = 64) -> np.ndar
                                      convert_to_numpy=True), dtype=np.float32)
 
 
+def token_limit(model, max_length: int) -> int:
+    """`max_length`, capped by the model's position limit (a small GPT-2 may have 256)."""
+    limit = getattr(model.config, "max_position_embeddings", None) or \
+        getattr(model.config, "n_positions", None)
+    return min(max_length, limit) if limit else max_length
+
+
 def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
                        max_length: int = 512) -> np.ndarray:
     """Attention-masked mean of a causal LM's last hidden state: float32 [len(texts), d].
@@ -150,7 +157,7 @@ def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
         for start in tqdm(range(0, len(texts), batch_size), desc="LM embeddings"):
             idx = order[start:start + batch_size]
             batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                              truncation=True, max_length=max_length).to(device)
+                              truncation=True, max_length=token_limit(model, max_length)).to(device)
             hidden = model(**batch, output_hidden_states=True).hidden_states[-1]   # [B, T, d]
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)          # [B, T, 1]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)

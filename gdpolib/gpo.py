@@ -13,9 +13,10 @@ Layout of this module:
   groups       GroupOpinions (GlobalOpinionQA countries or OpinionQA groups), group splits
   model        GPOModel, the attention mask, the per-question softmax, the losses
   episodes     episode sampling and padding into EpisodeBatch tensors
-  training     meta_train (Adam + cosine, model selection on VALIDATION groups only)
   prediction   predict for (group, context, targets) jobs, evaluation plans, baselines, scores
-  experiment   run_gpo / few-shot p* for GDPO, used by notebooks/05_gpo.ipynb
+  training     meta_train (Adam + cosine, model selection on VALIDATION groups only)
+  experiment   run_gpo, alignment tables, the k curve, few-shot p* and few-shot GDPO; the
+               steps of notebooks/05_gpo.ipynb
 
 Fixed here, unlike the official code (§7.2): padded targets are left out of the loss mean,
 sigma has a floor, seeds come from the run's seed (episodes too), selection never uses test
@@ -31,7 +32,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -493,12 +494,13 @@ def lm_option_distributions(model, tokenizer, items: Sequence[QuestionItem],
                             batch_size: int = 8) -> dict[str, np.ndarray]:
     """Zero-shot option distribution of a causal LM: next-token probabilities of the option
     letters after the prompt "...Options: A. .. B. ..\\nAnswer:", renormalised over the
-    question's options. A letter's probability adds its " A" and "A" tokens (whichever exist
+    question's options. Prompts longer than the model's context keep their end (left
+    truncation). A letter's probability adds its " A" and "A" tokens (whichever exist
     as single tokens). Returns {qid: [K_q]}.
     """
     from tqdm.auto import tqdm
 
-    from gdpolib.embeddings import LETTERS, question_prompt
+    from gdpolib.embeddings import LETTERS, question_prompt, token_limit
 
     device = next(model.parameters()).device
     items = sorted(items, key=lambda it: len(question_prompt(it.question, it.options)))
@@ -517,7 +519,7 @@ def lm_option_distributions(model, tokenizer, items: Sequence[QuestionItem],
             chunk = items[start:start + batch_size]
             batch = tokenizer([question_prompt(it.question, it.options) for it in chunk],
                               return_tensors="pt", padding=True, truncation=True,
-                              max_length=1024).to(device)
+                              max_length=token_limit(model, 1024)).to(device)
             try:   # only the last position's logits are needed
                 logits = model(**batch, logits_to_keep=1).logits[:, -1].float()   # [B, vocab]
             except TypeError:

@@ -352,7 +352,7 @@ def test_baselines_by_hand():
 
 
 # ---------------------------------------------------------------------------- embeddings
-def _tiny_lm():
+def _tiny_lm(n_positions: int = 256):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gdpolib.models import train_bpe_tokenizer
@@ -360,7 +360,7 @@ def _tiny_lm():
     texts = [embeddings.option_prompt("Is the sky blue?", ["Yes", "No", "Maybe"], k) for k in range(3)]
     tok = train_bpe_tokenizer(texts * 5 + list("ABCDEFGH"), vocab_size=300)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=16, n_layer=2,
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=16, n_layer=2,
                                        n_head=2)).eval()
     return model, tok
 
@@ -412,6 +412,16 @@ def test_lm_zero_shot_distribution_is_renormalised_over_options():
     assert d["q1"].shape == (3,) and d["q2"].shape == (2,)
     for p in d.values():
         assert np.all(p > 0) and math.isclose(p.sum(), 1.0)
+
+
+def test_prompts_longer_than_the_model_context_are_truncated_on_the_left():
+    model, tok = _tiny_lm(n_positions=24)
+    items = [QuestionItem("q1", "Is the sky blue? " * 20, ["Yes", "No", "Maybe"])]
+    d = gpo.lm_option_distributions(model, tok, items)
+    assert d["q1"].shape == (3,) and math.isclose(d["q1"].sum(), 1.0)
+    texts = [embeddings.option_prompt(items[0].question, items[0].options, k) for k in range(3)]
+    vecs = embeddings.mean_pooled_states(model, tok, texts)
+    assert vecs.shape == (3, 16) and np.isfinite(vecs).all()
 
 
 def test_to_beliefs_sums_options_into_beliefs():
