@@ -77,7 +77,7 @@ class RunConfig:
     tiny_n_embd: int = 64
     tiny_n_head: int = 4
     tiny_vocab_size: int = 1024
-    max_length: int = 256
+    max_length: int = 256                # also the tiny model's context (see params/us.yaml)
     max_prompt_length: int = 192
     # --- training ---
     batch_size: int = 16
@@ -178,6 +178,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "responses": ("template", "hf", "openai"), "split_by": ("prompt", "question"),
     "calibration_form": ("renorm", "full"), "report_to": ("none", "tensorboard", "wandb"),
     "judge": ("embedding", "openai"), "gpo_loss": ("gaussian_nll", "kl"),
+    "select_by": ("last", "eval_jsd"),
 }
 LIST_CHOICES = {"ablations": ("cdpo", "mft"),
                 "methods": ("sft", "dpo", "gdpo", "cdpo", "mft", "kshot", "icf")}

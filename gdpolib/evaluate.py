@@ -16,7 +16,7 @@ Numbers (GUIDE.md section 6 for the metrics.json part):
     noise_floor    the sampled JSD a perfectly calibrated model gets with the same n
     cbc, bpc, rs   reference §5 (bugs B13-B15 fixed); bpc from the judge chosen by `judge`
     invalid_rate   share of samples that do not parse into a belief of the question's set
-    majority_bias  sampled share of the majority belief / its p* share (1 = calibrated)
+    majority_bias  share of the majority belief among valid samples / its p* share (1 = calibrated)
     belief_mass    probability mass on the question's belief tokens (DPO moves mass off them)
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from gdpolib import beliefs, metrics
 
 log = logging.getLogger("gdpolib.evaluate")
 
-EVAL_VERSION = "eval-v1"   # bump when scoring changes (invalidates eval stages)
+EVAL_VERSION = "eval-v2"   # bump when scoring changes (invalidates eval stages)
 METHOD_ORDER = ("kshot", "icf", "sft", "dpo", "gdpo", "cdpo", "mft")
 PREFERENCE = ("dpo", "gdpo", "cdpo", "mft")
 METRICS_JSON_KEYS = ("jsd", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")

@@ -38,7 +38,9 @@ def encode_left(tokenizer, prompts: Sequence[str], device, max_tokens: int | Non
     """Left-padded input_ids, attention_mask and position_ids ([B, T] each).
 
     max_tokens: keep at most the LAST max_tokens tokens of each prompt (the answer position is
-    at the end; only long few-shot prompts are ever cut).
+    at the end). Callers pass the model's window, so a prompt longer than the model can read
+    (a long GOQA question on the tiny model, a few-shot prompt) loses its beginning instead of
+    failing.
     """
     with left_padding(tokenizer):
         enc = tokenizer(list(prompts), return_tensors="pt", padding=True)

@@ -161,14 +161,20 @@ def majority_bias(beliefs, p_star, mask) -> float:
     """Mean over prompts of (sampled share of the majority belief) / p*(majority belief).
 
     beliefs: [N, n]; p_star, mask: [N, K]. 1 = calibrated on the majority belief; > 1 = the
-    model over-produces it (DPO's skew). The share is over all n samples (invalid included).
+    model over-produces it (DPO's skew). The share is among the VALID samples (the invalid rate
+    is reported on its own, so it does not pull this ratio down); prompts without a valid
+    sample are left out (NaN when none has one).
     """
-    counts, invalid = belief_counts(beliefs, mask)
+    counts, _ = belief_counts(beliefs, mask)
     target = renormalise(p_star, mask)
     maj = target.argmax(axis=1)
     rows = np.arange(len(target))
-    share = counts[rows, maj] / np.maximum(counts.sum(axis=1) + invalid, 1)
-    return float(np.mean(share / target[rows, maj]))
+    n_valid = counts.sum(axis=1)
+    keep = n_valid > 0
+    if not keep.any():
+        return float("nan")
+    share = counts[rows, maj][keep] / n_valid[keep]
+    return float(np.mean(share / target[rows, maj][keep]))
 
 
 # ---- per-sample consistency: CBC and RS ----

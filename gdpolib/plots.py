@@ -246,7 +246,7 @@ def plot_gpo_alignment(table):
     sns.barplot(per, x="group", y="score", hue="method", order=order, ax=ax)
     lo = max(0.0, per["score"].min() - 0.05)
     ax.set(ylim=(lo, 1.0), xlabel="", ylabel="alignment (1 - distance)")
-    ax.tick_params(axis="x", rotation=60)
+    plt.setp(ax.get_xticklabels(), rotation=50, ha="right", rotation_mode="anchor")
     ax.legend(fontsize=8, ncol=len(per["method"].unique()))
     ax.set_title("Alignment on held-out groups")
     return fig

@@ -71,8 +71,10 @@ def test_majority_bias_hand_example():
     p_star = np.array([[0.5, 0.3, 0.2], [0.2, 0.8, 0.0]])
     mask = np.array([[1, 1, 1], [1, 1, 0]])
     beliefs = [[0, 0, 0, 1], [1, 1, 0, M.INVALID]]
-    # prompt 0: share of belief 0 = 3/4 -> 1.5; prompt 1: share of belief 1 = 2/4 -> 0.625
-    assert M.majority_bias(beliefs, p_star, mask) == pytest.approx((1.5 + 0.625) / 2)
+    # prompt 0: share of belief 0 = 3/4 -> 1.5; prompt 1: share of belief 1 among the 3 valid
+    # samples = 2/3 -> (2/3) / 0.8
+    assert M.majority_bias(beliefs, p_star, mask) == pytest.approx((1.5 + (2 / 3) / 0.8) / 2)
+    assert np.isnan(M.majority_bias([[M.INVALID]], p_star[:1], mask[:1]))
 
 
 def test_cbc_hand_examples():
