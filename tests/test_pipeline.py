@@ -3,6 +3,7 @@ numbered notebook on real data with the tiny model and the short CI schedule."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,8 +17,11 @@ PY = sys.executable
 
 
 def _pipeline(*args, cwd=PROJECT_ROOT, timeout=1500):
+    # One OpenMP thread: the tiny model gains nothing from more, and on a shared machine the
+    # default thread count made training steps many times slower.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([PY, "-m", "gdpolib.pipeline", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def test_every_notebook_is_clean_and_has_a_parameters_cell():
