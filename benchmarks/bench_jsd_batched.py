@@ -7,12 +7,16 @@ are the run's eval prompts of every split (train + eval + test), so there are en
 
     python benchmarks/bench_jsd_batched.py                                # tiny model, CPU
     python benchmarks/bench_jsd_batched.py -p model smollm2-135m -p max_questions 40 --reps 1
-Writes benchmarks/results/bench_jsd_batched-<model>-<device>.json.
+    OMP_NUM_THREADS=1 python benchmarks/bench_jsd_batched.py -p run_name eval-sa-tiny
+Writes benchmarks/results/bench_jsd_batched-<model>-<device>[-t<threads>].json. The JSON also
+records the machine's load average: on a shared CPU, oversubscribed threads slow small
+per-prompt forwards far more than batched ones.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -97,9 +101,13 @@ def main() -> None:
                                                for b in sizes if b != 1},
         "mean_jsd": {str(b): jsds[b] for b in sizes},
         "params": sum(p.numel() for p in model.parameters()),
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "command": " ".join(["python benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
-    out = ROOT / "benchmarks" / "results" / f"bench_jsd_batched-{cfg.model_slug}-{device.type}.json"
+    # CPU timings depend on the thread count (and on other load: see the README of the results)
+    threads = f"-t{torch.get_num_threads()}" if device.type == "cpu" else ""
+    out = ROOT / "benchmarks" / "results" / \
+        f"bench_jsd_batched-{cfg.model_slug}-{device.type}{threads}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
