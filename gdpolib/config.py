@@ -134,7 +134,9 @@ class RunConfig:
     gpo_eval_every: int = 100            # steps between validation-group evaluations
     gpo_zero_shot_lm: str = "policy"     # LM baseline: policy (run's model) | smollm2-135m | none | hub id
     gpo_fewshot_gdpo: bool = True        # notebook 05 trains GDPO on GPO's predicted p*
+    gpo_prior: str = "train_groups"      # train_groups (GPO over the meta-train groups' answers) | none (the paper)
     opinionqa_path: str | None = "../shared/data/opinionqa_tatsu/human_resp"
+    opinionqa_groups: str = "all"        # all (every single-attribute group) | gpo (the paper's 22)
 
     # ---- derived values ----
     @property
@@ -178,7 +180,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "responses": ("template", "hf", "openai"), "split_by": ("prompt", "question"),
     "calibration_form": ("renorm", "full"), "report_to": ("none", "tensorboard", "wandb"),
     "judge": ("embedding", "openai"), "gpo_loss": ("gaussian_nll", "kl"),
-    "select_by": ("last", "eval_jsd"),
+    "select_by": ("last", "eval_jsd"), "gpo_prior": ("none", "train_groups"),
+    "opinionqa_groups": ("all", "gpo"),
 }
 LIST_CHOICES = {"ablations": ("cdpo", "mft"),
                 "methods": ("sft", "dpo", "gdpo", "cdpo", "mft", "kshot", "icf")}

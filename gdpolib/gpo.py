@@ -158,6 +158,45 @@ def split_groups(data: GroupOpinions, fractions: Sequence[float], seed: int,
     return out
 
 
+# ============================================================================ group prior
+PRIOR_FLOOR = 1e-3      # the smallest prior share the residual logits start from
+
+
+@dataclass
+class GroupPriorTable(EmbeddingTable):
+    """An embedding table extended with what the meta-train groups answered (gpo_prior:
+    train_groups), for the group-prior GPO variant (GPOModel.deviation_scale).
+
+    Row (q, o) = [x_{q,o}; d_{g_1,q,o} .. d_{g_G,q,o}; m_{q,o}]: m is the mean share of option o
+    over the meta-train groups that answered q (train_mean) and d_g = y_{g,q,o} - m (0 where g
+    did not answer q). Questions are shared across groups (the paper's setting), so these are
+    known for a new group's targets too; no validation or test group's answer is read.
+    deviation_scale = 1 / std of the answered d's: deviations enter the model at unit scale.
+    """
+
+    deviation_scale: float = 1.0
+
+
+def with_group_prior(emb: EmbeddingTable, data: "GroupOpinions",
+                     train_groups: Sequence[str]) -> GroupPriorTable:
+    """`emb` with the meta-train groups' answer profile and mean appended ([rows, d + G + 1])."""
+    extra = np.zeros((len(emb.vectors), len(train_groups) + 1), np.float32)
+    answered = np.zeros(extra.shape[:1] + (len(train_groups),), bool)
+    for qid, (start, n) in emb.index.items():
+        if qid not in data.items:
+            continue
+        m = train_mean(data, train_groups, qid)
+        extra[start:start + n, -1] = m
+        for j, g in enumerate(train_groups):
+            if qid in data.dists[g]:
+                extra[start:start + n, j] = data.dists[g][qid] - m
+                answered[start:start + n, j] = True
+    std = float(extra[:, :-1][answered].std()) if answered.any() else 0.0
+    return GroupPriorTable(np.hstack([emb.vectors, extra]), emb.index, emb.model,
+                           emb.dim + extra.shape[1], key=f"{emb.key}+prior{len(train_groups)}",
+                           deviation_scale=1.0 / std if std > 0 else 1.0)
+
+
 # ============================================================================ model
 def build_mlp(dim_in: int, dim_hidden: int, dim_out: int, depth: int) -> nn.Sequential:
     """`depth` Linear layers with ReLU between them (the TNP embedder: depth 4)."""
@@ -227,20 +266,36 @@ class GPOModel(nn.Module):
     embedder: MLP(d+1 -> 128, 4 Linear layers); encoder: 6 post-LN layers, d_model 128, 4 heads,
     FFN 128, dropout 0, no positional encoding; head: 128 -> 128 -> 2 (raw mean, raw scale).
     x is standardised with statistics of the embedding table (buffers, saved with the model).
+
+    deviation_scale (None = the paper's model): the group-prior variant, for x from a
+    GroupPriorTable whose last column is the prior share m (the meta-train groups' mean). A
+    context answer enters as its deviation (y - m) * deviation_scale, through the embedder and
+    its own answer_embedder; the raw means are residuals over log m.
     """
 
     def __init__(self, dim_x: int, d_model: int = 128, n_layers: int = 6, n_heads: int = 4,
-                 d_ff: int = 128, sigma_floor: float = 0.05):
+                 d_ff: int = 128, sigma_floor: float = 0.05, deviation_scale: float | None = None):
         super().__init__()
         self.dim_x, self.sigma_floor = dim_x, sigma_floor
+        self.deviation_scale = deviation_scale
         self.config = dict(dim_x=dim_x, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
-                           d_ff=d_ff, sigma_floor=sigma_floor)
+                           d_ff=d_ff, sigma_floor=sigma_floor, deviation_scale=deviation_scale)
         self.register_buffer("x_mean", torch.zeros(dim_x))
         self.register_buffer("x_std", torch.ones(dim_x))
         self.embedder = build_mlp(dim_x + 1, d_model, d_model, depth=4)
+        if self.uses_prior:
+            # As one input among d + 1 the answer barely moves its token, and meta-training
+            # settles on the context-free prior (measured on OpinionQA); its own embedding,
+            # added to the token's, lets the context be read.
+            self.answer_embedder = build_mlp(1, d_model, d_model, depth=2)
         layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, 2))
+
+    @property
+    def uses_prior(self) -> bool:
+        """True for the group-prior variant: x ends with the prior share (GroupPriorTable)."""
+        return self.deviation_scale is not None
 
     def set_normalisation(self, vectors: np.ndarray) -> None:
         """Standardise inputs with the table's per-dimension mean and std ([rows, d])."""
@@ -255,9 +310,14 @@ class GPOModel(nn.Module):
         n_ctx, n_tar = b.xc.shape[1], b.xt.shape[1]
         xc = (b.xc - self.x_mean) / self.x_std
         xt = (b.xt - self.x_mean) / self.x_std
-        tokens = torch.cat([torch.cat([xc, b.yc.unsqueeze(-1)], -1),
-                            torch.cat([xt, torch.zeros_like(b.yt).unsqueeze(-1)], -1)], dim=1)
-        h = self.embedder(tokens)                                           # [B, L, 128]
+        yc = b.yc.unsqueeze(-1)                                             # [B, Nc, 1]
+        if self.uses_prior:
+            yc = (yc - b.xc[..., -1:]) * self.deviation_scale
+        hc = self.embedder(torch.cat([xc, yc], -1))                         # [B, Nc, 128]
+        if self.uses_prior:
+            hc = hc + self.answer_embedder(yc)
+        ht = self.embedder(torch.cat([xt, torch.zeros_like(xt[..., :1])], -1))
+        h = torch.cat([hc, ht], dim=1)                                      # [B, L, 128]
         mask = attention_mask(n_ctx, n_tar, device=h.device)
         # Targets are never keys (the mask), so only the context's padding needs masking.
         key_pad = torch.cat([b.c_pad, torch.ones_like(b.t_pad)], dim=1)
@@ -266,9 +326,13 @@ class GPOModel(nn.Module):
 
     def forward(self, b: EpisodeBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (mu, sigma), each [B, Nt]: mu = per-question softmax of the raw means
-        (0 at padding), sigma = floor + (1 - floor) * softplus(raw scale)."""
+        (plus log prior in the group-prior variant; 0 at padding),
+        sigma = floor + (1 - floor) * softplus(raw scale)."""
         raw = self.head_outputs(b)
-        mu = segment_softmax(raw[..., 0], b.t_seg, b.t_pad)
+        logits = raw[..., 0]
+        if self.uses_prior:
+            logits = logits + torch.log(b.xt[..., -1].clamp(min=PRIOR_FLOOR))
+        mu = segment_softmax(logits, b.t_seg, b.t_pad)
         sigma = self.sigma_floor + (1 - self.sigma_floor) * nn.functional.softplus(raw[..., 1])
         return mu, sigma
 
@@ -563,13 +627,14 @@ class GPOSettings:
     eval_every: int = 100
     eval_k: int = 20
     seed: int = 0
+    prior: str = "none"               # none (the paper) | train_groups (GroupPriorTable)
 
     @classmethod
     def from_config(cls, cfg) -> "GPOSettings":
         return cls(steps=cfg.gpo_steps, lr=cfg.gpo_lr, loss=cfg.gpo_loss,
                            batch_groups=cfg.gpo_batch_groups, ctx_range=tuple(cfg.gpo_ctx_range),
                            tar_range=tuple(cfg.gpo_tar_range), eval_every=cfg.gpo_eval_every,
-                           eval_k=cfg.gpo_k, seed=cfg.seed)
+                           eval_k=cfg.gpo_k, seed=cfg.seed, prior=cfg.gpo_prior)
 
 
 @dataclass
@@ -607,7 +672,8 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
         raise ValueError(f"no meta-train group has >= {need} questions")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = GPOModel(emb.dim)
+        model = GPOModel(emb.dim, deviation_scale=emb.deviation_scale
+                         if isinstance(emb, GroupPriorTable) else None)
     model.set_normalisation(emb.vectors)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
@@ -709,13 +775,14 @@ def load_groups(cfg, dataset: str = "goqa") -> GroupOpinions:
         return from_goqa(load_goqa(path, revision=cfg.goqa_revision, bad_rows=cfg.bad_rows),
                          cfg.gpo_min_questions)
     if dataset == "opinionqa":
-        from gdpolib.data.opinionqa import load_opinionqa
+        from gdpolib.data.opinionqa import attribute_groups, load_opinionqa
 
         if not cfg.opinionqa_path:
             raise ValueError("dataset 'opinionqa' needs opinionqa_path (the opinions_qa "
                              "data/human_resp folder)")
-        return from_opinionqa(load_opinionqa(resolve_path(cfg.opinionqa_path),
-                                             bad_rows=cfg.bad_rows))
+        root = resolve_path(cfg.opinionqa_path)
+        groups = attribute_groups(root) if cfg.opinionqa_groups == "all" else None
+        return from_opinionqa(load_opinionqa(root, groups, bad_rows=cfg.bad_rows))
     raise ValueError(f"unknown GPO dataset {dataset!r} (goqa | opinionqa)")
 
 
@@ -799,6 +866,8 @@ def run_gpo(cfg, run, dataset: str = "goqa", holdout: Sequence[str] | None = Non
                             cfg.gpo_min_questions)
     emb = embed_groups(cfg, run, data)
     split = split_groups(data, cfg.gpo_group_split, cfg.seed, holdout=holdout)
+    if settings.prior == "train_groups":
+        emb = with_group_prior(emb, data, split["train"])
     plans = eval_plans(data, split["test"], cfg.gpo_k_values, cfg.seed)
     device = torch.device(device) if device is not None else resolve_device(cfg)
     signature = stable_hash({g: sorted(d) for g, d in data.dists.items()})

@@ -16,9 +16,10 @@ from gdpolib.metrics import alignment_js, alignment_scores, alignment_wd
 
 
 # ---------------------------------------------------------------------------- helpers
-def small_model(dim: int = 8, seed: int = 0) -> gpo.GPOModel:
+def small_model(dim: int = 8, seed: int = 0, prior: bool = False) -> gpo.GPOModel:
+    """The paper's model, or (prior=True) the group-prior variant (x's last column = prior)."""
     torch.manual_seed(seed)
-    return gpo.GPOModel(dim).eval()
+    return gpo.GPOModel(dim, deviation_scale=20.0 if prior else None).eval()
 
 
 def random_batch(dim: int = 8, seed: int = 0) -> gpo.EpisodeBatch:
@@ -49,8 +50,9 @@ def test_attention_mask_opens_context_columns_only():
     assert m[:, 3:].all()              # nobody attends to a target (not even itself)
 
 
-def test_targets_see_only_the_context_and_padding_is_ignored():
-    model, b = small_model(), random_batch()
+@pytest.mark.parametrize("prior", [False, True])
+def test_targets_see_only_the_context_and_padding_is_ignored(prior):
+    model, b = small_model(prior=prior), random_batch()
     with torch.no_grad():
         base = model.head_outputs(b)
         # a target's own x changes its own output only
@@ -91,10 +93,12 @@ def test_segment_softmax_sums_to_one_per_question():
             assert torch.allclose(p[row, sel], torch.softmax(logits[row, sel], 0), atol=1e-6)
 
 
-def test_model_output_is_a_distribution_per_question():
+@pytest.mark.parametrize("prior", [False, True])
+def test_model_output_is_a_distribution_per_question(prior):
     b = random_batch()
+    b.xt[..., -1] = b.xt[..., -1].abs()          # the prior variant reads x's last column as a share
     with torch.no_grad():
-        mu, sigma = small_model()(b)
+        mu, sigma = small_model(prior=prior)(b)
     sums = torch.zeros(2, 4).index_put_((torch.arange(2)[:, None].expand(2, 6)[~b.t_pad],
                                          b.t_seg[~b.t_pad]), mu[~b.t_pad], accumulate=True)
     assert torch.allclose(sums[0, :3], torch.ones(3), atol=1e-5)
@@ -124,6 +128,38 @@ def test_kl_loss_is_the_mean_per_question_kl():
             kls.append(float((y[row, sel] * (y[row, sel] / mu[row, sel]).log()).sum()))
     assert math.isclose(float(gpo.gpo_loss(mu, torch.ones_like(mu), b, "kl")), np.mean(kls),
                         rel_tol=1e-5)
+
+
+# ---------------------------------------------------------------------------- group prior
+def test_prior_model_outputs_the_prior_when_its_residual_is_zero():
+    model, b = small_model(prior=True), random_batch()
+    prior = torch.rand(2, 6) + 0.05
+    b.xt[..., -1] = prior
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+        mu, _ = model(b)
+    assert torch.allclose(mu, gpo.segment_softmax(prior.log(), b.t_seg, b.t_pad), atol=1e-6)
+
+
+def test_group_prior_table_holds_the_train_groups_profile_and_mean():
+    items = {q: QuestionItem(q, q, ["a", "b"]) for q in ("q1", "q2")}
+    dists = {"g1": {"q1": np.array([0.2, 0.8]), "q2": np.array([1.0, 0.0])},
+             "g2": {"q1": np.array([0.6, 0.4])},
+             "test": {"q1": np.array([0.9, 0.1]), "q2": np.array([0.5, 0.5])}}
+    data = gpo.GroupOpinions("t", items, dists, {g: g for g in dists})
+    emb = EmbeddingTable(np.arange(8, dtype=np.float32).reshape(4, 2),
+                         {"q1": (0, 2), "q2": (2, 2)}, "toy", 2, key="k")
+    t = gpo.with_group_prior(emb, data, ["g1", "g2"])
+    # columns: x (2), g1 and g2 deviation from the mean, the mean
+    np.testing.assert_allclose(t.vectors, [[0, 1, -0.2, 0.2, 0.4], [2, 3, 0.2, -0.2, 0.6],
+                                           [4, 5, 0.0, 0.0, 1.0], [6, 7, 0.0, 0.0, 0.0]], atol=1e-6)
+    assert t.dim == 5 and t.index == emb.index and t.key != emb.key
+    # std of the answered deviations (g2 did not answer q2): 0.2 (q1) and 0 (q2 for g1)
+    answered = [-0.2, 0.2, 0.2, -0.2, 0.0, 0.0]
+    assert math.isclose(t.deviation_scale, 1 / np.std(answered), rel_tol=1e-5)
+    dists["test"]["q1"] = np.array([0.1, 0.9])    # a held-out group's answers are never read
+    np.testing.assert_array_equal(gpo.with_group_prior(emb, data, ["g1", "g2"]).vectors, t.vectors)
 
 
 # ---------------------------------------------------------------------------- alignment scores

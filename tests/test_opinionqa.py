@@ -111,3 +111,17 @@ def test_bad_entries_are_skipped_or_raised(tmp_path, tatsu):
     (w / "info.csv").write_text(info)
     with pytest.raises(OpinionQAError, match="info.csv: missing column"):
         load_opinionqa(tmp_path, ["Male", "Female"])
+
+
+def test_attribute_groups_lists_every_single_attribute_group(tatsu):
+    from gdpolib.data.opinionqa import attribute_groups
+
+    groups = attribute_groups(tatsu)
+    assert len(groups) == 34                      # 8 attribute files; no RELIG in this copy
+    assert not {"Refused", "Other", "nan"} & set(groups)
+    assert groups["Very conservative"] == "POLIDEOLOGY" and groups["65+"] == "AGE"
+    # the paper's groups that have a file are among them, with the same attribute
+    assert all(groups[g] == a for g, a in GPO_GROUPS.items() if a != "RELIG")
+    data = load_opinionqa(tatsu, groups)
+    assert data.groups == list(groups) and len(data.questions) == 624
+    assert all(set(q.dists) == set(groups) for q in data.questions)

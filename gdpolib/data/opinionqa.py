@@ -52,6 +52,10 @@ GPO_GROUPS: dict[str, str] = {
     "Asian": "RACE", "Black": "RACE", "Hispanic": "RACE", "White": "RACE",
 }
 INFO_COLUMNS = ("key", "question", "references", "option_ordinal")
+# The single-attribute files, and the keys of them that are not a demographic group.
+SINGLE_ATTRIBUTES = ("AGE", "CREGION", "EDUCATION", "INCOME", "POLIDEOLOGY", "POLPARTY", "RACE",
+                     "SEX", "RELIG")
+NOT_A_GROUP = frozenset({"MC_options", "question_text", "nan", "Refused", "Other"})
 
 
 class OpinionQAError(ValueError):
@@ -158,6 +162,30 @@ def _wave_dirs(root: Path) -> list[Path]:
         raise OpinionQAError(f"{root}: no wave folder with an info.csv (expected "
                              f"<root>/<WAVE>/info.csv and <ATTR>_data.json files)")
     return waves
+
+
+def attribute_groups(path: str | Path,
+                     attributes: tuple[str, ...] = SINGLE_ATTRIBUTES) -> dict[str, str]:
+    """Every demographic group of the single-attribute files: {label: attribute}.
+
+    A group counts when every wave that has its attribute file lists it (so that asking for
+    all groups does not shrink the shared question set to a few waves); "Refused", "Other"
+    and "nan" are answers about the respondent, not groups. Tatsu-lab's copy gives 34 groups
+    (no RELIG file), against the paper's 22.
+    """
+    waves = _wave_dirs(Path(path))
+    groups: dict[str, str] = {}
+    for attr in attributes:
+        seen: set[str] | None = None
+        for wave in waves:
+            file = wave / f"{attr}_data.json"
+            if not file.exists():
+                continue
+            labels = {g for q in json.loads(file.read_text()).values() if isinstance(q, dict)
+                      for g in q} - NOT_A_GROUP
+            seen = labels if seen is None else seen & labels
+        groups.update({g: attr for g in sorted(seen or ())})
+    return groups
 
 
 # ---------------------------------------------------------------------------- the loader
