@@ -670,10 +670,14 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
     skipped = sorted(set(train_groups) - set(usable))
     if not usable:
         raise ValueError(f"no meta-train group has >= {need} questions")
+    has_prior = isinstance(emb, GroupPriorTable)
+    if has_prior != (settings.prior == "train_groups"):
+        raise ValueError(f"GPO prior {settings.prior!r} needs "
+                         + ("with_group_prior(emb, data, train_groups) as the table"
+                            if not has_prior else "a plain embedding table"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = GPOModel(emb.dim, deviation_scale=emb.deviation_scale
-                         if isinstance(emb, GroupPriorTable) else None)
+        model = GPOModel(emb.dim, deviation_scale=emb.deviation_scale if has_prior else None)
     model.set_normalisation(emb.vectors)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)

@@ -162,6 +162,23 @@ def test_group_prior_table_holds_the_train_groups_profile_and_mean():
     np.testing.assert_array_equal(gpo.with_group_prior(emb, data, ["g1", "g2"]).vectors, t.vectors)
 
 
+def test_meta_training_on_a_synthetic_task_with_the_group_prior():
+    data, emb = synthetic(n_groups=16, n_q=60)
+    split = gpo.split_groups(data, [0.75, 0.125, 0.125], seed=0)
+    settings = gpo.GPOSettings(steps=150, lr=1e-3, loss="kl", batch_groups=8, ctx_range=(3, 10),
+                               tar_range=(5, 10), eval_every=50, eval_k=5, seed=0,
+                               prior="train_groups")
+    with pytest.raises(ValueError, match="with_group_prior"):
+        gpo.meta_train(data, emb, split["train"], split["val"], settings, progress=False)
+    table = gpo.with_group_prior(emb, data, split["train"])
+    res = gpo.meta_train(data, table, split["train"], split["val"], settings, progress=False)
+    assert res.model.uses_prior and res.model.deviation_scale == table.deviation_scale
+    jobs = [p.job(10) for p in gpo.eval_plans(data, split["test"], [10], seed=0).values()]
+    s_gpo = gpo.score(data, gpo.predict(res.model, table, data, jobs))["score"]
+    s_mean = gpo.score(data, gpo.train_mean_baseline(data, split["train"], jobs))["score"]
+    assert s_gpo > s_mean + 0.05, (s_gpo, s_mean)     # the context is read within 150 steps
+
+
 # ---------------------------------------------------------------------------- alignment scores
 def test_js_alignment_equals_a_hand_computation():
     p, q = [0.2, 0.3, 0.5], [0.6, 0.1, 0.3]
