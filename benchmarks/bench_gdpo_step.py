@@ -28,10 +28,10 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def main() -> None:
+    from gdpolib.config import add_params_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-f", dest="files", action="append", default=[], help="params YAML file")
-    ap.add_argument("-p", dest="overrides", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"))
+    add_params_arguments(ap)
     ap.add_argument("--reps", type=int, default=20, help="timed steps per trainer")
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
@@ -42,7 +42,7 @@ def main() -> None:
     from gdpolib import config, models, runs, trainers
     from gdpolib.data.pairs import prepare_data
 
-    overrides = {"run_name": "bench-gdpo-step", **dict(args.overrides)}
+    overrides = {"run_name": "bench-gdpo-step", **dict(args.params)}
     cfg = config.load_config(args.files, overrides)
     run = runs.Run.open(cfg)
     data = prepare_data(cfg, run)

@@ -30,10 +30,10 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def main() -> None:
+    from gdpolib.config import add_params_arguments
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-f", dest="files", action="append", default=[], help="params YAML file")
-    ap.add_argument("-p", dest="overrides", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"))
+    add_params_arguments(ap)
     ap.add_argument("--batch-sizes", default="8,32", help="comma-separated batch sizes")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per setting")
     ap.add_argument("--max-prompts", type=int, default=None, help="cap on the number of prompts")
@@ -45,7 +45,7 @@ def main() -> None:
     from gdpolib import beliefs, config, generation, metrics, models, runs
     from gdpolib.data.pairs import prepare_data
 
-    overrides = {"run_name": "bench-jsd-batched", **dict(args.overrides)}
+    overrides = {"run_name": "bench-jsd-batched", **dict(args.params)}
     cfg = config.load_config(args.files, overrides)
     run = runs.Run.open(cfg)
     data = prepare_data(cfg, run)

@@ -7,6 +7,7 @@ unknown model raises ConfigError naming the key and where it came from.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import re
@@ -306,6 +307,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"params file {str(path)!r} must hold a mapping of name: value")
     return data
+
+
+def add_params_arguments(ap: argparse.ArgumentParser) -> None:
+    """The -f PARAMS.yaml / -p KEY VALUE options every command line shares: they land in
+    `args.files` and `args.params` (pairs), for load_config(args.files, dict(args.params))."""
+    ap.add_argument("-f", "--parameters_file", dest="files", action="append", default=[],
+                    metavar="PARAMS.yaml", help="a params file (repeatable; later files win)")
+    ap.add_argument("-p", "--parameters", dest="params", action="append", nargs=2, default=[],
+                    metavar=("KEY", "VALUE"), help="one parameter (repeatable; wins over files)")
 
 
 def load_config(files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None,

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 import yaml
 
-from gdpolib.config import PROJECT_ROOT, ConfigError, load_config, read_yaml
+from gdpolib.config import (PROJECT_ROOT, ConfigError, add_params_arguments, load_config,
+                            read_yaml)
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
@@ -46,10 +47,7 @@ def parse_value(text: str) -> Any:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m gdpolib.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-f", "--parameters_file", dest="files", action="append", default=[],
-                    metavar="PARAMS.yaml", help="a params file (repeatable; later files win)")
-    ap.add_argument("-p", "--parameters", dest="params", action="append", nargs=2, default=[],
-                    metavar=("KEY", "VALUE"), help="one parameter (repeatable; wins over files)")
+    add_params_arguments(ap)
     ap.add_argument("--only", type=lambda s: s.split(","), default=None,
                     help="comma-separated notebook numbers, e.g. 01,03")
     ap.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")

@@ -17,15 +17,14 @@ import json
 import logging
 import sys
 
+from gdpolib.config import add_params_arguments
+
 METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "all")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m gdpolib.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("-f", "--file", dest="files", action="append", default=[],
-                    help="params YAML file (repeatable; later files win)")
-    ap.add_argument("-p", "--param", dest="params", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"), help="override one parameter (repeatable)")
+    add_params_arguments(ap)
     ap.add_argument("--method", default="gdpo", choices=METHODS)
     ap.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     return ap.parse_args(argv)
