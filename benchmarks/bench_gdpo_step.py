@@ -39,27 +39,29 @@ def main() -> None:
     import torch
     from trl import DPOConfig, DPOTrainer
 
-    from gdpolib import config, models, runs, trainers
-    from gdpolib.data.pairs import prepare_data
+    from gdpolib import beliefs, config, models, runs
+    from gdpolib.stages.data import base_model, prepare_data
+    from gdpolib.trainers.fit import training_args
+    from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
 
     overrides = {"run_name": "bench-gdpo-step", **dict(args.params)}
     cfg = config.load_config(args.files, overrides)
     run = runs.Run.open(cfg)
     data = prepare_data(cfg, run)
-    base, tok = models.load_base_model(cfg, run, data.texts())
+    base, tok = models.load_pretrained(base_model(cfg, run, data)[0], cfg)
     device = models.resolve_device(cfg)
-    ids = trainers.belief_token_ids(data, tok)
+    ids = beliefs.check_belief_tokens(tok, data.k_max)
     pairs = data.gdpo["train"].select(range(cfg.batch_size * 4)).select_columns(
         ["prompt", "chosen", "rejected", "p_star", "belief_mask"])
 
-    def make(cls, out, **extra):
-        targs = trainers.training_args(cfg, DPOConfig, run.path("logs", "bench", out), 1, 1e-4,
-                                       run.path("logs", "bench"), beta=cfg.beta, save_strategy="no")
+    def make(cls, args_cls, out, **extra):
+        targs = training_args(cfg, args_cls, run.path("logs", "bench", out), 1, 1e-4,
+                              run.path("logs", "bench"), beta=cfg.beta, save_strategy="no")
         return cls(model=copy.deepcopy(base), ref_model=copy.deepcopy(base), args=targs,
                    processing_class=tok, train_dataset=pairs, **extra)
 
-    dpo = make(DPOTrainer, "dpo")
-    gdpo = make(trainers.GDPOTrainer, "gdpo", belief_token_ids=ids)
+    dpo = make(DPOTrainer, DPOConfig, "dpo")
+    gdpo = make(GDPOTrainer, GDPOConfig, "gdpo", belief_token_ids=ids)
     rows = [gdpo.train_dataset[i] for i in range(cfg.batch_size)]
     batches = {"dpo": dpo.data_collator([dpo.train_dataset[i] for i in range(cfg.batch_size)]),
                "gdpo": gdpo.data_collator(rows)}

@@ -43,7 +43,7 @@ def main() -> None:
     import torch
 
     from gdpolib import beliefs, config, generation, metrics, models, runs
-    from gdpolib.data.pairs import prepare_data
+    from gdpolib.stages.data import base_model, prepare_data
 
     overrides = {"run_name": "bench-jsd-batched", **dict(args.params)}
     cfg = config.load_config(args.files, overrides)
@@ -54,7 +54,7 @@ def main() -> None:
         model, tok = models.load_pretrained(sft, cfg)
         which = "sft checkpoint"
     else:
-        model, tok = models.load_base_model(cfg, run, data.texts())
+        model, tok = models.load_pretrained(base_model(cfg, run, data)[0], cfg)
         which = "base model (no SFT checkpoint in the run)"
     model.eval()
     device = models.resolve_device(cfg)

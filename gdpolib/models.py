@@ -16,9 +16,13 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
+from accelerate.utils import is_peft_model
+from tokenizers import Tokenizer, decoders, pre_tokenizers
+from tokenizers.models import BPE
+from tokenizers.trainers import BpeTrainer
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
                           PreTrainedModel, PreTrainedTokenizerFast)
 
@@ -68,14 +72,11 @@ def cache_root(cfg: RunConfig | None = None) -> Path:
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on `texts` (GPT-2's pre-tokenizer, so digits stay apart from
     letters and punctuation: the belief digit after a prompt is always its own token)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
+    tok = Tokenizer(BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
+                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(texts), trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS,
                                    bos_token=EOS, unk_token=EOS)
@@ -131,31 +132,67 @@ def convert_smollm2(cache_dir: Path) -> Path:
 
 
 # ---------------------------------------------------------------- generic loading
+def resolve_model_path(name_or_path: str | Path, cfg: RunConfig | None = None) -> str:
+    """What `from_pretrained` gets for a model name: the converted SmolLM2 folder for
+    `smollm2-135m`, an absolute folder for a local path, else the hub id unchanged."""
+    name = str(name_or_path)
+    if name == "smollm2-135m":
+        return str(convert_smollm2(cache_root(cfg)))
+    if RunConfig.is_local_path(name):
+        local = resolve_path(name)
+        if not local.exists():
+            raise ModelLoadError(f"model path {local} does not exist")
+        return str(local)
+    return name
+
+
+def _load_error(name: str, err: OSError) -> ModelLoadError:
+    return ModelLoadError(
+        f"cannot load model {name!r}: {err.__class__.__name__}: {str(err).splitlines()[0]}. "
+        "If this is a hub id, this machine may be offline: download it where the hub is "
+        "reachable and pass the local folder as `model`, or use model tiny / smollm2-135m.")
+
+
+def load_tokenizer(name_or_path: str | Path, cfg: RunConfig | None = None
+                   ) -> PreTrainedTokenizerFast:
+    """A model's tokenizer alone (no weights), resolved as load_pretrained resolves the model."""
+    name = resolve_model_path(name_or_path, cfg)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except OSError as err:
+        raise _load_error(name, err) from err
+
+
 def load_pretrained(name_or_path: str | Path, cfg: RunConfig | None = None,
                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """`from_pretrained` on a local folder or hub id, on the resolved device and dtype."""
     cfg = cfg or RunConfig()
-    name = str(name_or_path)
-    if name == "smollm2-135m":
-        name = str(convert_smollm2(cache_root(cfg)))
-    elif RunConfig.is_local_path(name):
-        local = resolve_path(name)
-        if not local.exists():
-            raise ModelLoadError(f"model path {local} does not exist")
-        name = str(local)
+    name = resolve_model_path(name_or_path, cfg)
     device = resolve_device(cfg)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=resolve_dtype(cfg, device))
     except OSError as err:
-        raise ModelLoadError(
-            f"cannot load model {name!r}: {err.__class__.__name__}: {str(err).splitlines()[0]}. "
-            "If this is a hub id, this machine may be offline: download it where the hub is "
-            "reachable and pass the local folder as `model`, or use model tiny / smollm2-135m."
-        ) from err
+        raise _load_error(name, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device), tokenizer
+
+
+def load_policy(path: str | Path, cfg: RunConfig, train: bool = False
+                ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A checkpoint and its tokenizer; fp32 weights for training (bf16 autocast on GPU) unless
+    LoRA, whose frozen base may stay in the loaded dtype."""
+    model, tok = load_pretrained(path, cfg)
+    if train and not cfg.lora and model.dtype != torch.float32:
+        model = model.float()
+    return model, tok
+
+
+def plain_lm(model, accelerator=None) -> PreTrainedModel:
+    """The plain causal LM behind DDP / FSDP (via the accelerator) and PEFT wrappers."""
+    m = accelerator.unwrap_model(model) if accelerator is not None else model
+    return m.get_base_model() if is_peft_model(m) else m
 
 
 def _texts_hash(texts: list[str]) -> str:
@@ -166,31 +203,26 @@ def _texts_hash(texts: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def load_base_model(cfg: RunConfig, run=None, texts: Iterable[str] | None = None,
-                    ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """The run's starting policy and tokenizer (before SFT).
+def base_checkpoint(cfg: RunConfig, run, texts: Callable[[], Iterable[str]]
+                    ) -> tuple[str | Path, str]:
+    """Where the run's starting policy lives and its identity for stage keys: THE one place
+    that treats the tiny model differently.
 
-    For `tiny` the model and its BPE are built from the run's `texts` and saved as the run stage
-    `checkpoints/base`, so every notebook of the run uses the same tokenizer and initial weights.
+    `tiny` is built from the run's own text (`texts()`, called only when the model is tiny) and
+    saved as the run stage `checkpoints/base`, so every notebook of the run uses the same
+    tokenizer and initial weights: returns (that folder, its stage hash). Any other model is
+    `cfg.model` itself (hub id, local path or smollm2-135m): returns (cfg.model, cfg.model).
     """
     if cfg.model != "tiny":
-        return load_pretrained(cfg.model, cfg)
-    if run is None:
-        if texts is None:
-            raise ValueError("model 'tiny' needs the run's texts (or a run with a base checkpoint)")
-        return build_tiny(texts, cfg)
-    texts = list(texts) if texts is not None else None
+        return cfg.model, cfg.model
+    text_list = list(texts())
     key = {**cfg.subset("seed", "tiny_n_layer", "tiny_n_embd", "tiny_n_head", "tiny_vocab_size",
-                        "max_length"), "texts": _texts_hash(texts) if texts is not None else None}
-    stage = run.stage_dir("checkpoints/base")
-    if texts is None:
-        if not (stage / "config.json").exists():
-            raise ModelLoadError("the tiny model is built from the run's data: run notebook "
-                                 "01_prepare_data (or gdpolib.data.pairs.prepare_data) first")
-    else:
-        def build(out: Path) -> None:
-            model, tokenizer = build_tiny(texts, cfg)
-            model.save_pretrained(out)
-            tokenizer.save_pretrained(out)
-        stage = run.stage("checkpoints/base", key, build)
-    return load_pretrained(stage, cfg)
+                        "max_length"), "texts": _texts_hash(text_list)}
+
+    def build(out: Path) -> None:
+        model, tokenizer = build_tiny(text_list, cfg)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+    stage = run.stage("checkpoints/base", key, build)
+    return stage, run.stage_hash("checkpoints/base")

@@ -49,6 +49,13 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+def stable_seed(*parts: object) -> int:
+    """A stable 64-bit seed from strings (Python's hash() is salted per process), so that each
+    item's random draws depend only on its own identity (seed, qid, style, ...)."""
+    blob = json.dumps([str(p) for p in parts]).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
+
+
 def stable_hash(obj: Any) -> str:
     """A short content hash of a JSON-able object (dict keys sorted)."""
     blob = json.dumps(obj, sort_keys=True, default=str).encode()

@@ -17,6 +17,7 @@ import json
 import logging
 import sys
 
+from gdpolib import config
 from gdpolib.config import add_params_arguments
 
 METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "all")
@@ -32,30 +33,33 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from accelerate import PartialState
-
-    from gdpolib import config, models, runs, trainers
-    from gdpolib.data.pairs import prepare_data
-
     try:
         cfg = config.load_config(args.files, dict(args.params))
     except config.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # Deferred on purpose: the training stack takes seconds to import, and a config error must
+    # be reported at once.
+    from accelerate import PartialState
+
+    from gdpolib import runs
+    from gdpolib.stages.data import base_model, prepare_data
+    from gdpolib.stages.evaluate import test_readout
+    from gdpolib.stages.train import train_preference, train_sft
+
     state = PartialState()
     run = runs.Run.open(cfg)
     with state.main_process_first():        # data and the tiny base model are built once
         data = prepare_data(cfg, run)
-        if cfg.model == "tiny":
-            models.load_base_model(cfg, run, data.texts())
+        base_model(cfg, run, data)
     methods = (["sft", "dpo", "gdpo", *cfg.ablations] if args.method == "all" else [args.method])
     log = logging.getLogger("gdpolib.train")
     out = None
     for method in methods:
-        out = (trainers.train_sft(cfg, run, data) if method == "sft"
-               else trainers.train_preference(cfg, run, data, method))
+        out = (train_sft(cfg, run, data) if method == "sft"
+               else train_preference(cfg, run, data, method))
         if state.is_main_process and not args.no_eval:
-            numbers = trainers.evaluate_test(cfg, run, data, method)
+            numbers = test_readout(cfg, run, data, method)
             log.info("%s test: %s", method, json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                          for k, v in numbers.items()}))
     state.wait_for_everyone()

@@ -64,18 +64,6 @@ def test_parser_puts_malformed_outputs_in_the_invalid_bucket():
         assert not p.valid and p.belief is None, text          # never class 0 (bug B15)
 
 
-def test_parse_samples_maps_invalid_to_the_invalid_id():
-    from gdpolib import evaluate, metrics
-
-    mask = np.array([[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]])
-    es = evaluate.EvalSet(["p"], ["question?"], ["q"], ["s"], np.array([[0.5, 0.5] + [0] * 8]), mask,
-                          [["Yes", "No"] + [""] * 8], [["r0", "r1"] + [""] * 8])
-    out = evaluate.parse_samples([["1<No> nope", "Yes I do", "2<Maybe>x", "0 plain"]], es, 10)
-    assert out["belief"] == [[1, metrics.INVALID, metrics.INVALID, 0]]
-    assert out["label"][0][0] == "No" and out["label"][0][3] is None   # no label: CBC fails
-    assert out["response"][0][0] == "nope"
-
-
 def test_first_token_is_drawn_from_the_models_own_distribution(tiny):
     """Pure ancestral sampling (temperature 1, no top-k/top-p): first-token frequencies over
     many draws match the model's next-token softmax at the answer position."""

@@ -22,16 +22,24 @@ def test_tiny_model_digits_are_single_tokens_and_it_generates(tmp_cfg):
 
 def test_tiny_base_model_is_a_cached_run_stage(tmp_cfg):
     run = Run.open(tmp_cfg)
-    m1, t1 = models.load_base_model(tmp_cfg, run, TEXTS)
-    m2, t2 = models.load_base_model(tmp_cfg, run)  # later notebooks: no texts needed
-    assert t1.get_vocab() == t2.get_vocab()
+    calls = []
+
+    def texts():
+        calls.append(1)
+        return TEXTS
+
+    path, key = models.base_checkpoint(tmp_cfg, run, texts)
+    again = models.base_checkpoint(tmp_cfg, run, texts)      # reused: same folder and key
+    assert again == (path, key) and key == run.stage_hash("checkpoints/base")
+    m1, t1 = models.load_pretrained(path, tmp_cfg)
+    m2, t2 = models.load_pretrained(again[0], tmp_cfg)
+    assert t1.get_vocab() == t2.get_vocab() == models.load_tokenizer(path).get_vocab()
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(a, b)
-
-
-def test_tiny_without_data_says_which_notebook_to_run(tmp_cfg):
-    with pytest.raises(models.ModelLoadError, match="01_prepare_data"):
-        models.load_base_model(tmp_cfg, Run.open(tmp_cfg))
+    # another model never asks for the run's text
+    assert models.base_checkpoint(tmp_cfg.replace(model="smollm2-135m"), run, texts) == \
+        ("smollm2-135m", "smollm2-135m")
+    assert len(calls) == 2
 
 
 def test_device_and_dtype_auto_and_override(tmp_cfg):

@@ -8,7 +8,7 @@ from gdpolib import config, runs
 from gdpolib.beliefs import parse_completion
 from gdpolib.data import hub
 from gdpolib.data.movies import MovieFormatError, load_movies, movie_beliefs, parse_snap
-from gdpolib.data.pairs import prepare_data
+from gdpolib.stages.data import prepare_data
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gdpolib.config import resolve_path
 from gdpolib.countries import resolve_country
 
 HUB_ID = "Anthropic/llm_global_opinions"
@@ -255,6 +256,14 @@ def _read_hub(revision: str) -> list[dict]:
     return [dict(r) for r in ds]
 
 
+def local_path(goqa_path: str | Path | None) -> Path | None:
+    """The one rule for the `goqa_path` parameter: null or "hub" means the hub (None here);
+    anything else is a local CSV in the hub schema, relative to the project root."""
+    if goqa_path is None or str(goqa_path) == "hub":
+        return None
+    return resolve_path(goqa_path)
+
+
 def load_goqa(path: str | Path | None, *, revision: str = HUB_REVISION,
               bad_rows: str = "skip") -> GoqaData:
     """Load GlobalOpinionQA from the hub (`path` None or "hub") or a local CSV in its schema.
@@ -267,16 +276,3 @@ def load_goqa(path: str | Path | None, *, revision: str = HUB_REVISION,
     else:
         rows, origin = _read_csv(Path(path)), str(path)
     return parse_rows(rows, origin, bad_rows=bad_rows)
-
-
-def file_sha256(path: str | Path | None) -> str:
-    """Content hash for stage keys ("hub" -> "" since the pinned revision is the key)."""
-    import hashlib
-
-    if path is None or str(path) == "hub":
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

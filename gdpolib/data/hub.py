@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from gdpolib.beliefs import format_completion
+from gdpolib.data.records import write_stage
 
 log = logging.getLogger("gdpolib.data.hub")
 SPLITS = ("train", "eval", "test")
@@ -160,8 +161,6 @@ def hub_records(rows_by_split: Mapping[str, list[Mapping]], kind: str,
 
 def build_hub(cfg, out: Path) -> dict:
     """The data stage for cfg.hub_dataset."""
-    from gdpolib.data.pairs import write_stage
-
     kind = kind_of(cfg.hub_dataset)
     rows, report, k_max = hub_records(load_hub_rows(cfg.hub_dataset), kind)
     return write_stage(out, rows, [], "hub-" + kind, k_max,

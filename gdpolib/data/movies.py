@@ -14,6 +14,7 @@ bad_rows="skip").
 from __future__ import annotations
 
 import html
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,10 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from gdpolib.beliefs import QuestionBeliefs
+from gdpolib.config import resolve_path
+from gdpolib.data.records import (PromptItem, apply_override, assign_splits, build_records,
+                                  format_prompt, write_stage)
+from gdpolib.data.responses import styles_for
 
 K_MOVIES = 5
 STAR_LABELS = ["1 star", "2 stars", "3 stars", "4 stars", "5 stars"]
@@ -173,9 +178,6 @@ def movie_beliefs(data: MovieData, min_reviews: int = 2
 def movie_items(qbs: Sequence[QuestionBeliefs], responses: Mapping[str, dict[int, list[str]]],
                 n_styles: int, targets: Mapping[str, np.ndarray] | None = None):
     """PromptItems: each movie in n_styles prompt styles, candidates = the real reviews."""
-    from gdpolib.data.pairs import PromptItem, format_prompt
-    from gdpolib.data.responses import styles_for
-
     items = []
     for qb in qbs:
         pid = qb.qid.removeprefix("movie-")
@@ -189,11 +191,6 @@ def movie_items(qbs: Sequence[QuestionBeliefs], responses: Mapping[str, dict[int
 
 def build_movies(cfg, out: Path, override: Mapping | None = None) -> dict:
     """The data stage for cfg.movies_path (same record schema as GOQA, K_MAX = 5)."""
-    import json
-
-    from gdpolib.config import resolve_path
-    from gdpolib.data.pairs import (apply_override, assign_splits, build_records, write_stage)
-
     data = load_movies(resolve_path(cfg.movies_path), bad_rows=cfg.bad_rows)
     qbs, responses = movie_beliefs(data)
     if cfg.max_questions is not None:

@@ -1,9 +1,9 @@
 """GDPOTrainer on a tiny GPT-2 + in-process BPE: same loss as the pure functions, one policy
-forward per step, cached = live reference log-probs, every parameter trained, spans by offsets."""
+forward per step, cached = live reference log-probs, every parameter trained, spans by offsets;
+the tracker's margins equal the trainer's rewards."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 import warnings
 
@@ -12,8 +12,11 @@ import pytest
 import torch
 from datasets import Dataset
 
-from gdpolib import beliefs, losses, models, trainers
+from gdpolib import beliefs, losses, models
 from gdpolib.config import RunConfig
+from gdpolib.scoring import EvalSet
+from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer, method_lambdas
+from gdpolib.trainers.tracking import Tracker
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 K = 10
@@ -54,14 +57,12 @@ def tiny():
 
 
 def _args(tmp_path, **kw):
-    from trl import DPOConfig
-
     base = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1,
                 learning_rate=1e-2, bf16=False, use_cpu=True, gradient_checkpointing=False,
                 report_to=[], save_strategy="no", logging_steps=1, beta=0.1, max_length=128,
                 disable_tqdm=True, seed=0)
     base.update(kw)
-    return DPOConfig(**base)
+    return GDPOConfig(**base)
 
 
 def _trainer(tiny, tmp_path, precompute=False, lambdas=None, model=None, **kw):
@@ -69,10 +70,10 @@ def _trainer(tiny, tmp_path, precompute=False, lambdas=None, model=None, **kw):
     model = model or copy.deepcopy(base_model)
     ref = None if precompute else copy.deepcopy(base_model)
     ids = beliefs.check_belief_tokens(tok, K)
-    return trainers.GDPOTrainer(
-        model=model, ref_model=ref, args=_args(tmp_path, precompute_ref_log_probs=precompute, **kw),
-        processing_class=tok, train_dataset=_pairs(8), belief_token_ids=ids,
-        calibration_form="full", **(lambdas or {}))
+    args = _args(tmp_path, precompute_ref_log_probs=precompute, calibration_form="full",
+                 **(lambdas or {}), **kw)
+    return GDPOTrainer(model=model, ref_model=ref, args=args, processing_class=tok,
+                       train_dataset=_pairs(8), belief_token_ids=ids)
 
 
 def _batch(trainer, n=4):
@@ -193,9 +194,9 @@ def test_cached_and_live_reference_logps_give_the_same_loss(tiny, tmp_path):
 
 def test_ablations_through_the_same_path(tiny, tmp_path):
     cfg = RunConfig()
-    assert trainers.method_lambdas(cfg, "cdpo") == {"lambda_cal": 0.0, "lambda_nll": 0.0, "lambda_pref": 1.0}
-    assert trainers.method_lambdas(cfg, "mft")["lambda_pref"] == 0.0
-    tr = _trainer(tiny, tmp_path, lambdas=trainers.method_lambdas(cfg, "cdpo"))
+    assert method_lambdas(cfg, "cdpo") == {"lambda_cal": 0.0, "lambda_nll": 0.0, "lambda_pref": 1.0}
+    assert method_lambdas(cfg, "mft")["lambda_pref"] == 0.0
+    tr = _trainer(tiny, tmp_path, lambdas=method_lambdas(cfg, "cdpo"))
     batch = _batch(tr)
     loss = tr.compute_loss(tr.model, dict(batch))
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)   # policy = reference: DPO only
@@ -204,16 +205,23 @@ def test_ablations_through_the_same_path(tiny, tmp_path):
 def test_gdpo_rejects_pairs_with_different_beliefs(tiny, tmp_path):
     cfg, model, tok = tiny
     with pytest.raises(ValueError, match="share the chosen belief prefix"):
-        trainers.GDPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model),
-                             args=_args(tmp_path), processing_class=tok,
-                             train_dataset=_pairs(4, shared=False),
-                             belief_token_ids=beliefs.check_belief_tokens(tok, K))
+        GDPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model),
+                    args=_args(tmp_path), processing_class=tok, train_dataset=_pairs(4, shared=False),
+                    belief_token_ids=beliefs.check_belief_tokens(tok, K))
 
 
-def test_margin_summary_splits_majority_and_minority():
-    s = trainers.margin_summary(np.array([1.0, 3.0, -1.0, 0.5]), np.array([1, 1, 0, 0]))
-    assert s["margin_majority"] == 2.0 and s["margin_minority"] == -0.25
-    assert s["accuracy"] == 0.75 and s["accuracy_minority"] == 0.5
+def test_gdpo_trainer_needs_a_gdpo_config(tiny, tmp_path):
+    from trl import DPOConfig
+
+    cfg, model, tok = tiny
+    args = DPOConfig(**{k: getattr(_args(tmp_path), k) for k in ("output_dir", "use_cpu", "bf16",
+                                                                  "report_to", "max_length")})
+    with pytest.raises(TypeError, match="GDPOConfig"):
+        GDPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), args=args,
+                    processing_class=tok, train_dataset=_pairs(4),
+                    belief_token_ids=beliefs.check_belief_tokens(tok, K))
+    with pytest.raises(ValueError, match="calibration_form"):
+        _args(tmp_path, calibration_form="nope")
 
 
 def test_tracker_margins_match_trainer_rewards(tiny, tmp_path):
@@ -224,71 +232,16 @@ def test_tracker_margins_match_trainer_rewards(tiny, tmp_path):
         for p in tr.model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     pairs = _pairs(8).select(range(4))
-    prompts = trainers.EvalPrompts([r["prompt"] for r in pairs], np.asarray(pairs["p_star"]),
-                                   np.asarray(pairs["belief_mask"]), list(pairs["qid"]))
-    tracker = trainers.Tracker(tr.processing_class, tr.belief_token_ids.tolist(), prompts,
-                               pairs=pairs, ref_model=tr.ref_model, beta=0.1)
+    n = len(pairs)
+    prompts = EvalSet([r["prompt"] for r in pairs], [""] * n, list(pairs["qid"]), [""] * n,
+                      np.asarray(pairs["p_star"]), np.asarray(pairs["belief_mask"]),
+                      [[""] * K] * n, [[""] * K] * n)
+    tracker = Tracker(tr.processing_class, tr.belief_token_ids.tolist(), prompts,
+                      pairs=pairs, ref_model=tr.ref_model, beta=0.1)
     rec = tracker.evaluate(tr.model)
     _, diag = _reference_loss(tr, _batch(tr), tr.ref_model)
     assert rec["margin"] == pytest.approx(diag["margin"].mean().item(), rel=1e-4, abs=1e-6)
     assert 0 < rec["belief_mass"] <= 1 and 0 <= rec["jsd"] <= math.sqrt(math.log(2))
-
-
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory, goqa_csv):
-    """A real-data run (GlobalOpinionQA, S. Africa, 8 questions) with a very short schedule."""
-    from gdpolib import config, runs
-    from gdpolib.data.pairs import prepare_data
-
-    cfg = config.load_config(overrides=dict(
-        output_root=str(tmp_path_factory.mktemp("runs")), run_name="t", goqa_path=str(goqa_csv),
-        max_questions=8, tiny_n_layer=1, tiny_n_embd=32, tiny_n_head=2, tiny_vocab_size=400,
-        batch_size=4, sft_steps=6, dpo_steps=4, gdpo_steps=4, eval_every=2, save_every=2,
-        eval_subset=8, device="cpu"))
-    run = runs.Run.open(cfg)
-    return cfg, run, prepare_data(cfg, run)
-
-
-def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
-    cfg, run, data = small_run
-    sft = trainers.train_sft(cfg, run, data)
-    assert (sft / "model.safetensors").exists() and (sft / "tokenizer.json").exists()
-    sft_tracks = trainers.read_tracking(sft / "tracking.jsonl")
-    assert list(sft_tracks["step"]) == [0, 2, 4, 6] and "margin" not in sft_tracks
-
-    # a run killed after step 3 resumes from its step-2 checkpoint
-    original = trainers.TrackingCallback.on_step_end
-
-    def crash(self, args, state, control, **kw):
-        if state.global_step == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return original(self, args, state, control, **kw)
-
-    monkeypatch.setattr(trainers.TrackingCallback, "on_step_end", crash)
-    with pytest.raises(KeyboardInterrupt):
-        trainers.train_preference(cfg, run, data, "gdpo")
-    assert not (run.root / "checkpoints" / "gdpo").exists()          # nothing partial
-    monkeypatch.setattr(trainers.TrackingCallback, "on_step_end", original)
-    gdpo = trainers.train_preference(cfg, run, data, "gdpo")
-    summary = json.loads((gdpo / "summary.json").read_text())
-    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4
-    tracks = trainers.read_tracking(gdpo / "tracking.jsonl")
-    assert list(tracks["step"]) == [0, 2, 4]
-    assert {"margin_majority", "margin_minority", "accuracy", "jsd", "belief_mass"} <= set(tracks)
-    assert tracks["margin"].iloc[0] == pytest.approx(0.0, abs=1e-5)     # policy = reference at step 0
-    # cached: the same key reuses the stage
-    assert trainers.train_preference(cfg, run, data, "gdpo") == gdpo
-    assert json.loads((gdpo / "summary.json").read_text()) == summary
-
-    dpo = trainers.train_preference(cfg, run, data, "dpo")
-    assert (dpo / "model.safetensors").exists()
-    for m in ("sft", "dpo", "gdpo"):
-        trainers.evaluate_test(cfg, run, data, m)
-    metrics = run.metrics()
-    assert set(metrics["methods"]) >= {"sft", "dpo", "gdpo"}
-    assert all(0 <= metrics["methods"][m]["jsd"] <= math.sqrt(math.log(2)) for m in ("sft", "dpo", "gdpo"))
-    assert set(metrics["skew"]) == {"dpo", "gdpo"}
-    assert set(metrics["skew"]["dpo"]) == {"margin_majority", "margin_minority"}
 
 
 def test_lora_gdpo_step_trains_only_adapters(tiny, tmp_path):
@@ -296,7 +249,7 @@ def test_lora_gdpo_step_trains_only_adapters(tiny, tmp_path):
     from peft import LoraConfig
 
     cfg, base_model, tok = tiny
-    tr = trainers.GDPOTrainer(
+    tr = GDPOTrainer(
         model=copy.deepcopy(base_model), ref_model=None, args=_args(tmp_path),
         processing_class=tok, train_dataset=_pairs(8), belief_token_ids=beliefs.check_belief_tokens(tok, K),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM"))

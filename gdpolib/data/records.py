@@ -1,5 +1,5 @@
-"""SFT records, DPO (conflicting) and GDPO (shared-belief) pairs, eval prompts, splits; and the
-one data stage every notebook uses: `prepare_data(cfg, run) -> RunData`.
+"""SFT records, DPO (conflicting) and GDPO (shared-belief) pairs, eval prompts, splits, and the
+files of a data stage (written by `gdpolib.stages.data`, read back by `load_run_data`).
 
 Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
   common   qid, style, split, p_star (the TRAINING target), p_star_true (the group's real p*;
@@ -17,18 +17,19 @@ DPO and GDPO use the SAME (b_c, b_r, y_c, y_r) draws, so the two methods see pai
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import datasets as ds
 import numpy as np
 
 from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, format_completion)
+from gdpolib.runs import stable_seed
 
-log = logging.getLogger("gdpolib.data.pairs")
+log = logging.getLogger("gdpolib.data.records")
 DATA_VERSION = "data-v1"       # bump when the record format changes (invalidates data stages)
 SPLITS = ("train", "eval", "test")
 KINDS = ("sft", "dpo", "gdpo", "prompts")
@@ -55,12 +56,6 @@ def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> 
     """`<Q>{question}\\n0. Yes\\n1. No\\n<A>`: the beliefs of B listed with their digits."""
     lines = [f"<Q>{question}"] + [f"{k}. {labels[k]}" for k in range(len(mask)) if mask[k]]
     return "\n".join(lines + ["<A>"])
-
-
-def _int_seed(*parts: object) -> int:
-    """A stable 64-bit seed from strings (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).digest()[:8],
-                          "little")
 
 
 # ----------------------------------------------------------------------------- items
@@ -116,7 +111,7 @@ def assign_splits(items: Sequence[PromptItem], split_by: str, fractions: Sequenc
     fraction is > 0 and n >= 3), the rest train.
     """
     keys = sorted({split_key(it, split_by) for it in items})
-    rng = np.random.default_rng(_int_seed("split", seed, split_by))
+    rng = np.random.default_rng(stable_seed("split", seed, split_by))
     order = [keys[i] for i in rng.permutation(len(keys))]
     n = len(order)
     n_eval, n_test = (int(round(f * n)) for f in fractions[1:])
@@ -169,7 +164,7 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
     out: dict[str, list[dict]] = {k: [] for k in KINDS}
     stats = {"no_pairs": 0}
     for it in items:
-        rng = np.random.default_rng(_int_seed("records", seed, it.qid, it.style))
+        rng = np.random.default_rng(stable_seed("records", seed, it.qid, it.style))
         labels, mask, p = it.qb.labels, it.qb.mask, it.target
         beliefs = [k for k in range(len(mask)) if mask[k]]
         majority = int(np.argmax(p))
@@ -207,7 +202,7 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
             "majority": int(np.argmax(it.qb.p_star))})
     # Shuffle at record level (not per prompt: bug B6), seeded; DPO and GDPO get the SAME
     # permutation so that row i of both is the same draw.
-    rng = np.random.default_rng(_int_seed("shuffle", seed))
+    rng = np.random.default_rng(stable_seed("shuffle", seed))
     out["sft"] = [out["sft"][i] for i in rng.permutation(len(out["sft"]))]
     perm = rng.permutation(len(out["dpo"]))
     out["dpo"] = [out["dpo"][i] for i in perm]
@@ -217,8 +212,6 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
 
 # ----------------------------------------------------------------------------- datasets
 def _features(kind: str):
-    import datasets as ds
-
     s, f, i, b = ds.Value("string"), ds.Value("float64"), ds.Value("int64"), ds.Value("bool")
     common = {"qid": s, "style": s, "split": s, "p_star": ds.Sequence(f),
               "belief_mask": ds.Sequence(i)}
@@ -235,8 +228,6 @@ def _features(kind: str):
 
 def to_datasets(rows: Mapping[str, list[dict]]):
     """{kind: rows} -> {kind: DatasetDict(train, eval, test)} (empty splits keep the schema)."""
-    import datasets as ds
-
     out = {}
     for kind in KINDS:
         feats = _features(kind)
@@ -309,8 +300,6 @@ def _qb_from_json(d: dict) -> QuestionBeliefs:
 
 def load_run_data(path: str | Path) -> RunData:
     """Open a built data stage folder."""
-    import datasets as ds
-
     path = Path(path)
     meta = json.loads((path / "meta.json").read_text())
     questions = [_qb_from_json(json.loads(line)) for line in
@@ -327,8 +316,6 @@ def write_stage(out: Path, rows: Mapping[str, list[dict]], questions: Sequence[Q
     """Save datasets + questions + counts + reports into the (temporary) stage folder."""
     counts = counts_of(rows, len(questions) if questions else
                        len({r["qid"] for r in rows.get("prompts", [])}))
-    import datasets as ds
-
     bars = ds.is_progress_bar_enabled()
     ds.disable_progress_bars()          # 12 tiny saves: their bars would drown the log
     try:
@@ -345,124 +332,3 @@ def write_stage(out: Path, rows: Mapping[str, list[dict]], questions: Sequence[Q
     (out / "meta.json").write_text(json.dumps({"scheme": scheme, "k_max": k_max,
                                                "version": DATA_VERSION, **(extra or {})}, indent=2))
     return counts
-
-
-def _hash_file(path) -> str:
-    from gdpolib.runs import file_hash
-
-    return file_hash(path)
-
-
-def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
-    """Everything the data stage depends on: params, input file contents, the override."""
-    from gdpolib.config import resolve_path
-    from gdpolib.runs import stable_hash
-
-    key: dict[str, Any] = {"version": DATA_VERSION, **cfg.subset(
-        "seed", "n_styles", "split_by", "split_fractions", "sft_per_prompt", "pairs_per_prompt",
-        "responses", "response_model", "api_base", "api_model")}
-    if cfg.hub_dataset:
-        key["hub_dataset"] = cfg.hub_dataset
-    elif getattr(cfg, "movies_path", None):
-        key["movies_sha"] = _hash_file(resolve_path(cfg.movies_path))
-    else:
-        key.update(cfg.subset("country", "goqa_path", "goqa_revision", "bad_rows",
-                              "belief_scheme", "max_options", "max_questions"))
-        if cfg.goqa_path not in (None, "hub"):
-            key["goqa_sha"] = _hash_file(resolve_path(cfg.goqa_path))
-        if cfg.belief_scheme == "stance6":
-            key["option_map_path"] = cfg.option_map_path
-            p = cfg.option_map_path
-            if p and p != "github" and not p.startswith(("http://", "https://")):
-                key["option_map_sha"] = _hash_file(resolve_path(p))
-    if override:
-        key["override"] = stable_hash({q: [round(float(x), 12) for x in v]
-                                       for q, v in sorted(override.items())})
-    return key
-
-
-def _response_cache_dir(cfg) -> Path | None:
-    if cfg.responses == "template":
-        return None
-    from gdpolib.models import cache_root
-
-    return cache_root(cfg) / "responses"
-
-
-def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any]:
-    """Build the GOQA data stage into `out`; returns the counts."""
-    from gdpolib.beliefs import make_scheme
-    from gdpolib.config import resolve_path
-    from gdpolib.data.goqa import load_goqa
-    from gdpolib.data.responses import make_generator
-
-    path = None if cfg.goqa_path in (None, "hub") else resolve_path(cfg.goqa_path)
-    data = load_goqa(path, revision=cfg.goqa_revision, bad_rows=cfg.bad_rows)
-    log.info(data.report.summary())
-    country = data.resolve(cfg.country)
-    scheme = make_scheme(cfg)
-    qbs, scheme_report = scheme.apply(data.questions, country)
-    log.info(scheme_report.summary())
-    if cfg.max_questions is not None:
-        qbs = qbs[:cfg.max_questions]
-    targets = apply_override(qbs, override)
-    gen = make_generator(cfg, _response_cache_dir(cfg))
-    styled, gen_report = gen.generate([(q.qid, q.question, q.options) for q in qbs], cfg.n_styles)
-    log.info(gen_report.summary())
-    items = goqa_items(qbs, styled, targets)
-    used = {it.qid for it in items}
-    qbs = [q for q in qbs if q.qid in used]
-    assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
-    rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
-    reports = {
-        "load": {"origin": data.report.origin, "rows": data.report.n_rows,
-                 "skipped": data.report.skipped, "renormalised": data.report.renormalised,
-                 "renormalised_entries": data.report.renormalised_entries,
-                 "dropped_countries": data.report.dropped_countries},
-        "scheme": {**scheme_report.to_dict(), "skipped_questions": scheme_report.skipped,
-                   "unmapped_options": scheme_report.unmapped},
-        "generation": {"generator": gen_report.generator, "styles_kept": gen_report.styles_kept,
-                       "cache_hits": gen_report.cache_hits, "rejected": gen_report.rejected},
-        "records": {**stats, "overridden": sorted(targets)},
-        "split": {"split_by": cfg.split_by, "fractions": cfg.split_fractions, "seed": cfg.seed,
-                  "units": {s: sum(v == s for v in assignment.values()) for s in SPLITS}},
-    }
-    (out / "splits.json").write_text(json.dumps(assignment, indent=1, ensure_ascii=False))
-    return write_stage(out, rows, qbs, scheme.name, scheme.k_max, reports,
-                       {"country": country})
-
-
-def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None = None,
-                 name: str | None = None) -> RunData:
-    """THE data stage of a run (notebook 01 builds it; later notebooks reuse it).
-
-    Source: cfg.hub_dataset (the authors' Binwei01 data) > cfg.movies_path (SNAP movie reviews)
-    > GlobalOpinionQA (cfg.goqa_path or the hub) for cfg.country under cfg.belief_scheme.
-    `p_star_override` {qid: distribution (len K_MAX or |B|)} replaces the TRAINING target of
-    those questions (e.g. GPO's prediction for few-shot GDPO); the true p* stays in
-    `p_star_true` and in the eval prompts' `p_star`. Such data goes to its own stage
-    (`name`, default "data_override") and does not touch metrics.json.
-    Cached: rebuilt only when data_key(cfg, override) changes.
-    """
-    name = name or ("data_override" if p_star_override else "data")
-    key = data_key(cfg, p_star_override)
-
-    def build(out: Path) -> None:
-        if cfg.hub_dataset:
-            if p_star_override:
-                raise BeliefError("p_star_override is not supported for hub datasets")
-            from gdpolib.data.hub import build_hub
-
-            build_hub(cfg, out)
-        elif getattr(cfg, "movies_path", None):
-            from gdpolib.data.movies import build_movies
-
-            build_movies(cfg, out, p_star_override)
-        else:
-            build_goqa(cfg, out, p_star_override)
-
-    path = run.stage(name, key, build)
-    data = load_run_data(path)
-    if name == "data" and not p_star_override:
-        run.merge_metrics(metrics_part(data.counts))
-    return data

@@ -1,0 +1,140 @@
+"""Stage of notebook 01: the run's data (`prepare_data`) and the run's starting policy
+(`base_model`), which every later stage builds on.
+
+The data stage is `<run>/data/`: SFT records, DPO and GDPO pairs and the eval-prompt table per
+split (gdpolib.data.records), built from one source: the authors' hub dataset (`hub_dataset`) >
+SNAP movie reviews (`movies_path`) > GlobalOpinionQA (`goqa_path` or the hub) for `country`
+under `belief_scheme`. It is cached: rebuilt only when `data_key(cfg)` changes.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from gdpolib import models
+from gdpolib.beliefs import BeliefError, make_scheme
+from gdpolib.config import resolve_path
+from gdpolib.data import goqa
+from gdpolib.data.hub import build_hub
+from gdpolib.data.movies import build_movies
+from gdpolib.data.records import (DATA_VERSION, SPLITS, RunData, apply_override, assign_splits,
+                                  build_records, goqa_items, load_run_data, metrics_part,
+                                  write_stage)
+from gdpolib.data.responses import make_generator
+from gdpolib.runs import file_hash, stable_hash
+
+log = logging.getLogger("gdpolib.stages.data")
+
+
+def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
+    """Everything the data stage depends on: params, input file contents, the override."""
+    key: dict[str, Any] = {"version": DATA_VERSION, **cfg.subset(
+        "seed", "n_styles", "split_by", "split_fractions", "sft_per_prompt", "pairs_per_prompt",
+        "responses", "response_model", "api_base", "api_model")}
+    if cfg.hub_dataset:
+        key["hub_dataset"] = cfg.hub_dataset
+    elif cfg.movies_path:
+        key["movies_sha"] = file_hash(resolve_path(cfg.movies_path))
+    else:
+        key.update(cfg.subset("country", "goqa_path", "goqa_revision", "bad_rows",
+                              "belief_scheme", "max_options", "max_questions"))
+        source = goqa.local_path(cfg.goqa_path)
+        if source is not None:
+            key["goqa_sha"] = file_hash(source)
+        if cfg.belief_scheme == "stance6":
+            key["option_map_path"] = cfg.option_map_path
+            p = cfg.option_map_path
+            if p and p != "github" and not p.startswith(("http://", "https://")):
+                key["option_map_sha"] = file_hash(resolve_path(p))
+    if override:
+        key["override"] = stable_hash({q: [round(float(x), 12) for x in v]
+                                       for q, v in sorted(override.items())})
+    return key
+
+
+def _response_cache_dir(cfg) -> Path | None:
+    """Where generated (non-template) responses are cached across runs."""
+    return None if cfg.responses == "template" else models.cache_root(cfg) / "responses"
+
+
+def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any]:
+    """Build the GlobalOpinionQA data stage into `out`; returns the counts."""
+    data = goqa.load_goqa(goqa.local_path(cfg.goqa_path), revision=cfg.goqa_revision,
+                          bad_rows=cfg.bad_rows)
+    log.info(data.report.summary())
+    country = data.resolve(cfg.country)
+    scheme = make_scheme(cfg)
+    qbs, scheme_report = scheme.apply(data.questions, country)
+    log.info(scheme_report.summary())
+    if cfg.max_questions is not None:
+        qbs = qbs[:cfg.max_questions]
+    targets = apply_override(qbs, override)
+    gen = make_generator(cfg, _response_cache_dir(cfg))
+    styled, gen_report = gen.generate([(q.qid, q.question, q.options) for q in qbs], cfg.n_styles)
+    log.info(gen_report.summary())
+    items = goqa_items(qbs, styled, targets)
+    used = {it.qid for it in items}
+    qbs = [q for q in qbs if q.qid in used]
+    assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
+    rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
+    reports = {
+        "load": {"origin": data.report.origin, "rows": data.report.n_rows,
+                 "skipped": data.report.skipped, "renormalised": data.report.renormalised,
+                 "renormalised_entries": data.report.renormalised_entries,
+                 "dropped_countries": data.report.dropped_countries},
+        "scheme": {**scheme_report.to_dict(), "skipped_questions": scheme_report.skipped,
+                   "unmapped_options": scheme_report.unmapped},
+        "generation": {"generator": gen_report.generator, "styles_kept": gen_report.styles_kept,
+                       "cache_hits": gen_report.cache_hits, "rejected": gen_report.rejected},
+        "records": {**stats, "overridden": sorted(targets)},
+        "split": {"split_by": cfg.split_by, "fractions": cfg.split_fractions, "seed": cfg.seed,
+                  "units": {s: sum(v == s for v in assignment.values()) for s in SPLITS}},
+    }
+    (out / "splits.json").write_text(json.dumps(assignment, indent=1, ensure_ascii=False))
+    return write_stage(out, rows, qbs, scheme.name, scheme.k_max, reports,
+                       {"country": country})
+
+
+def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None = None,
+                 name: str | None = None) -> RunData:
+    """THE data stage of a run (notebook 01 builds it; later notebooks reuse it).
+
+    Source: cfg.hub_dataset (the authors' Binwei01 data) > cfg.movies_path (SNAP movie reviews)
+    > GlobalOpinionQA (cfg.goqa_path or the hub) for cfg.country under cfg.belief_scheme.
+    `p_star_override` {qid: distribution (len K_MAX or |B|)} replaces the TRAINING target of
+    those questions (e.g. GPO's prediction for few-shot GDPO); the true p* stays in
+    `p_star_true` and in the eval prompts' `p_star`. Such data goes to its own stage
+    (`name`, default "data_override") and does not touch metrics.json.
+    Cached: rebuilt only when data_key(cfg, override) changes.
+    """
+    name = name or ("data_override" if p_star_override else "data")
+    key = data_key(cfg, p_star_override)
+
+    def build(out: Path) -> None:
+        if cfg.hub_dataset:
+            if p_star_override:
+                raise BeliefError("p_star_override is not supported for hub datasets")
+            build_hub(cfg, out)
+        elif cfg.movies_path:
+            build_movies(cfg, out, p_star_override)
+        else:
+            build_goqa(cfg, out, p_star_override)
+
+    path = run.stage(name, key, build)
+    data = load_run_data(path)
+    if name == "data" and not p_star_override:
+        run.merge_metrics(metrics_part(data.counts))
+    return data
+
+
+def base_model(cfg, run, data: RunData | None = None) -> tuple[str | Path, str]:
+    """The run's starting policy (before SFT) and its identity for stage keys.
+
+    The tiny model is built from the run's own data (its BPE is trained on the data's text), so
+    it needs the data stage: it is built (or reused) here, as the run stage `checkpoints/base`.
+    Returns (folder, its stage hash) for `tiny`, else (cfg.model, cfg.model): a hub id, a local
+    path or `smollm2-135m`, for models.load_pretrained / load_tokenizer.
+    """
+    return models.base_checkpoint(cfg, run, lambda: (data or prepare_data(cfg, run)).texts())

@@ -1,0 +1,275 @@
+"""Stage of notebook 04 (and the test numbers of notebooks 02/03): every method scored by the
+same code on the same test prompts.
+
+Methods (paper Table 2 order): kshot (the base model prompted with k solved examples), icf (SFT
+with a few-shot context block in every prompt), sft, dpo, gdpo, and the ablations cdpo / mft.
+A method that has not been trained yet is trained through gdpolib.stages.train (which reuses
+finished stages).
+
+Two cached stages per method:
+  stages/test/<method>/   the belief read-out on the test prompts (scoring.readout): test.json
+                          (jsd, belief_mass; for preference methods the reward margins on the test
+                          pairs vs the SFT reference, by majority / minority), probs.npy, readout.csv
+  stages/eval/<method>/   sampled outputs (scoring.score_samples): summary.json (the read-out's
+                          numbers and the sampled ones), per_prompt.csv, probs.npy, samples.jsonl
+`record` is the one place that writes a method's numbers into metrics.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from gdpolib import beliefs, judges, margins, models
+from gdpolib.config import resolve_path
+from gdpolib.data.fewshot import demo_pool, fewshot_prompts, icf_dataset
+from gdpolib.data.records import RunData
+from gdpolib.generation import max_context
+from gdpolib.metrics import jsd_by_question as _jsd_by_question
+from gdpolib.scoring import EvalSet, readout, score_samples
+from gdpolib.stages.data import base_model
+from gdpolib.stages.train import PREFERENCE_METHODS, data_hash, train_preference, train_sft
+
+log = logging.getLogger("gdpolib.stages.evaluate")
+
+EVAL_VERSION = "eval-v3"   # bump when scoring changes (invalidates eval stages)
+METHOD_ORDER = ("kshot", "icf", "sft", "dpo", "gdpo", "cdpo", "mft")
+FEWSHOT_METHODS = ("kshot", "icf")
+METRICS_JSON_KEYS = ("jsd", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")
+SKEW_KEYS = ("margin_majority", "margin_minority")
+TABLE_COLUMNS = ("jsd", "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate",
+                 "majority_bias", "belief_mass")
+
+
+# ----------------------------------------------------------------------------- metrics.json
+def record(run, method: str, numbers: dict[str, Any]) -> None:
+    """THE writer of a method's numbers into metrics.json: methods.<m>.<key> for the keys of
+    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (margins) for dpo and gdpo."""
+    part: dict[str, Any] = {"methods": {method: {k: numbers[k] for k in METRICS_JSON_KEYS
+                                                 if k in numbers}}}
+    if method in ("dpo", "gdpo") and all(k in numbers for k in SKEW_KEYS):
+        part["skew"] = {method: {k: numbers[k] for k in SKEW_KEYS}}
+    run.merge_metrics(part)
+
+
+# ----------------------------------------------------------------------------- models
+def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]:
+    """The checkpoint a method is scored with (training it if missing) and its identity.
+
+    kshot: the base model (untrained policy); icf: SFT on few-shot-context prompts; sft; and the
+    preference methods, from the training stages (cached)."""
+    if method == "kshot":
+        return base_model(cfg, run, data)
+    if method == "icf":
+        tok = models.load_tokenizer(base_model(cfg, run, data)[0], cfg)
+        path = train_sft(cfg, run, data, dataset=icf_dataset(cfg, data, tok), name="icf")
+        return path, run.stage_hash("checkpoints/icf")
+    if method == "sft":
+        return train_sft(cfg, run, data), run.stage_hash("checkpoints/sft")
+    if method in PREFERENCE_METHODS:
+        return train_preference(cfg, run, data, method), run.stage_hash(f"checkpoints/{method}")
+    raise ValueError(f"unknown method {method!r} (one of {', '.join(METHOD_ORDER)})")
+
+
+def _context_limit(model, cfg, method: str) -> int:
+    """Prompt tokens a few-shot prompt may use: the model's window minus the tokens to generate;
+    for ICF also within max_length, the cap its training sequences were built with."""
+    limit = max_context(model, cfg.max_new_tokens) or (cfg.max_length - cfg.max_new_tokens)
+    return min(limit, cfg.max_length - cfg.max_new_tokens) if method == "icf" else limit
+
+
+def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
+    """The test prompts a method is scored on: the data's test prompts, with a few-shot context
+    for kshot and icf (demonstrations from the train split, cut to fit the model)."""
+    es = EvalSet.from_table(data.prompts["test"])
+    if method in FEWSHOT_METHODS:
+        es = es.with_prompts(fewshot_prompts(es.prompts, es.qids, demo_pool(data), tokenizer,
+                                             cfg.kshot_k, _context_limit(model, cfg, method),
+                                             cfg.seed, "test"))
+    return es
+
+
+# ----------------------------------------------------------------------------- read-out stage
+def test_readout(cfg, run, data: RunData, method: str,
+                 checkpoint: tuple[Path | str, str] | None = None) -> dict[str, Any]:
+    """The probability-based test numbers of a method (trained if missing): mean JSD and belief
+    mass over the test prompts and, for preference methods, the reward margins on the test pairs
+    vs the SFT reference by majority / minority chosen belief. Cached as `stages/test/<method>`;
+    recorded in metrics.json. `checkpoint`: method_model's answer, when the caller has it."""
+    model_path, model_hash = checkpoint or method_model(cfg, run, data, method)
+    key = {"method": method, "model": model_hash, "data": data_hash(run, data), "beta": cfg.beta}
+    if method in PREFERENCE_METHODS:
+        key["ref"] = run.stage_hash("checkpoints/sft")
+    if method in FEWSHOT_METHODS:
+        key.update(cfg.subset("kshot_k", "max_length", "max_new_tokens", "seed"))
+
+    def build(out: Path) -> None:
+        model, tok = models.load_policy(model_path, cfg)
+        es = test_prompts(cfg, data, method, model, tok)
+        read = readout(model, tok, es, beliefs.check_belief_tokens(tok, data.k_max),
+                       cfg.eval_batch_size)
+        res: dict[str, Any] = {"jsd": float(np.mean(read["jsd"])),
+                               "belief_mass": float(np.mean(read["mass"])), "n_prompts": len(es)}
+        if method in PREFERENCE_METHODS:
+            ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
+            pairs = (data.dpo if method == "dpo" else data.gdpo)["test"]
+            enc = margins.encode_pairs(tok, pairs)
+            pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, cfg.max_length)
+            rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, cfg.max_length)
+            res.update(margins.margin_summary(margins.reward_margins(pol, rl, cfg.beta),
+                                              np.asarray(pairs["majority"])))
+        (out / "test.json").write_text(json.dumps(res, indent=2))
+        np.save(out / "probs.npy", read["probs"])
+        pd.DataFrame({"qid": es.qids, "style": es.styles, "jsd": read["jsd"],
+                      "belief_mass": read["mass"]}).to_csv(out / "readout.csv", index=False)
+
+    out = json.loads((run.stage(f"stages/test/{method}", key, build) / "test.json").read_text())
+    record(run, method, out)
+    return out
+
+
+def jsd_by_question(cfg, run, data: RunData, method: str) -> dict[str, float]:
+    """Mean test JSD per question of a trained method (its test read-out, per prompt)."""
+    test_readout(cfg, run, data, method)
+    per_prompt = pd.read_csv(run.stage_dir(f"stages/test/{method}") / "readout.csv",
+                             dtype={"qid": str})
+    return _jsd_by_question(per_prompt["jsd"].to_numpy(), list(per_prompt["qid"]))
+
+
+# ----------------------------------------------------------------------------- sampling stage
+def _load_option_map(cfg, scheme: str):
+    if scheme != "stance6" or not cfg.option_map_path:
+        return None
+    p = cfg.option_map_path
+    return beliefs.load_option_map(p if p == "github" or p.startswith("http")
+                                   else str(resolve_path(p)))
+
+
+def eval_key(cfg, run, method: str, model_hash: str) -> dict[str, Any]:
+    """Everything a method's sampled scores depend on."""
+    key = {"version": EVAL_VERSION, "method": method, "model": model_hash,
+           "data": run.stage_hash("data"), "readout": run.stage_hash(f"stages/test/{method}"),
+           **cfg.subset("seed", "n_samples", "temperature", "top_k", "top_p", "max_new_tokens",
+                        "eval_batch_size", "judge", "embedder", "judge_samples", "device",
+                        "dtype")}
+    if method in FEWSHOT_METHODS:
+        key.update(cfg.subset("kshot_k", "max_length"))
+    if cfg.judge == "openai":
+        key.update(cfg.subset("api_base", "api_model"))
+    return key
+
+
+class Judging:
+    """The embedder and the BPC judge, loaded once per evaluate_methods call."""
+
+    def __init__(self, cfg):
+        self.cfg, self._embed, self._judge = cfg, None, None
+
+    @property
+    def embed(self):
+        if self._embed is None:
+            self._embed = judges.load_embedder(self.cfg.embedder, str(models.resolve_device(self.cfg)))
+        return self._embed
+
+    @property
+    def judge(self):
+        if self._judge is None:
+            self._judge = judges.make_judge(self.cfg, self.embed)
+        return self._judge
+
+
+def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | None = None
+                    ) -> dict[str, Any]:
+    """All Table-2 numbers of a method: its test read-out (test_readout) and its sampled outputs,
+    cached as `stages/eval/<method>`; returns the summary and records it in metrics.json."""
+    judging = judging or Judging(cfg)
+    model_path, model_hash = method_model(cfg, run, data, method)
+    read = test_readout(cfg, run, data, method, (model_path, model_hash))
+    test_dir = run.stage_dir(f"stages/test/{method}")
+
+    def build(out: Path) -> None:
+        log.info("scoring %s on %d test prompts", method, len(data.prompts["test"]))
+        model, tok = models.load_policy(model_path, cfg)
+        es = test_prompts(cfg, data, method, model, tok)
+        res = score_samples(model, tok, es, cfg, k_max=data.k_max, scheme=data.scheme,
+                            embed=judging.embed, judge=judging.judge,
+                            option_map=_load_option_map(cfg, data.scheme))
+        summary = {"method": method, **{k: read[k] for k in ("jsd", "belief_mass")},
+                   **res["summary"]}
+        per_read = pd.read_csv(test_dir / "readout.csv", dtype={"qid": str})
+        per_prompt = res["per_prompt"]
+        per_prompt.insert(2, "jsd", per_read["jsd"].to_numpy())
+        per_prompt.insert(5, "belief_mass", per_read["belief_mass"].to_numpy())
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        per_prompt.to_csv(out / "per_prompt.csv", index=False)
+        np.save(out / "probs.npy", np.load(test_dir / "probs.npy"))
+        with open(out / "samples.jsonl", "w", encoding="utf-8") as fh:
+            for row in res["samples"]:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    path = run.stage(f"stages/eval/{method}", eval_key(cfg, run, method, model_hash), build)
+    summary = json.loads((path / "summary.json").read_text())
+    record(run, method, summary)
+    return summary
+
+
+def methods_to_run(cfg, run) -> list[str]:
+    """cfg.methods, plus cfg.ablations, plus any preference method already trained in the run,
+    in the paper's order."""
+    wanted = set(cfg.methods) | set(cfg.ablations)
+    wanted |= {m for m in PREFERENCE_METHODS
+               if (run.stage_dir(f"checkpoints/{m}") / "stage.json").exists()}
+    return [m for m in METHOD_ORDER if m in wanted]
+
+
+def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Score every method (training what is missing); a methods x metrics table, also written
+    to the run as `tables/methods.csv` (with the per-method stages under stages/eval/)."""
+    judging = Judging(cfg)
+    rows = {m: evaluate_method(cfg, run, data, m, judging) for m in methods or methods_to_run(cfg, run)}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    cols = [c for c in TABLE_COLUMNS if c in table] + \
+        [c for c in ("bpc_judged", "bpc_api_errors", "bpc_unparseable", "n_prompts", "n_samples",
+                     "seconds") if c in table]
+    table = table[cols]
+    table.index.name = "method"
+    table.to_csv(run.path("tables", "methods.csv"))
+    return table
+
+
+# ----------------------------------------------------------------------------- notebook helpers
+def compare_distributions(cfg, run, data: RunData, methods: Sequence[str], n: int = 4,
+                          split: str = "test") -> dict[str, Any]:
+    """Belief distributions of several trained methods on n prompts of `split` (those where the
+    first two methods differ most in JSD), ready for plots.plot_belief_bars. Returns p_star,
+    dists {METHOD: probs [n, K]}, mask, labels, titles, and the per-prompt JSDs."""
+    ds = data.prompts[split]
+    es = EvalSet.from_table(ds)
+    reads = {}
+    for m in methods:
+        model, tok = models.load_policy(run.stage_dir(f"checkpoints/{m}"), cfg)
+        reads[m] = readout(model, tok, es, beliefs.check_belief_tokens(tok, data.k_max),
+                           cfg.eval_batch_size)
+    first, second = methods[0], methods[-1]
+    order = np.argsort(-(reads[second]["jsd"] - reads[first]["jsd"]))[:n]
+    return {"p_star": es.p_star[order], "mask": es.mask[order],
+            "dists": {m.upper(): reads[m]["probs"][order] for m in methods},
+            "labels": [ds[int(i)]["labels"] for i in order],
+            "titles": [f"{ds[int(i)]['qid']}: {ds[int(i)]['question']}  (JSD " +
+                       ", ".join(f"{m} {reads[m]['jsd'][i]:.3f}" for m in methods) + ")"
+                       for i in order]}
+
+
+def write_judge_report(cfg, run, data: RunData) -> dict[str, float]:
+    """The embedding judge's accuracy on held-out reference responses (all splits' prompts:
+    the references written for one prompt of a question are the candidates, those of its other
+    prompts the queries), so a reader knows how far to trust its BPC; saved as
+    `<run>/tables/judge_accuracy.json`."""
+    judge = judges.EmbeddingJudge(Judging(cfg).embed)
+    acc = judges.embedding_judge_accuracy(judge, [data.prompts[s] for s in ("train", "eval", "test")])
+    run.path("tables", "judge_accuracy.json").write_text(json.dumps(acc, indent=2))
+    return acc

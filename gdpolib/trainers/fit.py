@@ -1,0 +1,131 @@
+"""Running a TRL trainer as a run stage: the TRL arguments every stage shares, LoRA, resuming from
+the last Trainer checkpoint, and moving the final model into the cached stage folder.
+
+A stage trains in `checkpoints/<name>-steps/` (Trainer checkpoints every `save_every` steps, so a
+killed run resumes) and, on success, becomes `checkpoints/<name>/` (model, tokenizer,
+tracking.jsonl, log_history.json, summary.json). Under `accelerate launch` every process trains;
+the bookkeeping runs on the main process.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import PartialState
+from accelerate.utils import is_peft_model
+from peft import LoraConfig
+from transformers.trainer_utils import get_last_checkpoint
+
+from gdpolib.models import resolve_device
+
+log = logging.getLogger("gdpolib.trainers")
+
+
+def save_model(model, tokenizer, out: Path, in_place: bool = True) -> None:
+    """safetensors model and tokenizer; LoRA adapters are merged (into a copy unless in_place,
+    so that a model still training keeps its adapters)."""
+    out.mkdir(parents=True, exist_ok=True)
+    m = model
+    if is_peft_model(model):
+        m = (model if in_place else copy.deepcopy(model)).merge_and_unload()
+    m.save_pretrained(out, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+
+
+def _device_flags(cfg) -> dict[str, Any]:
+    """bf16 and gradient checkpointing on CUDA only; CPU runs stay fp32 (TRL defaults to bf16)."""
+    device = resolve_device(cfg)
+    cuda = device.type == "cuda"
+    bf16 = cuda and cfg.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
+    return {"bf16": bf16, "fp16": False, "use_cpu": device.type == "cpu",
+            "gradient_checkpointing": bool(cfg.gradient_checkpointing and cuda)}
+
+
+def training_args(cfg, cls, out_dir: Path, steps: int, lr: float, logs_dir: Path, **extra):
+    """TRL config (SFTConfig / DPOConfig / GDPOConfig) shared by every stage; TensorBoard logs
+    under logs_dir."""
+    if cfg.report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(logs_dir)
+    kwargs = dict(
+        output_dir=str(out_dir), max_steps=steps, learning_rate=lr,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=min(cfg.warmup_steps, max(steps - 1, 0)), lr_scheduler_type="linear",
+        logging_steps=max(1, min(10, steps // 20 or 1)),
+        save_strategy="steps", save_steps=max(1, cfg.save_every), save_total_limit=1,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length,
+        dataloader_num_workers=0, disable_tqdm=False, **_device_flags(cfg))
+    return cls(**{**kwargs, **extra})
+
+
+def peft_config(cfg) -> LoraConfig | None:
+    """LoRA on every linear layer when `lora: true`."""
+    if not cfg.lora:
+        return None
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def progress_dir(run, name: str, key_hash: str) -> Path:
+    """checkpoints/<name>-steps: Trainer checkpoints for resuming; wiped when the key changes."""
+    d = run.path("checkpoints", f"{name}-steps")
+    marker = d / "key.txt"
+    state = PartialState()
+    if state.is_main_process:
+        if d.exists() and (not marker.exists() or marker.read_text() != key_hash):
+            shutil.rmtree(d)
+        d.mkdir(parents=True, exist_ok=True)
+        marker.write_text(key_hash)
+    state.wait_for_everyone()
+    return d
+
+
+def last_checkpoint(d: Path) -> str | None:
+    return get_last_checkpoint(str(d)) if d.exists() else None
+
+
+def finish_stage(run, name: str, key: dict, progress: Path) -> Path:
+    """Move progress/final into the cached stage folder (main process), then drop progress."""
+    state = PartialState()
+    if state.is_main_process:
+        def build(out: Path) -> None:
+            for item in (progress / "final").iterdir():
+                shutil.move(str(item), out / item.name)
+        run.stage(name, key, build)
+        shutil.rmtree(progress, ignore_errors=True)
+    state.wait_for_everyone()
+    return run.stage_dir(name)
+
+
+def fit(trainer, progress: Path, tokenizer, callback, summary: dict) -> None:
+    """Train (resuming from the last checkpoint), then write the final folder: the model (or,
+    with select_by eval_jsd, the best tracked one), tracking.jsonl, log_history and a summary.
+    `callback` is the stage's TrackingCallback (or None)."""
+    resume = last_checkpoint(progress)
+    if resume:
+        log.info("resuming from %s", resume)
+    start = time.time()
+    result = trainer.train(resume_from_checkpoint=resume)
+    final = progress / "final"
+    if PartialState().is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        best = progress / "best"
+        if callback is not None and callback.best_dir is not None and (best / "config.json").exists():
+            shutil.copytree(best, final)
+            tokenizer.save_pretrained(final)
+        else:
+            save_model(trainer.model, tokenizer, final)
+        if callback is not None and callback.path.exists():
+            shutil.copy(callback.path, final / "tracking.jsonl")
+        (final / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        summary.update(train_seconds=round(time.time() - start, 2), steps=trainer.state.global_step,
+                       train_loss=result.training_loss, resumed_from=resume)
+        (final / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

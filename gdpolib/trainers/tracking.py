@@ -1,0 +1,101 @@
+"""Tracking during training: a fixed eval subset scored every `eval_every` steps (JSD and belief
+mass of the belief read-out; for preference methods the reward margins vs the reference, split by
+majority / minority chosen belief), written as JSON lines next to the checkpoints and forwarded to
+the trackers `report_to` enabled. The numbers come from the same functions as the test evaluation
+(gdpolib.scoring.readout, gdpolib.margins)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from datasets import Dataset
+from transformers import TrainerCallback
+
+from gdpolib.margins import encode_pairs, margin_summary, pair_logps, reward_margins
+from gdpolib.scoring import EvalSet, readout
+from gdpolib.trainers.fit import save_model
+
+log = logging.getLogger("gdpolib.trainers")
+
+
+class Tracker:
+    """Evaluates a policy on a FIXED eval subset: JSD and belief mass on eval prompts, and (for
+    preference methods) reward margins vs the reference, split by majority / minority."""
+
+    def __init__(self, tokenizer, belief_ids: Sequence[int], prompts: EvalSet,
+                 pairs: Dataset | None = None, ref_model=None, beta: float = 0.1,
+                 batch_size: int = 16, max_length: int | None = None):
+        self.tokenizer, self.belief_ids, self.prompts = tokenizer, list(belief_ids), prompts
+        self.beta, self.batch_size, self.max_length = beta, batch_size, max_length
+        self.pairs = encode_pairs(tokenizer, pairs) if pairs is not None else None
+        self.majority = np.asarray(pairs["majority"]).astype(bool) if pairs is not None else None
+        self.ref = None
+        if self.pairs is not None:
+            if ref_model is None:
+                raise ValueError("margins need the reference model")
+            self.ref = pair_logps(ref_model, tokenizer, self.pairs, batch_size, max_length)
+
+    def evaluate(self, model) -> dict[str, float]:
+        read = readout(model, self.tokenizer, self.prompts, self.belief_ids, self.batch_size)
+        rec = {"jsd": float(np.mean(read["jsd"])), "belief_mass": float(np.mean(read["mass"]))}
+        if self.pairs is not None:
+            pol = pair_logps(model, self.tokenizer, self.pairs, self.batch_size, self.max_length)
+            rec.update(margin_summary(reward_margins(pol, self.ref, self.beta), self.majority))
+        return rec
+
+
+class TrackingCallback(TrainerCallback):
+    """Runs the Tracker every `every` steps (and at steps 0 and last); appends JSON lines to
+    `path`; forwards the values to TensorBoard / wandb through the trainer's own logging
+    callbacks (only those report_to enabled). With `best_dir`, saves the policy whenever the eval
+    JSD improves (select_by: eval_jsd)."""
+
+    def __init__(self, tracker: Tracker, every: int, path: Path, method: str,
+                 best_dir: Path | None = None):
+        self.tracker, self.every, self.path, self.method = tracker, max(1, every), Path(path), method
+        self.best_dir, self.best = best_dir, float("inf")
+        self.handler = None   # set to trainer.callback_handler by attach()
+        self.start = time.time()
+
+    def attach(self, trainer) -> "TrackingCallback":
+        trainer.add_callback(self)
+        self.handler = trainer.callback_handler
+        return self
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.start = time.time()
+        if self.path.exists():   # resuming: keep the records up to the resumed step
+            keep = [ln for ln in self.path.read_text().splitlines()
+                    if ln.strip() and json.loads(ln)["step"] <= state.global_step]
+            self.path.write_text("".join(ln + "\n" for ln in keep))
+            self.best = min([json.loads(ln)["jsd"] for ln in keep] or [float("inf")])
+        if state.global_step == 0:
+            self._evaluate(args, state, control, model)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
+            self._evaluate(args, state, control, model)
+
+    def _evaluate(self, args, state, control, model):
+        if not state.is_world_process_zero:
+            return
+        rec = {"method": self.method, "step": state.global_step,
+               "seconds": round(time.time() - self.start, 2), **self.tracker.evaluate(model)}
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        log.info("%s step %d: eval JSD %.4f, mass %.3f%s", self.method, rec["step"], rec["jsd"],
+                 rec["belief_mass"], f", margin maj/min {rec['margin_majority']:.3f}/"
+                 f"{rec['margin_minority']:.3f}" if "margin" in rec else "")
+        if self.best_dir is not None and rec["jsd"] < self.best:
+            self.best = rec["jsd"]
+            save_model(model, None, self.best_dir, in_place=False)
+            (self.best_dir / "best.json").write_text(json.dumps(rec))
+        if self.handler is not None and args.report_to:
+            logs = {f"track/{k}": v for k, v in rec.items() if isinstance(v, float)}
+            for cb in self.handler.callbacks:
+                if cb is not self and type(cb).__name__ not in ("ProgressCallback", "PrinterCallback"):
+                    cb.on_log(args, state, control, logs=logs)

@@ -1,0 +1,177 @@
+"""SFT/DPO/GDPO records and splits: properties on real data, statistics, leakage."""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gdpolib.beliefs import OptionsScheme, Stance6Scheme, load_option_map, parse_completion
+from gdpolib.data.goqa import load_goqa
+from gdpolib.data.records import (LeakageError, assign_splits, build_records, check_leakage,
+                                  goqa_items)
+from gdpolib.data.responses import TemplateGenerator
+
+
+@pytest.fixture(scope="module")
+def data(goqa_csv):
+    return load_goqa(goqa_csv)
+
+
+def make_items(qbs, n_styles=3, seed=0):
+    styled, _ = TemplateGenerator(seed).generate([(q.qid, q.question, q.options) for q in qbs],
+                                                 n_styles)
+    return goqa_items(qbs, styled)
+
+
+@pytest.fixture(scope="module", params=["options", "stance6"])
+def built(request, data, option_map_path):
+    scheme = (OptionsScheme() if request.param == "options"
+              else Stance6Scheme(load_option_map(option_map_path)))
+    qbs, _ = scheme.apply(data.questions, "S. Africa")
+    items = make_items(qbs)
+    assign_splits(items, "question", [0.8, 0.1, 0.1], seed=0)
+    rows, st = build_records(items, sft_per_prompt=4, pairs_per_prompt=4, seed=0)
+    return scheme, items, rows
+
+
+def test_record_vectors(built):
+    scheme, items, rows = built
+    for kind in ("sft", "dpo", "gdpo", "prompts"):
+        assert rows[kind]
+        for r in rows[kind]:
+            p, m = np.array(r["p_star"]), np.array(r["belief_mask"])
+            assert len(p) == len(m) == scheme.k_max
+            assert abs(p.sum() - 1) < 1e-9 and np.all(p >= 0)
+            assert np.all(p[m == 0] == 0)
+    for r in rows["prompts"]:
+        assert len(r["labels"]) == len(r["references"]) == scheme.k_max
+        assert all(bool(lab) == bool(m) for lab, m in zip(r["labels"], r["belief_mask"]))
+
+
+def test_formats(built):
+    scheme, items, rows = built
+    for r in rows["sft"]:
+        assert r["prompt"].startswith("<Q>") and r["prompt"].endswith("\n<A>")
+        p = parse_completion(r["completion"], scheme.k_max, r["belief_mask"])
+        assert p.valid and p.belief == r["b"] and r["completion"][0] == str(r["b"])
+        assert r["majority"] == (r["b"] == int(np.argmax(r["p_star"])))
+        # The prompt lists each belief with its digit.
+        assert f"\n{r['b']}. {p.label}\n" in r["prompt"]
+
+
+def test_dpo_pairs_never_share_a_belief(built):
+    scheme, _, rows = built
+    for r in rows["dpo"]:
+        c = parse_completion(r["chosen"], scheme.k_max, r["belief_mask"])
+        j = parse_completion(r["rejected"], scheme.k_max, r["belief_mask"])
+        assert c.valid and j.valid
+        assert (c.belief, j.belief) == (r["b_c"], r["b_r"]) and c.belief != j.belief
+
+
+def test_gdpo_pairs_always_share_the_chosen_belief(built):
+    scheme, _, rows = built
+    assert len(rows["gdpo"]) == len(rows["dpo"])
+    for g, d in zip(rows["gdpo"], rows["dpo"]):
+        c = parse_completion(g["chosen"], scheme.k_max, g["belief_mask"])
+        j = parse_completion(g["rejected"], scheme.k_max, g["belief_mask"])
+        assert c.belief == j.belief == g["b_c"] and c.label == j.label
+        assert j.response != c.response
+        # Same draws as DPO: the GDPO rejected text is the DPO rejected response under b_c.
+        assert j.response == parse_completion(d["rejected"]).response
+        assert g["chosen"] == d["chosen"]
+
+
+def _freq_test(draws, p):
+    support = np.flatnonzero(p > 0)
+    counts = np.bincount(draws, minlength=len(p))
+    assert counts[p == 0].sum() == 0
+    return stats.chisquare(counts[support], p[support] * len(draws)).pvalue
+
+
+def test_belief_frequencies_match_p_star(data):
+    # One real question, many draws: b (SFT) and b_c (DPO) ~ p*, b_r uniform on B \ {b_c}.
+    qb = next(q for q in OptionsScheme().apply(data.questions, "S. Africa")[0]
+              if len(q.beliefs) >= 4)
+    items = make_items([qb], n_styles=1)
+    for it in items:
+        it.split = "train"
+    rows, _ = build_records(items, sft_per_prompt=4000, pairs_per_prompt=4000, seed=123)
+    p = qb.p_star
+    assert _freq_test(np.array([r["b"] for r in rows["sft"]]), p) > 0.001
+    assert _freq_test(np.array([r["b_c"] for r in rows["dpo"]]), p) > 0.001
+    b_c = np.array([r["b_c"] for r in rows["dpo"]])
+    b_r = np.array([r["b_r"] for r in rows["dpo"]])
+    maj = qb.majority
+    others = np.full(len(p), 0.0)
+    others[[k for k in qb.beliefs if k != maj]] = 1.0
+    assert _freq_test(b_r[b_c == maj], others / others.sum()) > 0.001
+    # Power check: the same test rejects a wrong target (uniform over B).
+    uniform = qb.mask / qb.mask.sum()
+    assert _freq_test(np.array([r["b"] for r in rows["sft"]]), uniform) < 1e-6
+
+
+def test_split_by_question_has_no_leak(data):
+    qbs, _ = OptionsScheme().apply(data.questions, "United States")
+    items = make_items(qbs)
+    assign_splits(items, "question", [0.8, 0.1, 0.1], seed=3)
+    where: dict[str, set] = {}
+    text: dict[str, set] = {}
+    for it in items:
+        where.setdefault(it.qid, set()).add(it.split)
+        text.setdefault(" ".join(it.qb.question.lower().split()), set()).add(it.split)
+    assert all(len(s) == 1 for s in where.values())
+    assert all(len(s) == 1 for s in text.values())      # duplicate question texts travel together
+    n = {s: sum(1 for v in where.values() if v == {s}) for s in ("train", "eval", "test")}
+    assert n["eval"] > 0 and n["test"] > 0 and n["train"] > 5 * n["test"]
+
+
+def test_split_by_prompt_and_leak_detection(data):
+    qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
+    items = make_items(qbs)
+    a = assign_splits(items, "prompt", [0.8, 0.1, 0.1], seed=0)
+    b = assign_splits(make_items(qbs), "prompt", [0.8, 0.1, 0.1], seed=0)
+    assert a == b                                        # seeded
+    assert a != assign_splits(make_items(qbs), "prompt", [0.8, 0.1, 0.1], seed=1)
+    # by prompt, a question's styles may land in different splits ...
+    spread = {}
+    for it in items:
+        spread.setdefault(it.qid, set()).add(it.split)
+    assert any(len(s) > 1 for s in spread.values())
+    # ... which by-question leakage checking refuses loudly.
+    with pytest.raises(LeakageError, match="question"):
+        check_leakage(items, "question")
+    items[1].prompt = items[0].prompt
+    items[1].split = "test" if items[0].split != "test" else "train"
+    with pytest.raises(LeakageError, match="prompt"):
+        check_leakage(items, "prompt")
+
+
+def test_records_are_deterministic(data):
+    qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
+    one = make_items(qbs[:10])
+    two = make_items(qbs[:10])
+    for its in (one, two):
+        assign_splits(its, "prompt", [0.8, 0.1, 0.1], 0)
+    assert build_records(one, 3, 3, 0)[0] == build_records(two, 3, 3, 0)[0]
+    assert build_records(one, 3, 3, 0)[0]["dpo"] != build_records(one, 3, 3, 1)[0]["dpo"]
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def test_plots_save_files(tmp_path, data):
+    from gdpolib import plots
+
+    qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
+    items = make_items(qbs[:20], n_styles=1)
+    for it in items:
+        it.split = "train"
+    rows, _ = build_records(items, 20, 1, 0)
+    figs = {"counts": plots.plot_country_counts(data.country_counts(), highlight=["S. Africa"]),
+            "share": plots.plot_majority_share({"S. Africa": [q.p_star for q in qbs]}),
+            "bars": plots.plot_p_star_bars(qbs, n=4),
+            "draws": plots.plot_sampled_vs_target(rows["sft"], 10)}
+    for name, fig in figs.items():
+        path = plots.save(fig, tmp_path, name)
+        assert path.exists() and path.stat().st_size > 5000

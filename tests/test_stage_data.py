@@ -1,0 +1,74 @@
+"""The data stage of a run on real data: built once and reused, stance6 and split by question,
+a p* override that changes the training target only."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from gdpolib import config, runs
+from gdpolib.beliefs import BeliefError
+from gdpolib.stages import data as stage_data
+from gdpolib.stages.data import prepare_data
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    return config.load_config(overrides={"country": "sa", "output_root": str(tmp_path),
+                                         "run_name": "t", "max_questions": 30,
+                                         "sft_per_prompt": 2, "pairs_per_prompt": 2})
+
+
+def test_prepare_data_stage(cfg, monkeypatch):
+    run = runs.Run.open(cfg)
+    d = prepare_data(cfg, run)
+    assert d.scheme == "options" and d.k_max == 10 and len(d.questions) == 30
+    assert set(d.dpo["train"].column_names) >= {"prompt", "chosen", "rejected", "qid", "style",
+                                               "split", "p_star", "belief_mask", "b_c", "b_r",
+                                               "majority"}
+    assert set(d.sft["train"].column_names) >= {"prompt", "completion", "b"}
+    assert set(d.prompts["test"].column_names) >= {"prompt", "qid", "p_star", "belief_mask",
+                                                  "labels", "references"}
+    m = run.metrics()["data"]
+    assert m == {"questions": 30, **{s: d.dpo[s].num_rows for s in ("train", "eval", "test")}}
+    assert sum(m[s] for s in ("train", "eval", "test")) == 30 * 3 * 2
+    assert json.loads((d.path / "reports.json").read_text())["split"]["split_by"] == "prompt"
+    # Unchanged params: the stage is reused, not rebuilt.
+    monkeypatch.setattr(stage_data, "build_goqa", lambda *a, **k: pytest.fail("rebuilt"))
+    again = prepare_data(cfg, run)
+    assert again.dpo["train"]["chosen"] == d.dpo["train"]["chosen"]
+
+
+def test_prepare_data_stance6_and_question_split(cfg):
+    cfg = cfg.replace(belief_scheme="stance6", split_by="question", max_questions=None)
+    d = prepare_data(cfg, runs.Run.open(cfg))
+    assert d.k_max == 6 and len(d.questions) == 91
+    rep = json.loads((d.path / "reports.json").read_text())["scheme"]
+    assert rep["unmapped_occurrences"] == 91 and rep["skipped"] == 34
+    qids = {s: set(d.prompts[s]["qid"]) for s in ("train", "eval", "test")}
+    assert not (qids["train"] & qids["eval"] or qids["train"] & qids["test"]
+                or qids["eval"] & qids["test"])
+
+
+def test_p_star_override_keeps_true_p_star(cfg):
+    run = runs.Run.open(cfg)
+    base = prepare_data(cfg, run)
+    q = base.questions[0]
+    n = len(q.beliefs)
+    pred = np.ones(n) / n
+    d = prepare_data(cfg, run, p_star_override={q.qid: pred})
+    assert d.path.name == "data_override"
+    rec = [r for r in d.gdpo["train"].to_list() + d.gdpo["test"].to_list()
+           + d.gdpo["eval"].to_list() if r["qid"] == q.qid]
+    assert rec
+    for r in rec:
+        np.testing.assert_allclose(r["p_star"][:n], pred)
+        np.testing.assert_allclose(r["p_star_true"], q.p_star)
+    prompts = [r for s in ("train", "eval", "test") for r in d.prompts[s] if r["qid"] == q.qid]
+    np.testing.assert_allclose(prompts[0]["p_star"], q.p_star)
+    np.testing.assert_allclose(prompts[0]["p_star_target"][:n], pred)
+    # The main data stage and metrics are untouched.
+    assert run.metrics()["data"]["questions"] == 30
+    with pytest.raises(BeliefError, match="not in the data"):
+        prepare_data(cfg, run, p_star_override={"goqa-999999": [1.0]})

@@ -1,0 +1,68 @@
+"""Training stages on real data: tracking, the stage cache, resume after a kill, test numbers
+into metrics.json."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from gdpolib import config, runs
+from gdpolib.stages import evaluate, train
+from gdpolib.stages.data import prepare_data
+from gdpolib.trainers.tracking import TrackingCallback
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory, goqa_csv):
+    """A real-data run (GlobalOpinionQA, S. Africa, 8 questions) with a very short schedule."""
+    cfg = config.load_config(overrides=dict(
+        output_root=str(tmp_path_factory.mktemp("runs")), run_name="t", goqa_path=str(goqa_csv),
+        max_questions=8, tiny_n_layer=1, tiny_n_embd=32, tiny_n_head=2, tiny_vocab_size=400,
+        batch_size=4, sft_steps=6, dpo_steps=4, gdpo_steps=4, eval_every=2, save_every=2,
+        eval_subset=8, device="cpu"))
+    run = runs.Run.open(cfg)
+    return cfg, run, prepare_data(cfg, run)
+
+
+def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
+    cfg, run, data = small_run
+    sft = train.train_sft(cfg, run, data)
+    assert (sft / "model.safetensors").exists() and (sft / "tokenizer.json").exists()
+    sft_tracks = pd.read_json(sft / "tracking.jsonl", lines=True)
+    assert list(sft_tracks["step"]) == [0, 2, 4, 6] and "margin" not in sft_tracks
+
+    # a run killed after step 3 resumes from its step-2 checkpoint
+    original = TrackingCallback.on_step_end
+
+    def crash(self, args, state, control, **kw):
+        if state.global_step == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, args, state, control, **kw)
+
+    monkeypatch.setattr(TrackingCallback, "on_step_end", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_preference(cfg, run, data, "gdpo")
+    assert not (run.root / "checkpoints" / "gdpo").exists()          # nothing partial
+    monkeypatch.setattr(TrackingCallback, "on_step_end", original)
+    gdpo = train.train_preference(cfg, run, data, "gdpo")
+    summary = json.loads((gdpo / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4
+    tracks = pd.read_json(gdpo / "tracking.jsonl", lines=True)
+    assert list(tracks["step"]) == [0, 2, 4]
+    assert {"margin_majority", "margin_minority", "accuracy", "jsd", "belief_mass"} <= set(tracks)
+    assert tracks["margin"].iloc[0] == pytest.approx(0.0, abs=1e-5)     # policy = reference at step 0
+    # cached: the same key reuses the stage
+    assert train.train_preference(cfg, run, data, "gdpo") == gdpo
+    assert json.loads((gdpo / "summary.json").read_text()) == summary
+
+    dpo = train.train_preference(cfg, run, data, "dpo")
+    assert (dpo / "model.safetensors").exists()
+    for m in ("sft", "dpo", "gdpo"):
+        evaluate.test_readout(cfg, run, data, m)
+    metrics = run.metrics()
+    assert set(metrics["methods"]) >= {"sft", "dpo", "gdpo"}
+    assert all(0 <= metrics["methods"][m]["jsd"] <= math.sqrt(math.log(2)) for m in ("sft", "dpo", "gdpo"))
+    assert set(metrics["skew"]) == {"dpo", "gdpo"}
+    assert set(metrics["skew"]["dpo"]) == {"margin_majority", "margin_minority"}
