@@ -1,12 +1,12 @@
 """Response generators: the template generator, the response cache, strict parsing of LLM
-replies (OpenAI-compatible endpoint faked, HF generator), and the plots of notebook 01."""
+replies (OpenAI-compatible endpoint faked, HF generator)."""
 from __future__ import annotations
-
 
 import pytest
 
-from gdpolib.data.responses import (OpenAIGenerator, ResponseError, ResponseGenerator,
-                                    StyledQuestion, TemplateGenerator, parse_styled_reply)
+from gdpolib.data.generators import HFGenerator, OpenAIGenerator, parse_styled_reply
+from gdpolib.data.responses import (STYLES, ResponseError, ResponseGenerator, StyledQuestion,
+                                    TemplateGenerator, clean_reply)
 
 
 class CountingGenerator(ResponseGenerator):
@@ -62,7 +62,6 @@ Some junk line here
 
 
 def test_strict_parsing_of_api_replies():
-    from gdpolib.data.responses import STYLES
     kept, rejected = parse_styled_reply(REPLY, ["Yes", "No"], STYLES[:3])
     assert list(kept) == ["plain"]
     assert kept["plain"].question == "Do you enjoy drinking tea?"
@@ -84,7 +83,6 @@ def test_openai_generator_needs_endpoint_and_key(monkeypatch):
 
 
 def test_openai_generator_parses_fake_endpoint(monkeypatch, tmp_path):
-    import gdpolib.data.responses as R
     monkeypatch.setenv("FAKE_KEY", "k")
     g = OpenAIGenerator("http://fake/v1", "m", "FAKE_KEY", "S. Africa",
                         cache_path=tmp_path / "api.jsonl", retries=0)
@@ -98,12 +96,10 @@ def test_openai_generator_parses_fake_endpoint(monkeypatch, tmp_path):
     monkeypatch.setattr(g2, "_post", lambda prompt: pytest.fail("should come from cache"))
     out2, _ = g2.generate([("q", "Tea?", ["Yes", "No"])], 1)
     assert out2["q"][0].responses == out["q"][0].responses
-    assert R.clean_reply("A1: [x] junk") is None
+    assert clean_reply("A1: [x] junk") is None
 
 
 def test_hf_generator_rejects_malformed_replies(tmp_path, monkeypatch):
-    from gdpolib.data.responses import HFGenerator
-
     g = HFGenerator("fake-model", cache_path=tmp_path / "hf.jsonl", retries=1)
     attempts = []
 

@@ -22,7 +22,7 @@ from gdpolib.data.movies import build_movies
 from gdpolib.data.records import (DATA_VERSION, SPLITS, RunData, apply_override, assign_splits,
                                   build_records, goqa_items, load_run_data, metrics_part,
                                   write_stage)
-from gdpolib.data.responses import make_generator
+from gdpolib.data.generators import make_generator
 from gdpolib.runs import file_hash, stable_hash
 
 log = logging.getLogger("gdpolib.stages.data")
