@@ -17,11 +17,14 @@ for a '>' token (bug B8: BPE merges `)>` or `>"` into one token).
 from __future__ import annotations
 
 import json
+import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
+
+from gdpolib.config import resolve_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from gdpolib.data.goqa import GoqaQuestion
@@ -313,8 +316,6 @@ def load_option_map(path: str | Path) -> dict[str, int]:
     """The option -> stance class JSON map (values 0..5). "github" or an URL fetches it."""
     path = str(path)
     if path == "github" or path.startswith(("http://", "https://")):
-        import urllib.request
-
         url = OPTION_MAP_URL if path == "github" else path
         try:
             with urllib.request.urlopen(url, timeout=20) as resp:  # noqa: S310 (fixed https URL)
@@ -351,8 +352,6 @@ def make_scheme(cfg) -> BeliefScheme:
             raise BeliefError("belief_scheme=stance6 needs option_map_path (a JSON map or 'github')")
         path = cfg.option_map_path
         if path != "github" and not path.startswith(("http://", "https://")):
-            from gdpolib.config import resolve_path
-
             path = str(resolve_path(path))
         return Stance6Scheme(load_option_map(path))
     raise BeliefError(f"unknown belief_scheme {cfg.belief_scheme!r} (options | stance6)")

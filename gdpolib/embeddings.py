@@ -30,6 +30,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gdpolib.models import cache_root
 
 log = logging.getLogger("gdpolib.embeddings")
 
@@ -105,7 +109,10 @@ def is_sentence_encoder(name: str) -> bool:
 
 
 def load_sentence_encoder(name: str = "minilm", device: str | None = None):
-    """A SentenceTransformer: 'minilm' = the offline all-MiniLM-L6-v2 package, else a hub id."""
+    """A SentenceTransformer: 'minilm' = the offline all-MiniLM-L6-v2 package, else a hub id or
+    a local folder (the judges' embedder and the GPO sentence embedder both load it here)."""
+    # Deferred on purpose: sentence-transformers takes seconds to import and most runs of the
+    # pipeline's early stages never embed a sentence.
     from sentence_transformers import SentenceTransformer
 
     if name == "minilm":
@@ -143,9 +150,6 @@ def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
     (a causal model's states at real tokens do not see it) and truncation on the LEFT, so the
     answer at the end of a long prompt is never cut off.
     """
-    import torch
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
     if tokenizer.pad_token is None:
@@ -169,8 +173,6 @@ def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
 def cache_dir(cfg=None) -> Path:
     """`<model cache root>/gpo_embeddings` (shared by every run: embeddings do not depend on
     the country)."""
-    from gdpolib.models import cache_root
-
     return cache_root(cfg) / "gpo_embeddings"
 
 

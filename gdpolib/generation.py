@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 
 @contextmanager
@@ -121,7 +122,6 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], n: int = 8, *,
     out: list[list[str]] = []
     starts = range(0, len(prompts), batch_size)
     if progress:
-        from tqdm.auto import tqdm
         starts = tqdm(starts, desc="sampling", unit="batch")
     try:
         for start in starts:

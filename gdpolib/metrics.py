@@ -5,8 +5,12 @@ with both inputs renormalised, exactly as the authors' evaluate.py (reference §
 """
 from __future__ import annotations
 
+from math import comb
+
 import numpy as np
 from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr
+from scipy.stats import multinomial, wasserstein_distance
 
 INVALID = -1   # belief id of a generated output that does not parse (bug B15: never class 0)
 
@@ -122,9 +126,6 @@ def noise_floor_one(p, n: int, exact_limit: int = 200_000, mc_draws: int = 20_00
     samples per prompt. Exact (sum over all histograms, multinomial weights) when the number of
     histograms over p's support is <= exact_limit, otherwise Monte Carlo with `seed`.
     """
-    from math import comb
-    from scipy.stats import multinomial
-
     p = np.asarray(p, dtype=np.float64)
     p = p / p.sum()
     support = p[p > 0]
@@ -256,8 +257,6 @@ def alignment_js(pred, true) -> float:
     Equals 1 - scipy.spatial.distance.jensenshannon(pred, true); the divergence is clamped at 0
     before the square root, so identical inputs give exactly 1 (scipy can return NaN there).
     """
-    from scipy.special import rel_entr
-
     p, q = _check_dist(pred, "prediction"), _check_dist(true, "target")
     if p.shape != q.shape:
         raise ValueError(f"alignment_js: shapes differ, {p.shape} vs {q.shape}")
@@ -277,8 +276,6 @@ def alignment_wd(pred, true, ordinals) -> float | None:
 
     Returns None when WD_max = 0 (all ordinals equal: a nominal question, skipped).
     """
-    from scipy.stats import wasserstein_distance
-
     p, q = _check_dist(pred, "prediction"), _check_dist(true, "target")
     o = np.asarray(ordinals, dtype=np.float64)
     if not (p.shape == q.shape == o.shape):

@@ -9,7 +9,10 @@ from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import seaborn as sns
+
+from gdpolib import metrics
 
 
 def save(fig, run_or_dir, name: str) -> Path:
@@ -41,8 +44,6 @@ def plot_country_counts(counts: Mapping[str, int], highlight: Sequence[str] = ()
 
 def plot_majority_share(p_stars: Mapping[str, Sequence[np.ndarray]]):
     """Distribution over questions of the majority belief's share max_b p*(b|x), per group."""
-    import pandas as pd
-
     df = pd.DataFrame([{"group": g, "majority share": float(np.max(p))}
                        for g, ps in p_stars.items() for p in ps])
     fig, ax = plt.subplots(figsize=(7, 3.5))
@@ -75,8 +76,6 @@ def plot_p_star_bars(questions, n: int = 6, width: int = 38):
 def plot_sampled_vs_target(records, k_max: int, column: str = "b"):
     """Empirical frequency of the drawn belief (per question) against p*: the points should lie
     on the diagonal, up to sampling noise. records: rows with qid, p_star and `column`."""
-    import pandas as pd
-
     by_q: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for r in records:
         counts, p = by_q.setdefault(r["qid"], (np.zeros(k_max), np.asarray(r["p_star"])))
@@ -131,8 +130,6 @@ def plot_margins(tracks, methods: Sequence[str] = ("dpo", "gdpo")):
     minority-chosen (dashed) pairs, one panel per method (the paper's skew figure).
     tracks: DataFrame of tracking records (trainers.read_tracking) with method, step,
     margin_majority, margin_minority."""
-    import pandas as pd
-
     methods = [m for m in methods if m in set(tracks["method"])]
     fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), squeeze=False,
                              sharey=True)
@@ -172,10 +169,6 @@ def plot_belief_bars(p_star, dists: Mapping[str, np.ndarray], mask, labels: Sequ
     """Belief distributions on several prompts: p* against each model's renormalised
     distribution (e.g. {"SFT": probs, "DPO": probs}), one panel per prompt.
     p_star, mask: [N, K]; dists: name -> [N, K] probabilities; labels: N lists of K labels."""
-    import pandas as pd
-
-    from gdpolib import metrics
-
     rows = []
     for i in range(len(titles)):
         ks = [k for k in range(len(mask[i])) if mask[i][k]]
@@ -201,8 +194,6 @@ def plot_belief_bars(p_star, dists: Mapping[str, np.ndarray], mask, labels: Sequ
 def plot_gpo_embeddings(emb, data, n_questions: int = 12, seed: int = 0):
     """2-D PCA of the (question, option) embeddings: every option of `n_questions` random
     questions, one colour per question (options of a question should sit together)."""
-    import pandas as pd
-
     rng = np.random.default_rng(seed)
     qids = sorted(emb.index)
     pick = [qids[i] for i in rng.choice(len(qids), min(n_questions, len(qids)), replace=False)]
@@ -224,8 +215,6 @@ def plot_gpo_embeddings(emb, data, n_questions: int = 12, seed: int = 0):
 
 def plot_gpo_training(history):
     """Meta-training loss per step (smoothed) and the validation groups' alignment score."""
-    import pandas as pd
-
     df = pd.DataFrame(history)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
     axes[0].plot(df["step"], df["loss"], alpha=0.3, color="#7f7f7f")

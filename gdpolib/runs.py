@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import torch
 import yaml
 
 from gdpolib.config import PROJECT_ROOT, RunConfig
@@ -41,12 +42,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
-    try:
-        import torch
-        torch.manual_seed(seed)
-        torch.cuda.manual_seed_all(seed)
-    except ImportError:  # torch is a requirement; this only keeps config tools importable
-        pass
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
 
 
 def stable_seed(*parts: object) -> int:
@@ -93,13 +90,9 @@ def environment_record() -> dict[str, Any]:
     record: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                               "packages": versions, "git_commit": git_commit(),
                               "cpu_count": os.cpu_count()}
-    try:
-        import torch
-        record["torch_cuda"] = torch.version.cuda
-        record["cuda_available"] = torch.cuda.is_available()
-        record["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    except ImportError:
-        pass
+    record["torch_cuda"] = torch.version.cuda
+    record["cuda_available"] = torch.cuda.is_available()
+    record["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return record
 
 

@@ -18,7 +18,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import datasets
 import numpy as np
+import pandas as pd
 
 from gdpolib.config import resolve_path
 from gdpolib.countries import resolve_country
@@ -225,8 +227,6 @@ def parse_rows(rows: list[dict], origin: str, bad_rows: str = "skip") -> GoqaDat
 
 # ----------------------------------------------------------------------------- sources
 def _read_csv(path: Path) -> list[dict]:
-    import pandas as pd
-
     if not path.exists():
         raise GoqaError(f"GlobalOpinionQA file {str(path)!r} does not exist (goqa_path)")
     try:
@@ -244,8 +244,6 @@ def _read_csv(path: Path) -> list[dict]:
 def _read_hub(revision: str) -> list[dict]:
     """The hub's train split at `revision`. Offline -> GoqaError telling how to use a file."""
     try:
-        import datasets
-
         ds = datasets.load_dataset(HUB_ID, split="train", revision=revision)
     except Exception as err:  # offline: ConnectionError, OfflineModeIsEnabled, HfHubHTTPError...
         raise GoqaError(

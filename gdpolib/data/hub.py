@@ -17,6 +17,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import datasets
 import numpy as np
 
 from gdpolib.beliefs import format_completion
@@ -47,8 +48,6 @@ def load_hub_rows(name: str, revision: str | None = None) -> dict[str, list[dict
     """{split: rows} from the hub; offline -> HubDataError saying what to do instead."""
     kind_of(name)
     try:
-        import datasets
-
         return {s: [dict(r) for r in datasets.load_dataset(name, split=s, revision=revision)]
                 for s in SPLITS}
     except Exception as err:  # offline: ConnectionError / LocalEntryNotFoundError / HTTP errors

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 log = logging.getLogger("gdpolib.data.opinionqa")
 
@@ -108,8 +109,6 @@ def _literal_list(text: object, what: str, where: str) -> list:
 
 def read_info(path: Path) -> dict[str, dict]:
     """info.csv -> {qkey: {"question", "references", "ordinals"}}; clear errors per row."""
-    import pandas as pd
-
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except Exception as err:  # pandas has many parser error types
