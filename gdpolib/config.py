@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import re
 import sys
@@ -422,9 +423,12 @@ def _coerce(value: Any, hint: Any) -> Any:
         raise wrong
     if base is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise wrong from None
+        if not math.isfinite(number):     # nan would pass every bound check
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
     if base is str:
         # `-p run_name 2024` reaches us as the int 2024 (YAML-parsed, as papermill does).
         if isinstance(value, (str, int, float)):
@@ -505,7 +509,7 @@ def rule_problem(name: str, value: Any) -> str | None:
 
 def _error(name: str, origin: str, problem: str) -> ConfigError:
     line = f"parameter {name!r} from {origin}: {problem}; allowed: {allowed_text(name)}"
-    return ConfigError(" ".join(line.split()))     # one line, whatever the problem text holds
+    return ConfigError(re.sub(r"\s*\n\s*", " ", line))     # one line, whatever the problem holds
 
 
 def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> RunConfig:

@@ -168,6 +168,7 @@ def test_paths_resolve_against_project_root():
     ("beta", "high", "'high' (str) is not a number; allowed: a number > 0"),
     ("lora", "maybe", "'maybe' (str) is not true or false"),
     ("sft_steps", True, "True (bool) is not an integer"),
+    ("beta", "nan", "'nan' is not a finite number"), ("sft_lr", float("inf"), "inf is not a finite"),
     ("gpo_k_values", [1, "x"], "item 1 of [1, 'x']: 'x' (str) is not an integer"),
     ("run_name", ["a"], "['a'] (list) is not a string"),
 ])
