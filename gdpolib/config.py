@@ -17,7 +17,9 @@ Adding a parameter
 
        my_steps: int = param(100, "Optimizer steps of my stage.", ge=1)
 
-   The annotation is the type (checked; papermill's strings are coerced). Rules, all optional:
+   The annotation is the type: str, int, float, bool or a list of one of them, `| None` where
+   null is allowed (checked; papermill's strings are coerced). A new section also needs its
+   first parameter in SECTIONS. Rules, all optional:
    `choices=(...)` (for a list type: allowed items), bounds `ge=`, `gt=`, `le=`, `lt=` (for a
    list: of each item), `path="file"` or `path="folder"` (an input that must exist and be
    readable; `not_paths=(...)` are values that are not paths, one ending in "://" a prefix),
