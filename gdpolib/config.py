@@ -1,20 +1,48 @@
-"""Typed run configuration: YAML files merged in papermill's order, validated at once.
+"""Every run parameter, declared once: name, type, default, help and the rules it must obey.
 
-Order of precedence (lowest first): `params/defaults.yaml` (the embedded demo) < each `-f` file in
-the order given < `-p KEY VALUE` overrides. Every parameter is a flat name because papermill
-injects parameters as notebook variables. A misspelled key, a wrong type, an unknown country or an
-unknown model raises ConfigError naming the key and where it came from.
+Precedence (lowest first): the defaults declared in `RunConfig` < each `-f` params file in the
+order given < `-p KEY VALUE` (in a notebook: the variables papermill injected). Names are flat
+because papermill injects parameters as notebook variables. `validate` checks everything once,
+up front, before a run writes anything: unknown names, types, choices, ranges, the country, the
+model, and that input files and folders exist and are readable. Each failure is a ConfigError of
+one line naming the key, where its value came from, the value, and what is allowed.
+
+`params/defaults.yaml` and the parameter table in README.md are GENERATED from `RunConfig`
+(`python -m gdpolib.config --write`; without `--write` it checks them and exits 1 when stale).
+Runs never read defaults.yaml: it documents the defaults and works as a `-f` file.
+
+Adding a parameter
+------------------
+1. Add one field to `RunConfig`, in its section, with `param(default, help, **rules)`:
+
+       my_steps: int = param(100, "Optimizer steps of my stage.", ge=1)
+
+   The annotation is the type: str, int, float, bool or a list of one of them, `| None` where
+   null is allowed (checked; papermill's strings are coerced). A new section also needs its
+   first parameter in SECTIONS. Rules, all optional:
+   `choices=(...)` (for a list type: allowed items), bounds `ge=`, `gt=`, `le=`, `lt=` (for a
+   list: of each item), `path="file"` or `path="folder"` (an input that must exist and be
+   readable; `not_paths=(...)` are values that are not paths, one ending in "://" a prefix),
+   `pattern=` (a regex for the whole value) or `check=` (a function value -> problem or None),
+   and `allowed=` (the text that errors and the docs show for a pattern, check or path rule).
+2. Run `python -m gdpolib.config --write` (regenerates params/defaults.yaml and the README
+   table; a test fails while they are stale).
+3. Read it as `cfg.my_steps`, and add it to the cache key of every stage whose output it changes.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import difflib
+import math
+import os
 import re
+import sys
+import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -23,6 +51,9 @@ from gdpolib.countries import UnknownCountryError, country_slug, resolve_country
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_DIR.parent
 DEFAULTS_FILE = PROJECT_ROOT / "params" / "defaults.yaml"
+README_FILE = PROJECT_ROOT / "README.md"
+README_START, README_END = "<!-- params:start -->", "<!-- params:end -->"
+WRITE_COMMAND = "python -m gdpolib.config --write"
 
 # Short model names; anything else must be a hub id "org/name", a known bare hub id, or a path.
 LOCAL_MODELS = ("tiny", "smollm2-135m")
@@ -34,110 +65,269 @@ KNOWN_HUB_MODELS = (
     "HuggingFaceTB/SmolLM2-1.7B-Instruct",
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+N_STYLES_MAX = 6          # len(gdpolib.data.responses.STYLES), not imported: config stays light
+DEFAULT_ORIGIN = "the defaults (gdpolib/config.py)"
+NOTEBOOK_ORIGIN = "the notebook parameters (papermill -f/-p)"
 
 
 class ConfigError(ValueError):
-    """A parameter that is unknown, of the wrong type or out of range; says which and where."""
+    """A parameter that is unknown, of the wrong type or not allowed; says which, where, why."""
 
 
+def resolve_path(path: str | Path) -> Path:
+    """Params paths are relative to the project root (not to the notebook's folder)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+
+
+def is_local_path(name: str) -> bool:
+    """A model name meant as a path: it starts with '.', '/' or '~', or exists."""
+    return name.startswith((".", "/", "~")) or resolve_path(name).exists()
+
+
+def param(default: Any, help: str, *, choices: Sequence[Any] = (), ge: float | None = None,
+          gt: float | None = None, le: float | None = None, lt: float | None = None,
+          path: str | None = None, not_paths: Sequence[str] = (), pattern: str | None = None,
+          check: Callable[[Any], str | None] | None = None, allowed: str | None = None) -> Any:
+    """A RunConfig field: its default plus the metadata `validate` and the docs read."""
+    if not help.strip():
+        raise ValueError("every parameter needs a help sentence")
+    if path not in (None, "file", "folder"):
+        raise ValueError(f"path must be 'file' or 'folder', got {path!r}")
+    if (pattern or check or path) and not allowed:
+        raise ValueError("a pattern, check or path rule needs allowed= (the text errors show)")
+    meta = {"help": help, "choices": tuple(choices), "ge": ge, "gt": gt, "le": le, "lt": lt,
+            "path": path, "not_paths": tuple(not_paths), "pattern": pattern, "check": check,
+            "allowed": allowed}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------- checks used by fields
+def path_problem(value: str, kind: str) -> str | None:
+    """Why `value` is not a readable file/folder (relative to the project root), or None."""
+    p = resolve_path(value)
+    where = "" if str(p) == value else f" (resolved to {p})"
+    if not p.exists():
+        return f"{value!r} does not exist{where}"
+    if kind == "folder" and not p.is_dir():
+        return f"{value!r} is a file, not a folder{where}"
+    if kind == "file" and not p.is_file():
+        return f"{value!r} is {'a folder' if p.is_dir() else 'not a regular file'}, not a file{where}"
+    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
+        return f"{value!r} is not readable{where}"
+    return None
+
+
+def _check_country(value: str) -> str | None:
+    try:
+        resolve_country(value)
+    except UnknownCountryError as err:
+        return str(err)
+    return None
+
+
+def _check_model(value: str) -> str | None:
+    if value in LOCAL_MODELS:
+        return None
+    if is_local_path(value):     # from_pretrained reads a folder
+        return path_problem(value, "folder")
+    if value in KNOWN_HUB_MODELS or _HUB_ID.match(value):
+        return None
+    close = difflib.get_close_matches(value, LOCAL_MODELS + KNOWN_HUB_MODELS, n=3, cutoff=0.4)
+    return f"unknown model {value!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+
+
+FRACTIONS = "three non-negative numbers summing to 1"
+MIN_MAX = "[min, max], 1 <= min <= max"
+
+
+def _check_fractions(value: list[float]) -> str | None:
+    if len(value) != 3 or any(f < 0 for f in value) or abs(sum(value) - 1) > 1e-6:
+        return f"{value!r} are not three non-negative fractions summing to 1"
+    return None
+
+
+def _check_min_max(value: list[int]) -> str | None:
+    if len(value) != 2 or value[0] < 1 or value[0] > value[1]:
+        return f"{value!r} is not [min, max] with 1 <= min <= max"
+    return None
+
+
+# ---------------------------------------------------------------- the parameters
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """Every parameter of a run. Defaults equal params/defaults.yaml (the embedded demo)."""
+    """Every parameter of a run; the defaults are the embedded demo (offline, tiny model)."""
 
     # --- run ---
-    run_name: str | None = None          # default: "<country slug>-<model slug>"
-    output_root: str = "outputs"
-    seed: int = 0
-    device: str = "auto"                 # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"                  # auto | float32 | bfloat16 | float16
+    run_name: str | None = param(None, 'Run folder under output_root; null = '
+                                       '"<country slug>-<model slug>" (e.g. sa-tiny).')
+    output_root: str = param("outputs", "Folder that holds the run folders.")
+    seed: int = param(0, "Seed of every random draw (data, splits, training, sampling, GPO).",
+                      ge=0)
+    device: str = param("auto", "Where models run; auto = CUDA if available, else MPS, else CPU.",
+                        pattern=r"auto|cpu|mps|cuda(:\d+)?", allowed="auto, cpu, mps, cuda or cuda:N")
+    dtype: str = param("auto", "Dtype of loaded weights; auto = bfloat16 on a CUDA device that has "
+                               "it, else float32 (training: float32 weights, bf16 autocast on CUDA).",
+                       choices=("auto", "float32", "bfloat16", "float16"))
     # --- data ---
-    country: str = "sa"
-    goqa_path: str | None = "../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv"
-    goqa_revision: str = "cb2880488749218abb81802a94c2c62ebfde2f35"
-    bad_rows: str = "skip"               # skip | error
-    option_map_path: str | None = "../shared/data/gdpo_option_map/option_map.json"
-    belief_scheme: str = "options"       # options | stance6
-    max_options: int = 10
-    max_questions: int | None = None     # cap for quick runs (CI); None = all
-    hub_dataset: str | None = None       # e.g. Binwei01/mmoqa_sa: the authors' data instead
-    movies_path: str | None = None       # SNAP web-Movies text file: movie reviews instead
-    responses: str = "template"          # template | hf | openai
-    response_model: str | None = None    # for responses=hf (a hub id, path or smollm2-135m)
-    api_base: str | None = None          # for responses=openai or judge=openai
-    api_model: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    n_styles: int = 3
-    split_by: str = "prompt"             # prompt | question
-    split_fractions: list[float] = dataclasses.field(default_factory=lambda: [0.8, 0.1, 0.1])
-    sft_per_prompt: int = 10             # SFT targets drawn from p* per prompt
-    pairs_per_prompt: int = 10           # DPO / GDPO pairs per prompt
+    country: str = param("sa", "GlobalOpinionQA country whose opinions are the target: its "
+                               "dataset name or an alias (sa, pk, us, 'south africa').",
+                         check=_check_country, allowed="a GlobalOpinionQA country or alias")
+    goqa_path: str | None = param("../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv",
+                                  "GlobalOpinionQA as a local CSV in the hub schema; hub or null = "
+                                  "Anthropic/llm_global_opinions from the hub at goqa_revision.",
+                                  path="file", not_paths=("hub",),
+                                  allowed="an existing readable CSV file, hub or null")
+    goqa_revision: str = param("cb2880488749218abb81802a94c2c62ebfde2f35",
+                               "Commit of Anthropic/llm_global_opinions read from the hub.")
+    bad_rows: str = param("skip", "A malformed data row: skip it (counted in the load report) or "
+                                  "stop with an error naming it.", choices=("skip", "error"))
+    option_map_path: str | None = param("../shared/data/gdpo_option_map/option_map.json",
+                                        "JSON map option text -> stance class 0..5 (stance6); "
+                                        "github or an http(s) URL downloads the authors' map.",
+                                        path="file", not_paths=("github", "http://", "https://"),
+                                        allowed="an existing readable JSON file, github, "
+                                                "an http(s) URL or null")
+    belief_scheme: str = param("options", "Beliefs of a question: options = its answer options, "
+                                          "stance6 = the paper's six stance classes (option map).",
+                               choices=("options", "stance6"))
+    max_options: int = param(10, "options scheme: questions with more options are left out "
+                                 "(beliefs are single digit tokens).", ge=1, le=10)
+    max_questions: int | None = param(None, "Use the first N questions only (quick runs, CI); "
+                                            "null = all.", ge=1)
+    hub_dataset: str | None = param(None, "The authors' GDPO data from the hub instead "
+                                          "(Binwei01/mmoqa_<country>, movie_review...).")
+    movies_path: str | None = param(None, "SNAP web-Movies text file: movie reviews as the data "
+                                          "instead (beliefs = star ratings).",
+                                    path="file", allowed="an existing readable text file or null")
+    responses: str = param("template", "Writer of the belief-conditioned responses: template "
+                                       "(offline), hf (response_model) or openai (the API).",
+                           choices=("template", "hf", "openai"))
+    response_model: str | None = param(None, "LM for responses=hf: a hub id, a local folder or "
+                                             "smollm2-135m; null = smollm2-135m.")
+    api_base: str | None = param(None, "Base URL of an OpenAI-compatible API (responses=openai, "
+                                       "judge=openai), e.g. http://localhost:8000/v1.")
+    api_model: str | None = param(None, "Model name sent to that API.")
+    api_key_env: str = param("OPENAI_API_KEY", "Environment variable that holds the API key.")
+    n_styles: int = param(3, "Prompt styles (paraphrases) per question, each with its own "
+                             "responses.", ge=1, le=N_STYLES_MAX)
+    split_by: str = param("prompt", "Unit kept within one split: prompt (the paper) or question "
+                                    "(unseen questions at test time).",
+                          choices=("prompt", "question"))
+    split_fractions: list[float] = param([0.8, 0.1, 0.1], "Train / eval / test fractions.",
+                                         check=_check_fractions, allowed=FRACTIONS)
+    sft_per_prompt: int = param(10, "SFT examples per prompt, beliefs drawn from p*.", ge=1)
+    pairs_per_prompt: int = param(10, "DPO and GDPO pairs per prompt, chosen belief drawn from "
+                                      "p*.", ge=1)
     # --- model ---
-    model: str = "tiny"                  # tiny | smollm2-135m | hub id | local path
-    model_cache_dir: str | None = None   # default: ~/.cache/gdpo
-    tiny_n_layer: int = 4
-    tiny_n_embd: int = 64
-    tiny_n_head: int = 4
-    tiny_vocab_size: int = 1024
-    max_length: int = 256                # also the tiny model's context (see params/us.yaml)
-    max_prompt_length: int = 192
+    model: str = param("tiny", "Policy: tiny (a small GPT-2 built from the run's text), "
+                               "smollm2-135m (offline), a hub id or a local folder.",
+                       check=_check_model,
+                       allowed="tiny, smollm2-135m, a hub id 'org/name' or an existing folder")
+    model_cache_dir: str | None = param(None, "Cache of converted checkpoints and embeddings; "
+                                              "null = $GDPO_CACHE or ~/.cache/gdpo.")
+    tiny_n_layer: int = param(4, "tiny model: transformer layers.", ge=1)
+    tiny_n_embd: int = param(64, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
+    tiny_n_head: int = param(4, "tiny model: attention heads.", ge=1)
+    tiny_vocab_size: int = param(1024, "tiny model: size of the BPE trained on the run's text.",
+                                 ge=1)
+    max_length: int = param(256, "Token limit of a training sequence and of ICF prompts; the "
+                                 "tiny model's context.", ge=1)
+    max_prompt_length: int = param(192, "Read by no code at present (TRL 1.16 has no prompt "
+                                        "limit); kept so params files that set it stay valid.", ge=1)
     # --- training ---
-    batch_size: int = 16
-    grad_accum: int = 1
-    sft_steps: int = 600
-    sft_lr: float = 2.0e-3
-    dpo_steps: int = 150
-    dpo_lr: float = 1.0e-4
-    gdpo_steps: int = 150
-    gdpo_lr: float = 1.0e-4
-    warmup_steps: int = 10
-    beta: float = 0.1
-    label_smoothing: float = 0.0
-    lambda_cal: float = 1.0
-    lambda_nll: float = 1.0
-    lambda_pref: float = 1.0
-    calibration_form: str = "renorm"     # renorm | full
-    ablations: list[str] = dataclasses.field(default_factory=list)  # cdpo, mft
-    eval_every: int = 25
-    eval_subset: int = 64
-    precompute_ref_log_probs: bool = False
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    gradient_checkpointing: bool = False
-    report_to: str = "none"              # none | tensorboard | wandb
-    save_every: int = 200                # Trainer checkpoint (for resuming) every N steps
-    select_by: str = "last"              # last | eval_jsd: which step a stage keeps (never the loss)
+    batch_size: int = param(16, "SFT examples or DPO/GDPO pairs per device per step.", ge=1)
+    grad_accum: int = param(1, "Gradient accumulation steps per optimizer step.", ge=1)
+    sft_steps: int = param(600, "SFT optimizer steps.", ge=1)
+    sft_lr: float = param(2.0e-3, "SFT peak learning rate (linear warmup and decay).", gt=0)
+    dpo_steps: int = param(150, "DPO optimizer steps.", ge=1)
+    dpo_lr: float = param(1.0e-4, "DPO peak learning rate.", gt=0)
+    gdpo_steps: int = param(150, "GDPO optimizer steps (also of its ablations).", ge=1)
+    gdpo_lr: float = param(1.0e-4, "GDPO peak learning rate (also of its ablations).", gt=0)
+    warmup_steps: int = param(10, "Linear warmup steps of each training stage (at most its "
+                                  "steps - 1).", ge=0)
+    beta: float = param(0.1, "DPO/GDPO beta: scale of the implicit reward (and the margins).", gt=0)
+    label_smoothing: float = param(0.0, "GDPO's DPO term: assumed rate of flipped preferences "
+                                        "(conservative DPO); the DPO baseline needs 0.", ge=0, lt=0.5)
+    lambda_cal: float = param(1.0, "GDPO weight of the calibration KL(p* || p_theta(b|x)).", ge=0)
+    lambda_nll: float = param(1.0, "GDPO weight of the belief NLL -log p_theta(b_c|x).", ge=0)
+    lambda_pref: float = param(1.0, "GDPO weight of the DPO term on shared-belief pairs.", ge=0)
+    calibration_form: str = param("renorm", "Calibration KL over the belief tokens renormalised "
+                                            "or over the full vocabulary.",
+                                  choices=("renorm", "full"))
+    ablations: list[str] = param([], "GDPO ablations to train and evaluate too: cdpo (no "
+                                     "calibration or NLL), mft (no preference term).",
+                                 choices=("cdpo", "mft"))
+    eval_every: int = param(25, "Steps between in-training evaluations (eval JSD, margins).", ge=1)
+    eval_subset: int = param(64, "Eval prompts and pairs each in-training evaluation scores.", ge=1)
+    precompute_ref_log_probs: bool = param(False, "Compute reference log-probs once before "
+                                                  "training instead of keeping a reference model.")
+    lora: bool = param(False, "Train LoRA adapters (PEFT, all linear layers) instead of all "
+                              "weights; the frozen base is the reference.")
+    lora_r: int = param(16, "LoRA rank r of the adapter matrices.", ge=1)
+    lora_alpha: int = param(32, "LoRA alpha: adapter updates are scaled by alpha / r.", ge=1)
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass to "
+                                                "save memory (CUDA only).")
+    report_to: str = param("none", "Training logs to: none, tensorboard (the run's logs/) or wandb.",
+                           choices=("none", "tensorboard", "wandb"))
+    save_every: int = param(200, "Steps between Trainer checkpoints (to resume a stage).", ge=1)
+    select_by: str = param("last", "Checkpoint a stage keeps: its last step, or the evaluated step "
+                                   "with the lowest eval JSD (never the loss).",
+                           choices=("last", "eval_jsd"))
     # --- evaluation ---
-    methods: list[str] = dataclasses.field(
-        default_factory=lambda: ["sft", "dpo", "gdpo", "kshot", "icf"])
-    n_samples: int = 8
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    eval_batch_size: int = 32
-    kshot_k: int = 3
-    judge: str = "embedding"             # embedding | openai
-    embedder: str = "minilm"             # minilm (offline) | a sentence-transformers id
-    judge_samples: int = 0               # samples per prompt the BPC judge scores (0 = all)
+    methods: list[str] = param(["sft", "dpo", "gdpo", "kshot", "icf"],
+                               "Methods notebook 04 scores (plus ablations and any trained "
+                               "preference method).",
+                               choices=("sft", "dpo", "gdpo", "cdpo", "mft", "kshot", "icf"))
+    n_samples: int = param(8, "Completions sampled per test prompt (sampled JSD, CBC, BPC, RS).",
+                           ge=1)
+    temperature: float = param(1.0, "Sampling temperature of evaluated completions.", gt=0)
+    top_k: int = param(0, "Sample from the k most likely tokens; 0 = no limit.", ge=0)
+    top_p: float = param(1.0, "Nucleus sampling mass; 1 = no limit.", gt=0, le=1)
+    max_new_tokens: int = param(64, "Tokens generated per completion at most.", ge=1)
+    eval_batch_size: int = param(32, "Prompts per forward pass in read-outs, evaluation and "
+                                     "generation (sampling: divided by n_samples).", ge=1)
+    kshot_k: int = param(3, "Demonstrations in k-shot and ICF prompts (as many as fit).", ge=0)
+    judge: str = param("embedding", "BPC judge: embedding (offline) or openai (an LLM via the API).",
+                       choices=("embedding", "openai"))
+    embedder: str = param("minilm", "Sentence encoder of the embedding judge: minilm (offline) or "
+                                    "a sentence-transformers id or folder.")
+    judge_samples: int = param(0, "Samples per test prompt the BPC judge scores; 0 = all.", ge=0)
     # --- GPO ---
-    gpo_embedder: str = "minilm"         # minilm | policy | smollm2-135m | hub id
-    gpo_loss: str = "kl"                 # kl (per-question KL to y) | gaussian_nll (the paper)
-    gpo_steps: int = 600                 # CPU-sized; the paper ran 200k
-    gpo_lr: float = 3.0e-4
-    gpo_k: int = 20
-    gpo_k_values: list[int] = dataclasses.field(default_factory=lambda: [1, 2, 5, 10, 20, 50])
-    gpo_group_split: list[float] = dataclasses.field(default_factory=lambda: [0.6, 0.2, 0.2])
-    gpo_min_questions: int = 60          # a GOQA country needs this many questions to be a group
-    gpo_batch_groups: int = 8            # groups (episodes) per meta-training step
-    gpo_ctx_range: list[int] = dataclasses.field(default_factory=lambda: [1, 30])  # questions
-    gpo_tar_range: list[int] = dataclasses.field(default_factory=lambda: [10, 30])  # questions
-    gpo_eval_every: int = 100            # steps between validation-group evaluations
-    gpo_zero_shot_lm: str = "policy"     # LM baseline: policy (run's model) | smollm2-135m | none | hub id
-    gpo_fewshot_gdpo: bool = True        # notebook 05 trains GDPO on GPO's predicted p*
-    gpo_prior: str = "train_groups"      # train_groups (GPO over the meta-train groups' answers) | none (the paper)
-    opinionqa_path: str | None = "../shared/data/opinionqa_tatsu/human_resp"
-    opinionqa_groups: str = "all"        # all (every single-attribute group) | gpo (the paper's 22)
+    gpo_embedder: str = param("minilm", "Embedder of (question, option) pairs: minilm (offline), "
+                                        "policy (the run's model), smollm2-135m or a hub id.")
+    gpo_loss: str = param("kl", "GPO loss: kl (per-question KL to the group's answers) or "
+                                "gaussian_nll (the paper's).", choices=("kl", "gaussian_nll"))
+    gpo_steps: int = param(600, "GPO meta-training steps (CPU-sized; the paper ran 200k).", ge=1)
+    gpo_lr: float = param(3.0e-4, "GPO meta-training learning rate.", gt=0)
+    gpo_k: int = param(20, "Answered context questions k of a new group (evaluation, model "
+                           "selection, few-shot GDPO).", ge=1)
+    gpo_k_values: list[int] = param([1, 2, 5, 10, 20, 50], "Context sizes of the k curve.", ge=1)
+    gpo_group_split: list[float] = param([0.6, 0.2, 0.2], "Meta-train / validation / test "
+                                                          "fractions of the groups.",
+                                         check=_check_fractions, allowed=FRACTIONS)
+    gpo_min_questions: int = param(60, "Questions a GlobalOpinionQA country needs to be a group.",
+                                   ge=1)
+    gpo_batch_groups: int = param(8, "Groups (episodes) per meta-training step.", ge=1)
+    gpo_ctx_range: list[int] = param([1, 30], "Context questions per training episode.",
+                                     check=_check_min_max, allowed=MIN_MAX)
+    gpo_tar_range: list[int] = param([10, 30], "Target questions per training episode.",
+                                     check=_check_min_max, allowed=MIN_MAX)
+    gpo_eval_every: int = param(100, "Steps between validation-group evaluations.", ge=1)
+    gpo_zero_shot_lm: str = param("policy", "LM of the zero-shot baseline: policy (the run's "
+                                            "model), smollm2-135m, a hub id, or none.")
+    gpo_fewshot_gdpo: bool = param(True, "Notebook 05 also trains GDPO on GPO's predicted p* "
+                                         "(few-shot GDPO).")
+    gpo_prior: str = param("train_groups", "train_groups = our group-prior GPO, none = the "
+                                           "paper's model.", choices=("train_groups", "none"))
+    opinionqa_path: str | None = param("../shared/data/opinionqa_tatsu/human_resp",
+                                       "OpinionQA human_resp folder (notebook 05's US groups); "
+                                       "null = skip them.",
+                                       path="folder", allowed="an existing readable folder or null")
+    opinionqa_groups: str = param("all", "OpinionQA groups: all single-attribute ones, or gpo "
+                                         "(the paper's 22).", choices=("all", "gpo"))
 
     # ---- derived values ----
     @property
@@ -170,142 +360,220 @@ class RunConfig:
 
     @staticmethod
     def is_local_path(name: str) -> bool:
-        return name.startswith((".", "/", "~")) or resolve_path(name).exists()
+        return is_local_path(name)
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}
-_HINTS = typing.get_type_hints(RunConfig)
-CHOICES: dict[str, tuple[str, ...]] = {
-    "device": (), "dtype": ("auto", "float32", "bfloat16", "float16"),
-    "bad_rows": ("skip", "error"), "belief_scheme": ("options", "stance6"),
-    "responses": ("template", "hf", "openai"), "split_by": ("prompt", "question"),
-    "calibration_form": ("renorm", "full"), "report_to": ("none", "tensorboard", "wandb"),
-    "judge": ("embedding", "openai"), "gpo_loss": ("gaussian_nll", "kl"),
-    "select_by": ("last", "eval_jsd"), "gpo_prior": ("none", "train_groups"),
-    "opinionqa_groups": ("all", "gpo"),
-}
-LIST_CHOICES = {"ablations": ("cdpo", "mft"),
-                "methods": ("sft", "dpo", "gdpo", "cdpo", "mft", "kshot", "icf")}
+HINTS: dict[str, Any] = typing.get_type_hints(RunConfig)
+# Section title of the generated files -> its first parameter (fields keep declaration order).
+SECTIONS: dict[str, str] = {"run": "run_name", "data": "country", "model": "model",
+                            "training": "batch_size", "evaluation": "methods", "GPO": "gpo_embedder"}
 
 
-def resolve_path(path: str | Path) -> Path:
-    """Params paths are relative to the project root (not to the notebook's folder)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+def default_of(name: str) -> Any:
+    f = FIELDS[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-def _coerce(name: str, value: Any, hint: Any, origin: str) -> Any:
-    """Check (and gently coerce: int -> float, papermill's strings) one value against its type."""
-    def fail(expected: str) -> ConfigError:
-        return ConfigError(f"parameter {name!r} from {origin}: expected {expected}, "
-                           f"got {value!r} ({type(value).__name__})")
-
-    args = typing.get_args(hint)
+# ---------------------------------------------------------------- types and rules
+def _split_hint(hint: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(name, value, inner, origin)
-    if typing.get_origin(hint) is list:
+        args = typing.get_args(hint)
+        return [a for a in args if a is not type(None)][0], type(None) in args
+    return hint, False
+
+
+_WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"),
+          str: ("a string", "strings"), bool: ("true or false", "true/false values")}
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """`value` as type `hint`, gently coerced (int -> float, papermill's and -p's strings, a
+    number given for a string); ValueError with the problem otherwise."""
+    base, optional = _split_hint(hint)
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+        return None
+    if typing.get_origin(base) is list:
+        item = typing.get_args(base)[0]
         if isinstance(value, str):
             value = yaml.safe_load(value) if value.strip().startswith("[") else \
                 [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
-            raise fail(f"a list of {args[0].__name__}")
-        return [_coerce(f"{name}[{i}]", v, args[0], origin) for i, v in enumerate(value)]
-    if hint is bool:
+            raise ValueError(f"{value!r} ({type(value).__name__}) is not a list")
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(_coerce(v, item))
+            except ValueError as err:
+                raise ValueError(f"item {i} of {list(value)!r}: {err}") from None
+        return out
+    wrong = ValueError(f"{value!r} ({type(value).__name__}) is not {_WORDS[base][0]}")
+    if base is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
-        raise fail("true or false")
-    if hint is int:
-        if isinstance(value, bool):
-            raise fail("an integer")
+        raise wrong
+    if isinstance(value, bool):           # bool is an int in Python; never a number here
+        raise wrong
+    if base is int:
         if isinstance(value, int):
             return value
         if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             return int(value)
-        raise fail("an integer")
-    if hint is float:
-        if isinstance(value, bool):
-            raise fail("a number")
-        if isinstance(value, (int, float)):
-            return float(value)
+        raise wrong
+    if base is float:
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
-            raise fail("a number") from None
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise fail("a string")
+            raise wrong from None
+        if not math.isfinite(number):     # nan would pass every bound check
+            raise ValueError(f"{value!r} is not a finite number")
+        return number
+    if base is str:
+        # `-p run_name 2024` reaches us as the int 2024 (YAML-parsed, as papermill does).
+        if isinstance(value, (str, int, float)):
+            return str(value)
+        raise wrong
     return value
 
 
-def _check_model(model: str, origin: str) -> None:
-    if model in LOCAL_MODELS or model in KNOWN_HUB_MODELS or _HUB_ID.match(model):
-        return
-    if RunConfig.is_local_path(model):
-        if not resolve_path(model).exists():
-            raise ConfigError(f"parameter 'model' from {origin}: local path {model!r} does not exist")
-        return
-    close = difflib.get_close_matches(model, LOCAL_MODELS + KNOWN_HUB_MODELS, n=3, cutoff=0.4)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise ConfigError(f"parameter 'model' from {origin}: unknown model {model!r}{hint} "
-                      f"(use tiny, smollm2-135m, a hub id 'org/name' or a local path)")
+def _number(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _bounds_text(m: Mapping[str, Any]) -> str:
+    lo = (">=", m["ge"]) if m["ge"] is not None else (">", m["gt"]) if m["gt"] is not None else None
+    hi = ("<=", m["le"]) if m["le"] is not None else ("<", m["lt"]) if m["lt"] is not None else None
+    if lo and hi:
+        return (f"in {'[' if lo[0] == '>=' else '('}{_number(lo[1])}, "
+                f"{_number(hi[1])}{']' if hi[0] == '<=' else ')'}")
+    if lo or hi:
+        op, x = lo or hi
+        return f"{op} {_number(x)}"
+    return ""
+
+
+def allowed_text(name: str) -> str:
+    """What `name` accepts, in words (error messages, defaults.yaml, the README table)."""
+    m = FIELDS[name].metadata
+    base, optional = _split_hint(HINTS[name])
+    is_list = typing.get_origin(base) is list
+    item = typing.get_args(base)[0] if is_list else base
+    bounds = _bounds_text(m)
+    if m["allowed"]:
+        text = m["allowed"]
+    elif m["choices"]:
+        text = ("a list of items from " if is_list else "one of ") + ", ".join(map(str, m["choices"]))
+    elif is_list:
+        text = f"a list of {_WORDS[item][1]}" + (f", each {bounds}" if bounds else "")
+    else:
+        text = _WORDS[item][0] + (f" {bounds}" if bounds else "")
+    return text + (" or null" if optional and not text.endswith("null") else "")
+
+
+def has_rule(name: str) -> bool:
+    """Whether `name` accepts less than any value of its type."""
+    m = FIELDS[name].metadata
+    return bool(m["choices"] or m["pattern"] or m["check"] or m["path"] or _bounds_text(m))
+
+
+def _out_of_bounds(x: float, m: Mapping[str, Any]) -> bool:
+    return ((m["ge"] is not None and x < m["ge"]) or (m["gt"] is not None and x <= m["gt"])
+            or (m["le"] is not None and x > m["le"]) or (m["lt"] is not None and x >= m["lt"]))
+
+
+def _is_path(value: str, not_paths: Sequence[str]) -> bool:
+    return not any(value == n or (n.endswith("://") and value.startswith(n)) for n in not_paths)
+
+
+def rule_problem(name: str, value: Any) -> str | None:
+    """Why a well-typed `value` breaks the rules of parameter `name`, or None."""
+    m = FIELDS[name].metadata
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    where = f" in {value!r}" if isinstance(value, list) else ""
+    for x in items:
+        if m["choices"] and x not in m["choices"]:
+            return f"{x!r}{where} is not among the choices"
+        if isinstance(x, (int, float)) and _out_of_bounds(x, m):
+            return f"{x!r}{where} is out of range"
+    if m["pattern"] and not re.fullmatch(m["pattern"], value):
+        return f"{value!r} is not of the allowed form"
+    if m["path"] and _is_path(value, m["not_paths"]):
+        return path_problem(value, m["path"])
+    if m["check"]:
+        return m["check"](value)
+    return None
+
+
+def _error(name: str, origin: str, problem: str) -> ConfigError:
+    line = f"parameter {name!r} from {origin}: {problem}; allowed: {allowed_text(name)}"
+    return ConfigError(re.sub(r"\s*\n\s*", " ", line))     # one line, whatever the problem holds
 
 
 def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None) -> RunConfig:
-    """Build a RunConfig from a flat dict; `origins[key]` names where each value came from."""
+    """A RunConfig from the dataclass defaults updated with `values` (a flat dict), every
+    parameter checked; `origins[key]` says where each value came from (for the messages)."""
     origins = origins or {}
-    clean: dict[str, Any] = {}
+    merged = {name: default_of(name) for name in FIELDS}
     for key, value in values.items():
-        origin = origins.get(key, "defaults")
+        origin = origins.get(key, DEFAULT_ORIGIN)
         if key not in FIELDS:
-            close = difflib.get_close_matches(key, FIELDS, n=3, cutoff=0.6)
+            close = difflib.get_close_matches(str(key), FIELDS, n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(f"unknown parameter {key!r} in {origin}{hint}")
-        clean[key] = _coerce(key, value, _HINTS[key], origin)
-    cfg_values = {**{n: (f.default_factory() if f.default_factory is not dataclasses.MISSING
-                         else f.default) for n, f in FIELDS.items()}, **clean}
-    for key, choices in CHOICES.items():
-        if choices and cfg_values[key] not in choices:
-            raise ConfigError(f"parameter {key!r} from {origins.get(key, 'defaults')}: "
-                              f"{cfg_values[key]!r} is not one of {', '.join(choices)}")
-    for key, choices in LIST_CHOICES.items():
-        bad = [v for v in cfg_values[key] if v not in choices]
-        if bad:
-            raise ConfigError(f"parameter {key!r} from {origins.get(key, 'defaults')}: "
-                              f"{bad} not among {', '.join(choices)}")
-    try:
-        resolve_country(cfg_values["country"])
-    except UnknownCountryError as err:
-        raise ConfigError(f"parameter 'country' from {origins.get('country', 'defaults')}: "
-                          f"{err}") from None
-    _check_model(cfg_values["model"], origins.get("model", "defaults"))
-    for key in ("split_fractions", "gpo_group_split"):
-        fr = cfg_values[key]
-        if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-6:
-            raise ConfigError(f"parameter {key!r} from {origins.get(key, 'defaults')}: "
-                              f"need three non-negative fractions summing to 1, got {fr}")
-    if not 1 <= cfg_values["max_options"] <= 10:
-        raise ConfigError("parameter 'max_options': belief tokens are single digits, so 1..10")
-    return RunConfig(**cfg_values)
+        try:
+            merged[key] = _coerce(value, HINTS[key])
+        except ValueError as err:
+            raise _error(key, origin, str(err)) from None
+    for name in FIELDS:
+        problem = rule_problem(name, merged[name])
+        if problem:
+            raise _error(name, origins.get(name, DEFAULT_ORIGIN), problem)
+    if merged["model"] == "tiny" and merged["tiny_n_embd"] % merged["tiny_n_head"]:
+        raise ConfigError(f"parameter 'tiny_n_embd' from "
+                          f"{origins.get('tiny_n_embd', DEFAULT_ORIGIN)}: {merged['tiny_n_embd']} "
+                          f"is not a multiple of tiny_n_head ({merged['tiny_n_head']})")
+    return RunConfig(**merged)
+
+
+# ---------------------------------------------------------------- sources of values
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    what = getattr(err, "problem", None) or str(err)
+    return (f"line {mark.line + 1}, column {mark.column + 1}: " if mark else "") + what
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A params file as a flat dict; a clear error for anything that is not a mapping."""
+    """A params file as a flat dict; a one-line ConfigError naming the file otherwise."""
     path = Path(path)
+    name = repr(str(path))
     if not path.exists():
-        raise ConfigError(f"params file {str(path)!r} does not exist")
+        raise ConfigError(f"params file {name} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"params file {name} is not a file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"params file {name} cannot be read: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"params file {name} is not UTF-8 text (byte 0x{raw[err.start]:02x} "
+                          f"at offset {err.start})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"params file {str(path)!r} is not valid YAML: {err}") from None
+        problem = " ".join(_yaml_problem(err).split())
+        raise ConfigError(f"params file {name} is not valid YAML: {problem}") from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"params file {str(path)!r} must hold a mapping of name: value")
+        raise ConfigError(f"params file {name} must hold a mapping of name: value, "
+                          f"not a {type(data).__name__}")
     return data
 
 
@@ -320,14 +588,14 @@ def add_params_arguments(ap: argparse.ArgumentParser) -> None:
 
 def load_config(files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None,
                 ) -> RunConfig:
-    """defaults.yaml < files (in order) < overrides, validated into a RunConfig."""
+    """The dataclass defaults < files (in order) < overrides (-p), validated into a RunConfig."""
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    for path in [DEFAULTS_FILE, *files]:
+    for path in files:
         for key, value in read_yaml(path).items():
-            values[key], origins[key] = value, f"params file {str(path)!r}"
+            values[key], origins[key] = value, f"the params file {str(path)!r}"
     for key, value in (overrides or {}).items():
-        values[key], origins[key] = value, "overrides (-p)"
+        values[key], origins[key] = value, "-p"
     return validate(values, origins)
 
 
@@ -335,7 +603,8 @@ _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
 def from_notebook(namespace: Mapping[str, Any]) -> RunConfig:
-    """The config of a notebook: defaults.yaml < the variables papermill injected.
+    """The config of a notebook: the dataclass defaults < the variables of its parameters cell
+    and those papermill injected.
 
     Call it right after the `parameters` cell, before any other variable is defined: every
     public, non-module, non-callable name in the namespace is taken as a parameter, so a
@@ -344,6 +613,97 @@ def from_notebook(namespace: Mapping[str, Any]) -> RunConfig:
     injected = {k: v for k, v in namespace.items()
                 if not k.startswith("_") and k not in _IPYTHON_NAMES
                 and not isinstance(v, types.ModuleType) and not callable(v)}
-    origins = {k: "the notebook parameters (papermill -f/-p)" for k in injected}
-    values = {**read_yaml(DEFAULTS_FILE), **injected}
-    return validate(values, {**{k: f"params file {str(DEFAULTS_FILE)!r}" for k in values}, **origins})
+    return validate(injected, {k: NOTEBOOK_ORIGIN for k in injected})
+
+
+# ---------------------------------------------------------------- generated files
+def _yaml_value(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
+    return text.removesuffix("...\n").strip()
+
+
+def _sections() -> list[tuple[str, list[str]]]:
+    starts = {first: title for title, first in SECTIONS.items()}
+    out: list[tuple[str, list[str]]] = []
+    for name in FIELDS:
+        if name in starts:
+            out.append((starts[name], []))
+        out[-1][1].append(name)
+    return out
+
+
+def render_defaults_yaml() -> str:
+    """params/defaults.yaml: every parameter, its help and rule as a comment, by section."""
+    lines = textwrap.wrap(
+        f"GENERATED from gdpolib/config.py by `{WRITE_COMMAND}`: edit the declaration there, not "
+        "this file (runs start from the dataclass defaults; this file documents them and can be "
+        "passed with -f). The defaults are the embedded demo: offline, the tiny model, the local "
+        "partial GlobalOpinionQA. Paths are relative to the project root.",
+        98, initial_indent="# ", subsequent_indent="# ")
+    for title, names in _sections():
+        lines += ["", f"# {'-' * 16} {title}"]
+        for name in names:
+            comment = FIELDS[name].metadata["help"]
+            if has_rule(name):
+                comment += f" Allowed: {allowed_text(name)}."
+            lines += textwrap.wrap(comment, 98, initial_indent="# ", subsequent_indent="# ")
+            lines.append(f"{name}: {_yaml_value(default_of(name))}")
+    return "\n".join(lines) + "\n"
+
+
+def render_readme_table() -> str:
+    """The README's parameter tables (between the params markers), one per section."""
+    def cell(text: str) -> str:     # plain text in a Markdown table cell (not a tag, no italics)
+        text = text.replace("|", "\\|").replace("*", "\\*")
+        return re.sub(r"<(?=[A-Za-z/!])", "&lt;", text)
+
+    lines = [README_START,
+             f"<!-- generated from gdpolib/config.py by `{WRITE_COMMAND}`; do not edit -->"]
+    for title, names in _sections():
+        lines += ["", f"**{title}**", "", "| name | default | allowed | help |", "|---|---|---|---|"]
+        lines += [f"| `{n}` | `{cell(_yaml_value(default_of(n)))}` | {cell(allowed_text(n))} | "
+                  f"{cell(FIELDS[n].metadata['help'])} |" for n in names]
+    return "\n".join(lines + ["", README_END])
+
+
+def _with_table(readme: str, where: Path) -> str:
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ConfigError(f"{where}: no {README_START} ... {README_END} markers for the "
+                          f"parameter table")
+    return readme[:start] + render_readme_table() + readme[end + len(README_END):]
+
+
+def sync_generated(write: bool = False, defaults_file: Path = DEFAULTS_FILE,
+                   readme_file: Path = README_FILE) -> list[Path]:
+    """The generated files that differ from the declaration (rewritten when `write`)."""
+    wanted = {defaults_file: render_defaults_yaml(),
+              readme_file: _with_table(readme_file.read_text(encoding="utf-8"), readme_file)}
+    stale = [p for p, text in wanted.items()
+             if not p.exists() or p.read_text(encoding="utf-8") != text]
+    if write:
+        for p in stale:
+            p.write_text(wanted[p], encoding="utf-8")
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gdpolib.config",
+                                 description="Check (with --write: regenerate) params/defaults.yaml"
+                                             " and the README parameter table from RunConfig.")
+    ap.add_argument("--write", action="store_true", help="rewrite the stale files")
+    args = ap.parse_args(argv)
+    stale = sync_generated(write=args.write)
+    names = ", ".join(str(p.relative_to(PROJECT_ROOT)) for p in stale)
+    if args.write:
+        print(f"rewrote {names}" if stale else "generated files already up to date")
+        return 0
+    if stale:
+        print(f"stale: {names}; run `{WRITE_COMMAND}`", file=sys.stderr)
+        return 1
+    print("generated files up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

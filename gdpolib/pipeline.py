@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    # Pass the user's own values only; each notebook fills the rest from params/defaults.yaml.
+    # Pass the user's own values only; each notebook fills the rest from the RunConfig defaults.
     parameters: dict[str, Any] = {}
     for f in args.files:
         parameters.update(read_yaml(f))

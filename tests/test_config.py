@@ -1,22 +1,105 @@
-"""Config: defaults, merge order, validation errors that name the key and the file."""
+"""Config: one declaration per parameter, validation up front (one-line errors naming the key,
+its origin, the value and what is allowed), and the files generated from the declaration."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import yaml
 
-from gdpolib import config
+from gdpolib import config, pipeline
 from gdpolib.config import ConfigError, RunConfig, load_config, read_yaml, validate
 
 PARAMS = config.PROJECT_ROOT / "params"
 
 
-def test_defaults_yaml_equals_dataclass_defaults():
+def _error(overrides=None, files=()) -> str:
+    """The message of the ConfigError that loading raises, checked to be one line."""
+    with pytest.raises(ConfigError) as err:
+        load_config(files, overrides)
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# ---------------------------------------------------------------- the declaration
+def test_defaults_yaml_holds_exactly_the_dataclass_defaults():
     assert load_config() == RunConfig()
-    assert set(read_yaml(config.DEFAULTS_FILE)) == {f.name for f in dataclasses.fields(RunConfig)}
+    assert load_config([config.DEFAULTS_FILE]) == RunConfig()
+    on_file, declared = read_yaml(config.DEFAULTS_FILE), RunConfig().to_dict()
+    assert list(on_file) == list(declared)               # same names, same order
+    assert {k: (v, type(v)) for k, v in on_file.items()} == \
+        {k: (v, type(v)) for k, v in declared.items()}
 
 
+def test_every_parameter_has_help_and_its_default_obeys_its_rules():
+    for name, f in config.FIELDS.items():
+        help_text = f.metadata["help"]
+        assert help_text.endswith(".") and len(help_text.split()) >= 3, name
+        assert config.rule_problem(name, config.default_of(name)) is None, name
+    assert set(config.SECTIONS.values()) <= set(config.FIELDS)
+    assert next(iter(config.FIELDS)) in config.SECTIONS.values()   # the first field opens a section
+
+
+def test_n_styles_bound_is_the_number_of_styles():
+    from gdpolib.data.responses import STYLES
+
+    assert config.FIELDS["n_styles"].metadata["le"] == len(STYLES)
+    assert load_config(overrides={"n_styles": len(STYLES)}).n_styles == len(STYLES)
+
+
+def test_generated_files_are_up_to_date():
+    stale = config.sync_generated()
+    assert not stale, (f"{', '.join(p.name for p in stale)} stale: run "
+                       f"`python -m gdpolib.config --write` and commit the result")
+
+
+def test_stale_generated_files_are_found_and_rewritten(tmp_path):
+    defaults, readme = tmp_path / "defaults.yaml", tmp_path / "README.md"
+    defaults.write_text(config.DEFAULTS_FILE.read_text().replace("seed: 0", "seed: 1"))
+    readme.write_text(config.README_FILE.read_text().replace("| `seed` | `0` |", "| `seed` | `9` |"))
+    assert config.sync_generated(False, defaults, readme) == [defaults, readme]
+    assert "seed: 1" in defaults.read_text()             # checking writes nothing
+    assert config.sync_generated(True, defaults, readme) == [defaults, readme]
+    assert defaults.read_text() == config.DEFAULTS_FILE.read_text()
+    assert readme.read_text() == config.README_FILE.read_text()
+    assert config.sync_generated(False, defaults, readme) == []
+    readme.write_text("# no markers\n")
+    with pytest.raises(ConfigError, match="params:start"):
+        config.sync_generated(False, defaults, readme)
+
+
+def test_readme_table_lists_every_parameter_with_its_allowed_values():
+    table = config.render_readme_table()
+    for name in config.FIELDS:
+        assert f"| `{name}` |" in table, name
+    assert "| `top_p` | `1.0` | a number in (0, 1] |" in table
+    assert "| `belief_scheme` | `options` | one of options, stance6 |" in table
+
+
+def test_command_line_check_passes_on_the_committed_files():
+    res = subprocess.run([sys.executable, "-m", "gdpolib.config"], capture_output=True, text=True,
+                         cwd=config.PROJECT_ROOT,
+                         env={**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT)})
+    assert res.returncode == 0, res.stderr
+    assert "up to date" in res.stdout
+
+
+def test_importing_config_loads_no_heavy_package():
+    heavy = ("torch", "transformers", "trl", "datasets", "pandas", "sentence_transformers")
+    code = (f"import sys, gdpolib.config; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT)})
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------- merge order and origins
 @pytest.mark.parametrize("path", sorted(PARAMS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_params_file_is_valid(path):
     load_config([path])
@@ -41,10 +124,19 @@ def test_country_file_alone_picks_a_model_and_combines_with_a_model_file():
 def test_misspelled_key_names_key_file_and_suggestion(tmp_path):
     bad = tmp_path / "typo.yaml"
     bad.write_text("contry: sa\n")
-    with pytest.raises(ConfigError) as err:
-        load_config([bad])
-    msg = str(err.value)
+    msg = _error(files=[bad])
     assert "'contry'" in msg and str(bad) in msg and "'country'" in msg
+
+
+def test_error_names_where_the_value_came_from(tmp_path):
+    f = tmp_path / "mine.yaml"
+    f.write_text("seed: -1\n")
+    assert _error(files=[f]).startswith(f"parameter 'seed' from the params file '{f}': -1 ")
+    assert _error({"seed": -1}).startswith("parameter 'seed' from -p: -1 ")
+    with pytest.raises(ConfigError, match=r"^parameter 'seed' from the notebook parameters"):
+        config.from_notebook({"seed": -1})
+    with pytest.raises(ConfigError, match="my file"):
+        validate({"seed": "x"}, {"seed": "my file"})
 
 
 def test_unknown_country_names_it_and_the_file(tmp_path):
@@ -59,31 +151,6 @@ def test_unknown_country_suggests_close_names():
         load_config(overrides={"country": "S Africa."})
 
 
-@pytest.mark.parametrize("key,value,expected", [
-    ("seed", "abc", "integer"), ("beta", "high", "number"), ("lora", "maybe", "true or false"),
-    ("split_fractions", [0.5, 0.5], "three"), ("belief_scheme", "stance7", "options, stance6"),
-    ("ablations", ["dpo"], "cdpo"),
-])
-def test_wrong_types_and_values_fail(key, value, expected):
-    with pytest.raises(ConfigError, match=expected):
-        load_config(overrides={key: value})
-
-
-def test_papermill_style_strings_are_coerced():
-    cfg = load_config(overrides={"seed": "3", "beta": "0.5", "lora": "true",
-                                 "max_questions": "None", "ablations": "cdpo,mft"})
-    assert (cfg.seed, cfg.beta, cfg.lora, cfg.max_questions) == (3, 0.5, True, None)
-    assert cfg.ablations == ["cdpo", "mft"]
-
-
-def test_unknown_model_fails_with_suggestion():
-    with pytest.raises(ConfigError, match="gpt2-large"):
-        load_config(overrides={"model": "gpt2-larg"})
-    with pytest.raises(ConfigError, match="does not exist"):
-        load_config(overrides={"model": "./no/such/model"})
-    assert load_config(overrides={"model": "org/some-model"}).model_slug == "some-model"
-
-
 def test_from_notebook_catches_injected_typos():
     ns = {"country": "pk", "yaml": yaml, "print": print, "_private": 1, "In": []}
     assert config.from_notebook(ns).country_name == "Pakistan"
@@ -95,6 +162,185 @@ def test_paths_resolve_against_project_root():
     assert config.resolve_path("params/sa.yaml") == PARAMS / "sa.yaml"
 
 
-def test_validate_names_origin():
-    with pytest.raises(ConfigError, match="my file"):
-        validate({"seed": "x"}, {"seed": "my file"})
+# ---------------------------------------------------------------- types
+@pytest.mark.parametrize("key,value,expected", [
+    ("seed", "abc", "'abc' (str) is not an integer; allowed: an integer >= 0"),
+    ("beta", "high", "'high' (str) is not a number; allowed: a number > 0"),
+    ("lora", "maybe", "'maybe' (str) is not true or false"),
+    ("sft_steps", True, "True (bool) is not an integer"),
+    ("beta", "nan", "'nan' is not a finite number"), ("sft_lr", float("inf"), "inf is not a finite"),
+    ("gpo_k_values", [1, "x"], "item 1 of [1, 'x']: 'x' (str) is not an integer"),
+    ("run_name", ["a"], "['a'] (list) is not a string"),
+])
+def test_wrong_types_fail(key, value, expected):
+    assert expected in _error({key: value})
+
+
+def test_papermill_style_strings_are_coerced():
+    cfg = load_config(overrides={"seed": "3", "beta": "0.5", "lora": "true",
+                                 "max_questions": "None", "ablations": "cdpo,mft"})
+    assert (cfg.seed, cfg.beta, cfg.lora, cfg.max_questions) == (3, 0.5, True, None)
+    assert cfg.ablations == ["cdpo", "mft"]
+
+
+def test_run_name_given_as_a_number_is_that_string_everywhere(tmp_path):
+    value = pipeline.parse_value("2024")                  # what `-p run_name 2024` becomes
+    assert value == 2024
+    f = tmp_path / "run.yaml"
+    f.write_text("run_name: 2024\n")
+    for cfg in (load_config(overrides={"run_name": value}), load_config([f]),
+                config.from_notebook({"run_name": value}),   # papermill injects `run_name = 2024`
+                load_config(overrides={"run_name": "2024"})):   # gdpolib.train passes the text
+        assert cfg.run_name == "2024" and cfg.run_dir.name == "2024"
+    assert load_config(overrides={"api_model": 4.5}).api_model == "4.5"
+    assert "True (bool) is not a string" in _error({"run_name": True})
+
+
+# ---------------------------------------------------------------- ranges and choices
+@pytest.mark.parametrize("key,value,bad,allowed", [
+    ("sft_steps", 0, "0", "an integer >= 1"),
+    ("batch_size", 0, "0", "an integer >= 1"),
+    ("seed", -1, "-1", "an integer >= 0"),
+    ("sft_lr", 0, "0.0", "a number > 0"),
+    ("beta", -0.1, "-0.1", "a number > 0"),
+    ("temperature", 0.0, "0.0", "a number > 0"),
+    ("top_p", 0, "0.0", "a number in (0, 1]"),
+    ("top_p", 1.5, "1.5", "a number in (0, 1]"),
+    ("label_smoothing", 0.5, "0.5", "a number in [0, 0.5)"),
+    ("max_options", 11, "11", "an integer in [1, 10]"),
+    ("max_questions", 0, "0", "an integer >= 1 or null"),
+    ("gpo_k_values", [1, 0], "0 in [1, 0]", "a list of integers, each >= 1"),
+])
+def test_values_out_of_range_fail(key, value, bad, allowed):
+    assert _error({key: value}) == (f"parameter {key!r} from -p: {bad} is out of range; "
+                                    f"allowed: {allowed}")
+
+
+@pytest.mark.parametrize("key,value", [
+    ("top_p", 1), ("seed", 0), ("max_questions", None), ("max_questions", 1),
+    ("label_smoothing", 0.49), ("top_k", 0), ("kshot_k", 0), ("max_options", 1),
+])
+def test_values_at_the_edge_of_their_range_pass(key, value):
+    assert getattr(load_config(overrides={key: value}), key) == value
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("split_fractions", [0.5, 0.5], "three non-negative numbers summing to 1"),
+    ("gpo_group_split", [0.6, 0.6, -0.2], "three non-negative numbers summing to 1"),
+    ("gpo_ctx_range", [5, 2], "[5, 2] is not [min, max] with 1 <= min <= max"),
+    ("gpo_tar_range", [0, 3], "[0, 3] is not [min, max] with 1 <= min <= max"),
+    ("tiny_n_embd", 30, "30 is not a multiple of tiny_n_head (4)"),
+])
+def test_rules_between_values_fail(key, value, expected):
+    msg = _error({key: value})
+    assert msg.startswith(f"parameter {key!r} from -p: ") and expected in msg
+
+
+def test_bad_choice_fails_with_the_choices():
+    assert _error({"belief_scheme": "stance7"}) == (
+        "parameter 'belief_scheme' from -p: 'stance7' is not among the choices; "
+        "allowed: one of options, stance6")
+
+
+@pytest.mark.parametrize("key,value,bad", [
+    ("methods", ["sft", "foo"], "'foo' in ['sft', 'foo']"),
+    ("ablations", ["dpo"], "'dpo' in ['dpo']"),
+])
+def test_bad_list_choice_fails_with_the_choices(key, value, bad):
+    allowed = ", ".join(config.FIELDS[key].metadata["choices"])
+    assert _error({key: value}) == (f"parameter {key!r} from -p: {bad} is not among the "
+                                    f"choices; allowed: a list of items from {allowed}")
+    assert load_config(overrides={"methods": ["icf", "mft"]}).methods == ["icf", "mft"]
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "mps", "cuda", "cuda:0", "cuda:12"])
+def test_valid_devices_pass(device):
+    assert load_config(overrides={"device": device}).device == device
+
+
+@pytest.mark.parametrize("device", ["tpu9", "cuda:", "gpu", "CUDA", "cpu:0", "cuda:x"])
+def test_invalid_device_fails(device):
+    assert _error({"device": device}) == (f"parameter 'device' from -p: {device!r} is not of the "
+                                          f"allowed form; allowed: auto, cpu, mps, cuda or cuda:N")
+
+
+def test_unknown_model_fails_with_suggestion():
+    with pytest.raises(ConfigError, match="gpt2-large"):
+        load_config(overrides={"model": "gpt2-larg"})
+    assert load_config(overrides={"model": "org/some-model"}).model_slug == "some-model"
+
+
+# ---------------------------------------------------------------- input paths
+def _paths(tmp_path):
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    file = tmp_path / "a_file.csv"
+    file.write_text("x\n")
+    return str(folder), str(file), str(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("key,kind", [
+    ("goqa_path", "file"), ("option_map_path", "file"), ("movies_path", "file"),
+    ("opinionqa_path", "folder"), ("model", "folder"),
+])
+def test_path_parameter_that_is_missing_or_the_wrong_kind_fails(tmp_path, key, kind):
+    folder, file, missing = _paths(tmp_path)
+    allowed = config.allowed_text(key)
+    assert _error({key: missing}) == (f"parameter {key!r} from -p: {missing!r} does not exist; "
+                                      f"allowed: {allowed}")
+    wrong = folder if kind == "file" else file
+    other = "a folder, not a file" if kind == "file" else "a file, not a folder"
+    assert _error({key: wrong}) == (f"parameter {key!r} from -p: {wrong!r} is {other}; "
+                                    f"allowed: {allowed}")
+    right = file if kind == "file" else folder
+    assert getattr(load_config(overrides={key: right}), key) == right
+
+
+def test_relative_path_error_shows_where_it_was_looked_for():
+    msg = _error({"goqa_path": "../no/such.csv"})
+    assert "'../no/such.csv' does not exist (resolved to " in msg
+    assert str(config.PROJECT_ROOT.parent / "no" / "such.csv") in msg
+
+
+def test_real_data_paths_and_values_that_are_not_paths_pass(shared_data):
+    cfg = load_config(overrides={
+        "goqa_path": "hub", "option_map_path": "github", "opinionqa_path": None,
+        "movies_path": str(shared_data / "amazon_movies_snap_sample" / "movies-simple.txt")})
+    assert (cfg.goqa_path, cfg.option_map_path, cfg.opinionqa_path) == ("hub", "github", None)
+    for value in ("https://example.org/option_map.json", "http://localhost/map.json", None):
+        assert load_config(overrides={"option_map_path": value}).option_map_path == value
+    assert load_config(overrides={"goqa_path": None}).goqa_path is None
+    assert "'githubx' does not exist" in _error({"option_map_path": "githubx"})
+
+
+# ---------------------------------------------------------------- params files
+def test_params_file_that_is_not_utf8_fails_naming_it(tmp_path):
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("country: sa\nrun_name: S\u00e3o\n".encode("latin-1"))
+    msg = _error(files=[bad])
+    assert msg == f"params file {str(bad)!r} is not UTF-8 text (byte 0xe3 at offset 23)"
+
+
+def test_params_file_that_is_not_valid_yaml_fails_naming_it(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("seed: 1\nmethods: [sft, dpo\n")
+    msg = _error(files=[bad])
+    assert msg.startswith(f"params file {str(bad)!r} is not valid YAML: line ")
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("- seed\n- 1\n", "must hold a mapping of name: value, not a list"),
+    ("", None),
+])
+def test_params_file_must_be_a_mapping(tmp_path, text, expected):
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    if expected is None:
+        assert load_config([f]) == RunConfig()
+    else:
+        assert expected in _error(files=[f])
+
+
+def test_params_file_that_is_missing_or_a_folder_fails(tmp_path):
+    assert _error(files=[tmp_path / "none.yaml"]).endswith("does not exist")
+    assert _error(files=[tmp_path]).endswith("is not a file")
