@@ -8,7 +8,7 @@ model, and that input files and folders exist and are readable. Each failure is 
 one line naming the key, where its value came from, the value, and what is allowed.
 
 `params/defaults.yaml` and the parameter table in README.md are GENERATED from `RunConfig`
-(`python -m gdpolib.config --write`; without `--write` it checks them and exits 1 when stale).
+(`python -m gdpolib.paramdocs --write`; without `--write` it checks them and exits 1 when stale).
 Runs never read defaults.yaml: it documents the defaults and works as a `-f` file.
 
 Adding a parameter
@@ -25,7 +25,7 @@ Adding a parameter
    readable; `not_paths=(...)` are values that are not paths, one ending in "://" a prefix),
    `pattern=` (a regex for the whole value) or `check=` (a function value -> problem or None),
    and `allowed=` (the text that errors and the docs show for a pattern, check or path rule).
-2. Run `python -m gdpolib.config --write` (regenerates params/defaults.yaml and the README
+2. Run `python -m gdpolib.paramdocs --write` (regenerates params/defaults.yaml and the README
    table; a test fails while they are stale).
 3. Read it as `cfg.my_steps`, and add it to the cache key of every stage whose output it changes.
 """
@@ -34,26 +34,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import math
-import os
 import re
-import sys
-import textwrap
 import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import yaml
 
 from gdpolib.countries import UnknownCountryError, country_slug, resolve_country
+from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, param, path_problem,
+                               resolve_path, rule_problem)
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-PROJECT_ROOT = PACKAGE_DIR.parent
 DEFAULTS_FILE = PROJECT_ROOT / "params" / "defaults.yaml"
-README_FILE = PROJECT_ROOT / "README.md"
-README_START, README_END = "<!-- params:start -->", "<!-- params:end -->"
-WRITE_COMMAND = "python -m gdpolib.config --write"
 
 # Short model names; anything else must be a hub id "org/name", a known bare hub id, or a path.
 LOCAL_MODELS = ("tiny", "smollm2-135m")
@@ -74,52 +67,12 @@ class ConfigError(ValueError):
     """A parameter that is unknown, of the wrong type or not allowed; says which, where, why."""
 
 
-def resolve_path(path: str | Path) -> Path:
-    """Params paths are relative to the project root (not to the notebook's folder)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
-
-
 def is_local_path(name: str) -> bool:
     """A model name meant as a path: it starts with '.', '/' or '~', or exists."""
     return name.startswith((".", "/", "~")) or resolve_path(name).exists()
 
 
-def param(default: Any, help: str, *, choices: Sequence[Any] = (), ge: float | None = None,
-          gt: float | None = None, le: float | None = None, lt: float | None = None,
-          path: str | None = None, not_paths: Sequence[str] = (), pattern: str | None = None,
-          check: Callable[[Any], str | None] | None = None, allowed: str | None = None) -> Any:
-    """A RunConfig field: its default plus the metadata `validate` and the docs read."""
-    if not help.strip():
-        raise ValueError("every parameter needs a help sentence")
-    if path not in (None, "file", "folder"):
-        raise ValueError(f"path must be 'file' or 'folder', got {path!r}")
-    if (pattern or check or path) and not allowed:
-        raise ValueError("a pattern, check or path rule needs allowed= (the text errors show)")
-    meta = {"help": help, "choices": tuple(choices), "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "path": path, "not_paths": tuple(not_paths), "pattern": pattern, "check": check,
-            "allowed": allowed}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
 # ---------------------------------------------------------------- checks used by fields
-def path_problem(value: str, kind: str) -> str | None:
-    """Why `value` is not a readable file/folder (relative to the project root), or None."""
-    p = resolve_path(value)
-    where = "" if str(p) == value else f" (resolved to {p})"
-    if not p.exists():
-        return f"{value!r} does not exist{where}"
-    if kind == "folder" and not p.is_dir():
-        return f"{value!r} is a file, not a folder{where}"
-    if kind == "file" and not p.is_file():
-        return f"{value!r} is {'a folder' if p.is_dir() else 'not a regular file'}, not a file{where}"
-    if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
-        return f"{value!r} is not readable{where}"
-    return None
-
-
 def _check_country(value: str) -> str | None:
     try:
         resolve_country(value)
@@ -375,142 +328,9 @@ def default_of(name: str) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
-# ---------------------------------------------------------------- types and rules
-def _split_hint(hint: Any) -> tuple[Any, bool]:
-    """(the type without None, whether None is allowed)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        return [a for a in args if a is not type(None)][0], type(None) in args
-    return hint, False
-
-
-_WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"),
-          str: ("a string", "strings"), bool: ("true or false", "true/false values")}
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """`value` as type `hint`, gently coerced (int -> float, papermill's and -p's strings, a
-    number given for a string); ValueError with the problem otherwise."""
-    base, optional = _split_hint(hint)
-    if optional and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
-        return None
-    if typing.get_origin(base) is list:
-        item = typing.get_args(base)[0]
-        if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else \
-                [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"{value!r} ({type(value).__name__}) is not a list")
-        out = []
-        for i, v in enumerate(value):
-            try:
-                out.append(_coerce(v, item))
-            except ValueError as err:
-                raise ValueError(f"item {i} of {list(value)!r}: {err}") from None
-        return out
-    wrong = ValueError(f"{value!r} ({type(value).__name__}) is not {_WORDS[base][0]}")
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise wrong
-    if isinstance(value, bool):           # bool is an int in Python; never a number here
-        raise wrong
-    if base is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
-            return int(value)
-        raise wrong
-    if base is float:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise wrong from None
-        if not math.isfinite(number):     # nan would pass every bound check
-            raise ValueError(f"{value!r} is not a finite number")
-        return number
-    if base is str:
-        # `-p run_name 2024` reaches us as the int 2024 (YAML-parsed, as papermill does).
-        if isinstance(value, (str, int, float)):
-            return str(value)
-        raise wrong
-    return value
-
-
-def _number(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _bounds_text(m: Mapping[str, Any]) -> str:
-    lo = (">=", m["ge"]) if m["ge"] is not None else (">", m["gt"]) if m["gt"] is not None else None
-    hi = ("<=", m["le"]) if m["le"] is not None else ("<", m["lt"]) if m["lt"] is not None else None
-    if lo and hi:
-        return (f"in {'[' if lo[0] == '>=' else '('}{_number(lo[1])}, "
-                f"{_number(hi[1])}{']' if hi[0] == '<=' else ')'}")
-    if lo or hi:
-        op, x = lo or hi
-        return f"{op} {_number(x)}"
-    return ""
-
-
-def allowed_text(name: str) -> str:
-    """What `name` accepts, in words (error messages, defaults.yaml, the README table)."""
-    m = FIELDS[name].metadata
-    base, optional = _split_hint(HINTS[name])
-    is_list = typing.get_origin(base) is list
-    item = typing.get_args(base)[0] if is_list else base
-    bounds = _bounds_text(m)
-    if m["allowed"]:
-        text = m["allowed"]
-    elif m["choices"]:
-        text = ("a list of items from " if is_list else "one of ") + ", ".join(map(str, m["choices"]))
-    elif is_list:
-        text = f"a list of {_WORDS[item][1]}" + (f", each {bounds}" if bounds else "")
-    else:
-        text = _WORDS[item][0] + (f" {bounds}" if bounds else "")
-    return text + (" or null" if optional and not text.endswith("null") else "")
-
-
-def has_rule(name: str) -> bool:
-    """Whether `name` accepts less than any value of its type."""
-    m = FIELDS[name].metadata
-    return bool(m["choices"] or m["pattern"] or m["check"] or m["path"] or _bounds_text(m))
-
-
-def _out_of_bounds(x: float, m: Mapping[str, Any]) -> bool:
-    return ((m["ge"] is not None and x < m["ge"]) or (m["gt"] is not None and x <= m["gt"])
-            or (m["le"] is not None and x > m["le"]) or (m["lt"] is not None and x >= m["lt"]))
-
-
-def _is_path(value: str, not_paths: Sequence[str]) -> bool:
-    return not any(value == n or (n.endswith("://") and value.startswith(n)) for n in not_paths)
-
-
-def rule_problem(name: str, value: Any) -> str | None:
-    """Why a well-typed `value` breaks the rules of parameter `name`, or None."""
-    m = FIELDS[name].metadata
-    if value is None:
-        return None
-    items = value if isinstance(value, list) else [value]
-    where = f" in {value!r}" if isinstance(value, list) else ""
-    for x in items:
-        if m["choices"] and x not in m["choices"]:
-            return f"{x!r}{where} is not among the choices"
-        if isinstance(x, (int, float)) and _out_of_bounds(x, m):
-            return f"{x!r}{where} is out of range"
-    if m["pattern"] and not re.fullmatch(m["pattern"], value):
-        return f"{value!r} is not of the allowed form"
-    if m["path"] and _is_path(value, m["not_paths"]):
-        return path_problem(value, m["path"])
-    if m["check"]:
-        return m["check"](value)
-    return None
-
-
+# ---------------------------------------------------------------- validation
 def _error(name: str, origin: str, problem: str) -> ConfigError:
-    line = f"parameter {name!r} from {origin}: {problem}; allowed: {allowed_text(name)}"
+    line = f"parameter {name!r} from {origin}: {problem}; allowed: {allowed_text(FIELDS[name].metadata, HINTS[name])}"
     return ConfigError(re.sub(r"\s*\n\s*", " ", line))     # one line, whatever the problem holds
 
 
@@ -526,11 +346,11 @@ def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(f"unknown parameter {key!r} in {origin}{hint}")
         try:
-            merged[key] = _coerce(value, HINTS[key])
+            merged[key] = coerce(value, HINTS[key])
         except ValueError as err:
             raise _error(key, origin, str(err)) from None
     for name in FIELDS:
-        problem = rule_problem(name, merged[name])
+        problem = rule_problem(FIELDS[name].metadata, merged[name])
         if problem:
             raise _error(name, origins.get(name, DEFAULT_ORIGIN), problem)
     if merged["model"] == "tiny" and merged["tiny_n_embd"] % merged["tiny_n_head"]:
@@ -616,94 +436,3 @@ def from_notebook(namespace: Mapping[str, Any]) -> RunConfig:
     return validate(injected, {k: NOTEBOOK_ORIGIN for k in injected})
 
 
-# ---------------------------------------------------------------- generated files
-def _yaml_value(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6)
-    return text.removesuffix("...\n").strip()
-
-
-def _sections() -> list[tuple[str, list[str]]]:
-    starts = {first: title for title, first in SECTIONS.items()}
-    out: list[tuple[str, list[str]]] = []
-    for name in FIELDS:
-        if name in starts:
-            out.append((starts[name], []))
-        out[-1][1].append(name)
-    return out
-
-
-def render_defaults_yaml() -> str:
-    """params/defaults.yaml: every parameter, its help and rule as a comment, by section."""
-    lines = textwrap.wrap(
-        f"GENERATED from gdpolib/config.py by `{WRITE_COMMAND}`: edit the declaration there, not "
-        "this file (runs start from the dataclass defaults; this file documents them and can be "
-        "passed with -f). The defaults are the embedded demo: offline, the tiny model, the local "
-        "partial GlobalOpinionQA. Paths are relative to the project root.",
-        98, initial_indent="# ", subsequent_indent="# ")
-    for title, names in _sections():
-        lines += ["", f"# {'-' * 16} {title}"]
-        for name in names:
-            comment = FIELDS[name].metadata["help"]
-            if has_rule(name):
-                comment += f" Allowed: {allowed_text(name)}."
-            lines += textwrap.wrap(comment, 98, initial_indent="# ", subsequent_indent="# ")
-            lines.append(f"{name}: {_yaml_value(default_of(name))}")
-    return "\n".join(lines) + "\n"
-
-
-def render_readme_table() -> str:
-    """The README's parameter tables (between the params markers), one per section."""
-    def cell(text: str) -> str:     # plain text in a Markdown table cell (not a tag, no italics)
-        text = text.replace("|", "\\|").replace("*", "\\*")
-        return re.sub(r"<(?=[A-Za-z/!])", "&lt;", text)
-
-    lines = [README_START,
-             f"<!-- generated from gdpolib/config.py by `{WRITE_COMMAND}`; do not edit -->"]
-    for title, names in _sections():
-        lines += ["", f"**{title}**", "", "| name | default | allowed | help |", "|---|---|---|---|"]
-        lines += [f"| `{n}` | `{cell(_yaml_value(default_of(n)))}` | {cell(allowed_text(n))} | "
-                  f"{cell(FIELDS[n].metadata['help'])} |" for n in names]
-    return "\n".join(lines + ["", README_END])
-
-
-def _with_table(readme: str, where: Path) -> str:
-    start, end = readme.find(README_START), readme.find(README_END)
-    if start < 0 or end < start:
-        raise ConfigError(f"{where}: no {README_START} ... {README_END} markers for the "
-                          f"parameter table")
-    return readme[:start] + render_readme_table() + readme[end + len(README_END):]
-
-
-def sync_generated(write: bool = False, defaults_file: Path = DEFAULTS_FILE,
-                   readme_file: Path = README_FILE) -> list[Path]:
-    """The generated files that differ from the declaration (rewritten when `write`)."""
-    wanted = {defaults_file: render_defaults_yaml(),
-              readme_file: _with_table(readme_file.read_text(encoding="utf-8"), readme_file)}
-    stale = [p for p, text in wanted.items()
-             if not p.exists() or p.read_text(encoding="utf-8") != text]
-    if write:
-        for p in stale:
-            p.write_text(wanted[p], encoding="utf-8")
-    return stale
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m gdpolib.config",
-                                 description="Check (with --write: regenerate) params/defaults.yaml"
-                                             " and the README parameter table from RunConfig.")
-    ap.add_argument("--write", action="store_true", help="rewrite the stale files")
-    args = ap.parse_args(argv)
-    stale = sync_generated(write=args.write)
-    names = ", ".join(str(p.relative_to(PROJECT_ROOT)) for p in stale)
-    if args.write:
-        print(f"rewrote {names}" if stale else "generated files already up to date")
-        return 0
-    if stale:
-        print(f"stale: {names}; run `{WRITE_COMMAND}`", file=sys.stderr)
-        return 1
-    print("generated files up to date")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

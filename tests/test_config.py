@@ -2,16 +2,15 @@
 its origin, the value and what is allowed), and the files generated from the declaration."""
 from __future__ import annotations
 
-import dataclasses
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import yaml
 
-from gdpolib import config, pipeline
+from gdpolib import config, paramdocs, pipeline
+from gdpolib.paramspec import allowed_text, rule_problem
 from gdpolib.config import ConfigError, RunConfig, load_config, read_yaml, validate
 
 PARAMS = config.PROJECT_ROOT / "params"
@@ -40,7 +39,7 @@ def test_every_parameter_has_help_and_its_default_obeys_its_rules():
     for name, f in config.FIELDS.items():
         help_text = f.metadata["help"]
         assert help_text.endswith(".") and len(help_text.split()) >= 3, name
-        assert config.rule_problem(name, config.default_of(name)) is None, name
+        assert rule_problem(config.FIELDS[name].metadata, config.default_of(name)) is None, name
     assert set(config.SECTIONS.values()) <= set(config.FIELDS)
     assert next(iter(config.FIELDS)) in config.SECTIONS.values()   # the first field opens a section
 
@@ -53,28 +52,28 @@ def test_n_styles_bound_is_the_number_of_styles():
 
 
 def test_generated_files_are_up_to_date():
-    stale = config.sync_generated()
+    stale = paramdocs.sync_generated()
     assert not stale, (f"{', '.join(p.name for p in stale)} stale: run "
-                       f"`python -m gdpolib.config --write` and commit the result")
+                       f"`python -m gdpolib.paramdocs --write` and commit the result")
 
 
 def test_stale_generated_files_are_found_and_rewritten(tmp_path):
     defaults, readme = tmp_path / "defaults.yaml", tmp_path / "README.md"
     defaults.write_text(config.DEFAULTS_FILE.read_text().replace("seed: 0", "seed: 1"))
-    readme.write_text(config.README_FILE.read_text().replace("| `seed` | `0` |", "| `seed` | `9` |"))
-    assert config.sync_generated(False, defaults, readme) == [defaults, readme]
+    readme.write_text(paramdocs.README_FILE.read_text().replace("| `seed` | `0` |", "| `seed` | `9` |"))
+    assert paramdocs.sync_generated(False, defaults, readme) == [defaults, readme]
     assert "seed: 1" in defaults.read_text()             # checking writes nothing
-    assert config.sync_generated(True, defaults, readme) == [defaults, readme]
+    assert paramdocs.sync_generated(True, defaults, readme) == [defaults, readme]
     assert defaults.read_text() == config.DEFAULTS_FILE.read_text()
-    assert readme.read_text() == config.README_FILE.read_text()
-    assert config.sync_generated(False, defaults, readme) == []
+    assert readme.read_text() == paramdocs.README_FILE.read_text()
+    assert paramdocs.sync_generated(False, defaults, readme) == []
     readme.write_text("# no markers\n")
     with pytest.raises(ConfigError, match="params:start"):
-        config.sync_generated(False, defaults, readme)
+        paramdocs.sync_generated(False, defaults, readme)
 
 
 def test_readme_table_lists_every_parameter_with_its_allowed_values():
-    table = config.render_readme_table()
+    table = paramdocs.render_readme_table()
     for name in config.FIELDS:
         assert f"| `{name}` |" in table, name
     assert "| `top_p` | `1.0` | a number in (0, 1] |" in table
@@ -82,7 +81,7 @@ def test_readme_table_lists_every_parameter_with_its_allowed_values():
 
 
 def test_command_line_check_passes_on_the_committed_files():
-    res = subprocess.run([sys.executable, "-m", "gdpolib.config"], capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "gdpolib.paramdocs"], capture_output=True, text=True,
                          cwd=config.PROJECT_ROOT,
                          env={**os.environ, "PYTHONPATH": str(config.PROJECT_ROOT)})
     assert res.returncode == 0, res.stderr
@@ -285,7 +284,7 @@ def _paths(tmp_path):
 ])
 def test_path_parameter_that_is_missing_or_the_wrong_kind_fails(tmp_path, key, kind):
     folder, file, missing = _paths(tmp_path)
-    allowed = config.allowed_text(key)
+    allowed = allowed_text(config.FIELDS[key].metadata, config.HINTS[key])
     assert _error({key: missing}) == (f"parameter {key!r} from -p: {missing!r} does not exist; "
                                       f"allowed: {allowed}")
     wrong = folder if kind == "file" else file
