@@ -50,6 +50,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"                  # auto | float32 | bfloat16 | float16
+    push_to_hub: str | None = None       # hub repo id "user/name": publish model, card and data (off)
     # --- data ---
     country: str = "sa"
     goqa_path: str | None = "../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv"
