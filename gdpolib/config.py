@@ -225,6 +225,11 @@ class RunConfig:
                                                 "save memory (CUDA only).")
     report_to: str = param("none", "Training logs to: none, tensorboard (the run's logs/) or wandb.",
                            choices=("none", "tensorboard", "wandb"))
+    push_to_hub: str | None = param(None, "Hugging Face hub repo id (org/name) that a trained "
+                                          "model, its model card and the built datasets are "
+                                          "published to; null = never publish.",
+                                    pattern=r"[A-Za-z0-9][\w.-]*/[\w.-]+",
+                                    allowed="a hub repo id org/name, or null")
     save_every: int = param(200, "Steps between Trainer checkpoints (to resume a stage).", ge=1)
     select_by: str = param("last", "Checkpoint a stage keeps: its last step, or the evaluated step "
                                    "with the lowest eval JSD (never the loss).",

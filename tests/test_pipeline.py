@@ -25,13 +25,16 @@ def _pipeline(*args, cwd=PROJECT_ROOT, timeout=1500):
 
 
 def test_every_notebook_is_clean_and_has_a_parameters_cell():
+    """Code cells: colab-setup (installs gdpolib where it is missing), parameters, then the
+    config cell; committed without outputs."""
     books = pipeline.numbered_notebooks()
     assert [b.name[:2] for b in books] == ["01", "02", "03", "04", "05"]
     for book in books:
         nb = nbformat.read(book, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert "parameters" in code[0].metadata.get("tags", []), book.name
-        assert "config.from_notebook(globals())" in code[1].source, book.name
+        assert code[0].metadata.get("tags", []) == ["colab-setup"], book.name
+        assert "parameters" in code[1].metadata.get("tags", []), book.name
+        assert "config.from_notebook(globals())" in code[2].source, book.name
         assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), book.name
 
 
@@ -40,7 +43,9 @@ def test_parameters_cells_use_known_names_with_default_values():
     defaults = RunConfig()
     for book in pipeline.numbered_notebooks():
         ns: dict = {}
-        code = [c for c in nbformat.read(book, as_version=4).cells if c.cell_type == "code"]
+        code = [c for c in nbformat.read(book, as_version=4).cells
+                if "parameters" in c.metadata.get("tags", [])]
+        assert len(code) == 1, book.name
         exec(code[0].source, ns)
         for name, value in ns.items():
             if not name.startswith("__"):
