@@ -45,8 +45,8 @@ def _run(cmd: list[str], out: Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, goqa_csv):
     """Build the data stage and the tiny base model once, then train both layouts."""
-    from gdpolib import config, models, runs as runs_mod
-    from gdpolib.data.pairs import prepare_data
+    from gdpolib import config, runs as runs_mod
+    from gdpolib.stages.data import base_model, prepare_data
 
     root = tmp_path_factory.mktemp("ddp")
     cfg = config.load_config(overrides=dict(
@@ -54,8 +54,7 @@ def runs(tmp_path_factory, goqa_csv):
         tiny_n_layer=2, tiny_n_embd=32, tiny_n_head=2, tiny_vocab_size=400, device="cpu"))
     run = runs_mod.Run.open(cfg)
     data = prepare_data(cfg, run)
-    models.load_base_model(cfg, run, data.texts())
-    base = run.stage_dir("checkpoints/base")
+    base, _ = base_model(cfg, run, data)
     out = {}
     for name, launcher, batch in (
             ("one", [sys.executable], 8),

@@ -28,11 +28,9 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 import torch  # noqa: E402
 from accelerate import PartialState  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from trl import DPOConfig  # noqa: E402
-
 from gdpolib.beliefs import check_belief_tokens  # noqa: E402
-from gdpolib.data.pairs import load_run_data  # noqa: E402
-from gdpolib.trainers import GDPOTrainer  # noqa: E402
+from gdpolib.data.records import load_run_data  # noqa: E402
+from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer  # noqa: E402
 
 COLUMNS = ["prompt", "chosen", "rejected", "p_star", "belief_mask"]
 NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # masks differ per process
@@ -41,7 +39,7 @@ NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # masks
 def train(mode: str, args, state: PartialState, model, tok, train_ds, belief_ids) -> None:
     out = Path(args.out) / mode
     precompute = mode == "precomputed"
-    config = DPOConfig(
+    config = GDPOConfig(
         output_dir=str(out / "trainer"), per_device_train_batch_size=args.batch,
         max_steps=args.steps, learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0,
         bf16=False, use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False, report_to=[], save_strategy="no",
