@@ -28,6 +28,7 @@ import torch
 from trl import DPOConfig, DPOTrainer
 from trl.data_utils import common_prefix_length
 from trl.trainer.dpo_trainer import DataCollatorForPreference
+from trl.trainer.utils import global_then_local_main_first
 
 from gdpolib import beliefs, losses
 from gdpolib.models import plain_lm
@@ -183,7 +184,8 @@ class GDPOTrainer(DPOTrainer):
             return belief_spans(tok, ex["prompt"], ex["chosen"], ex["rejected_ids"],
                                 ex["prompt_ids"], ex["chosen_ids"])
 
-        return dataset.map(add, desc=f"Belief spans ({dataset_name})")
+        with global_then_local_main_first():   # as TRL's own maps: one process writes the cache
+            return dataset.map(add, desc=f"Belief spans ({dataset_name})")
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
