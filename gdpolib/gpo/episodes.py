@@ -81,4 +81,3 @@ def sample_episode(rng: np.random.Generator, qids: Sequence[str], n_ctx: int, n_
         raise ValueError(f"{n_ctx} + {n_tar} questions requested from a group with {len(qids)}")
     perm = rng.permutation(len(qids))
     return [qids[i] for i in perm[:n_ctx]], [qids[i] for i in perm[n_ctx:n_ctx + n_tar]]
-

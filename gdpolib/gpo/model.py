@@ -183,4 +183,3 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> GPOModel
     model = GPOModel(**blob["config"])
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()
-

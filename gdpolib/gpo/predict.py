@@ -110,9 +110,9 @@ def uniform_baseline(data: GroupOpinions, jobs: Sequence[Job]) -> dict:
                       for q in j.tar} for j in jobs}
 
 
-
 def train_mean_baseline(data: GroupOpinions, train_groups: Sequence[str],
                         jobs: Sequence[Job]) -> dict:
+    """The meta-train groups' mean distribution (groups.train_mean) per target question."""
     return {j.group: {q: train_mean(data, train_groups, q) for q in j.tar} for j in jobs}
 
 
@@ -237,4 +237,3 @@ def few_shot_p_star(model: GPOModel, emb: EmbeddingTable, data: GroupOpinions, p
         override[q] = to_beliefs(pred[q], qb)
         jsd[q] = float(jsd_per_prompt(override[q][None], qb.p_star[None], qb.mask[None])[0])
     return FewShotPrediction(country, k, list(ctx), override, jsd)
-
