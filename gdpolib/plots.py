@@ -228,7 +228,7 @@ def plot_gpo_training(history):
 
 
 def plot_gpo_alignment(table):
-    """Alignment score per method and test group (bars), from gpo.alignment_table."""
+    """Alignment score per method and test group (bars), from stages.gpo.alignment_table."""
     per = table[table.group != "ALL"]
     order = per.groupby("group")["score"].mean().sort_values().index
     fig, ax = plt.subplots(figsize=(max(7, 0.6 * len(order)), 4))
@@ -242,8 +242,8 @@ def plot_gpo_alignment(table):
 
 
 def plot_gpo_k_curve(curve, paper: Mapping[str, float] | None = None):
-    """Alignment vs the number of context questions k, per method (gpo.k_curve); `paper` draws
-    reference lines (e.g. {"GPO (paper, GOQA)": 0.82})."""
+    """Alignment vs the number of context questions k, per method (stages.gpo.k_curve); `paper`
+    draws reference lines (e.g. {"GPO (paper, GOQA)": 0.82})."""
     fig, ax = plt.subplots(figsize=(7, 4))
     sns.lineplot(curve, x="k", y="score", hue="method", marker="o", ax=ax)
     for label, value in (paper or {}).items():
@@ -255,7 +255,7 @@ def plot_gpo_k_curve(curve, paper: Mapping[str, float] | None = None):
 
 
 def plot_gpo_predictions(frame, width: int = 45):
-    """Predicted vs true distributions for a few questions (gpo.predicted_vs_true)."""
+    """Predicted vs true distributions for a few questions (stages.gpo.predicted_vs_true)."""
     qids = list(dict.fromkeys(frame["qid"]))
     cols = min(2, len(qids))
     rows = int(np.ceil(len(qids) / cols))
@@ -276,7 +276,7 @@ def plot_gpo_predictions(frame, width: int = 45):
 
 def plot_gpo_fewshot_gdpo(frame):
     """JSD to the TRUE p* (lower is better) of GPO's prediction, GDPO trained on it, and GDPO
-    trained on the true p* (gpo.few_shot_gdpo)."""
+    trained on the true p* (stages.fewshot_gdpo.few_shot_gdpo)."""
     fig, ax = plt.subplots(figsize=(6, 3.2))
     sns.barplot(frame, x="method", y="jsd", hue="method", ax=ax, legend=False)
     for i, v in enumerate(frame["jsd"]):

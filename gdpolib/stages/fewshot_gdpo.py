@@ -1,0 +1,55 @@
+"""Few-shot GDPO (notebook 05, section 4): GDPO trained on GPO's p* predicted from k answered
+questions of the run's country vs GDPO trained on the measured p*, both scored against the
+TRUE p* on the run's test prompts. This stage trains GDPO (gdpolib.stages.train)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from gdpolib import runs
+from gdpolib.config import RunConfig
+from gdpolib.gpo.predict import FewShotPrediction, few_shot_p_star
+from gdpolib.stages.data import prepare_data
+from gdpolib.stages.evaluate import jsd_by_question
+from gdpolib.stages.gpo import GPOExperiment
+from gdpolib.stages.train import train_preference
+
+log = logging.getLogger(__name__)
+
+
+def few_shot_gdpo(cfg: RunConfig, run: runs.Run, exp: GPOExperiment, k: int | None = None,
+                  ) -> tuple[pd.DataFrame, FewShotPrediction]:
+    """Few-shot GDPO for the run's country: GDPO trained on GPO's p* (from k answered questions)
+    vs GDPO trained on the true p*, both scored against the TRUE p* on the run's test prompts of
+    the questions GPO predicted (the k answered ones are left out of every mean); the GPO
+    prediction itself is scored on the same questions.
+
+    GDPO-on-true is the run's own `checkpoints/gdpo` (notebook 03's stage, trained here if
+    missing); GDPO-on-predicted lives in its own run `<run>-gpo-k<k>` so that no stage of this
+    run is replaced. Returns a one-row-per-method DataFrame (method, jsd, n_questions) with
+    methods gpo_prediction, gdpo_on_predicted, gdpo_on_true, and the FewShotPrediction.
+    """
+    k = cfg.gpo_k if k is None else k
+    data = prepare_data(cfg, run)
+    fs = few_shot_p_star(exp.model, exp.emb, exp.data, exp.test_plan(cfg.country_name),
+                         data.questions, k)
+    sub_cfg = cfg.replace(run_name=f"{cfg.run_dir_name}-gpo-k{k}")
+    sub_run = runs.Run.open(sub_cfg)
+    sub_data = prepare_data(sub_cfg, sub_run, p_star_override=fs.override)
+    train_preference(sub_cfg, sub_run, sub_data, "gdpo")
+    train_preference(cfg, run, data, "gdpo")
+    runs.seed_everything(cfg.seed)      # Run.open of the sub-run re-seeded; restore the order
+    # Both scored on the same test prompts against the TRUE p* (an override changes only the
+    # training target: the sub-run's eval prompts carry the true p*).
+    per_q = {"gpo_prediction": fs.jsd,
+             "gdpo_on_predicted": jsd_by_question(sub_cfg, sub_run, sub_data, "gdpo"),
+             "gdpo_on_true": jsd_by_question(cfg, run, data, "gdpo")}
+    common = sorted(set.intersection(*(set(v) for v in per_q.values())))
+    if not common:
+        raise ValueError("few-shot GDPO: no predicted question has a test prompt")
+    rows = [{"method": m, "jsd": float(np.mean([v[q] for q in common])),
+             "n_questions": len(common)} for m, v in per_q.items()]
+    log.info("few-shot GDPO (%s, k=%d): %s", cfg.country_name, k, rows)
+    return pd.DataFrame(rows), fs
