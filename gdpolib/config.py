@@ -78,8 +78,7 @@ class RunConfig:
     tiny_n_embd: int = 64
     tiny_n_head: int = 4
     tiny_vocab_size: int = 1024
-    max_length: int = 256                # also the tiny model's context (see params/us.yaml)
-    max_prompt_length: int = 192
+    max_length: int | None = None        # tokens of the longest training sequence; null = sized from the data
     # --- training ---
     batch_size: int = 16
     grad_accum: int = 1

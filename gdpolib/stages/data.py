@@ -129,6 +129,37 @@ def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None
     return data
 
 
+class ContextError(ValueError):
+    """A sequence of the run that does not fit max_length or the model's window."""
+
+
+def sequence_length(cfg, data: RunData, tokenizer, window: int | None) -> int:
+    """TRL's max_length for this run, checked before any step so that nothing is ever cut:
+    `max_length` when set, else the run's longest training sequence (prompt + completion +
+    EOS, every split). Every training sequence must fit it, and it and every eval prompt plus
+    `max_new_tokens` must fit the model's `window` (None = unbounded); otherwise ContextError
+    names the question and the numbers."""
+    key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+    if key not in data.lengths:
+        data.lengths[key] = data.longest(tokenizer)
+    (seq, seq_q), (prompt, prompt_q) = data.lengths[key]["sequence"], data.lengths[key]["prompt"]
+    length = cfg.max_length or seq
+    if seq > length:
+        raise ContextError(f"question {seq_q}: a training sequence has {seq} tokens, more than "
+                           f"max_length {length}; raise max_length or set it to null (sized from "
+                           f"the data)")
+    if window is not None and length > window:
+        raise ContextError(f"max_length {length} (question {seq_q}) is more than the {window} "
+                           f"positions model {cfg.model} reads; use a model with a longer "
+                           f"context or fewer/shorter questions")
+    if window is not None and prompt + cfg.max_new_tokens > window:
+        raise ContextError(f"question {prompt_q}: an eval prompt of {prompt} tokens plus "
+                           f"max_new_tokens {cfg.max_new_tokens} is more than the {window} "
+                           f"positions model {cfg.model} reads; lower max_new_tokens or use a "
+                           f"model with a longer context")
+    return length
+
+
 def base_model(cfg, run, data: RunData | None = None) -> tuple[str | Path, str]:
     """The run's starting policy (before SFT) and its identity for stage keys.
 
@@ -137,4 +168,4 @@ def base_model(cfg, run, data: RunData | None = None) -> tuple[str | Path, str]:
     Returns (folder, its stage hash) for `tiny`, else (cfg.model, cfg.model): a hub id, a local
     path or `smollm2-135m`, for models.load_pretrained / load_tokenizer.
     """
-    return models.base_checkpoint(cfg, run, lambda: (data or prepare_data(cfg, run)).texts())
+    return models.base_checkpoint(cfg, run, lambda: data or prepare_data(cfg, run))
