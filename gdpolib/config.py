@@ -46,6 +46,7 @@ class RunConfig:
 
     # --- run ---
     run_name: str | None = None          # default: "<country slug>-<model slug>"
+    update_run: bool = False             # reuse a run folder made with other parameters
     output_root: str = "outputs"
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N | mps
@@ -59,6 +60,7 @@ class RunConfig:
     belief_scheme: str = "options"       # options | stance6
     max_options: int = 10
     max_questions: int | None = None     # cap for quick runs (CI); None = all
+    min_questions: int = 30              # fewer usable questions for the group is an error
     hub_dataset: str | None = None       # e.g. Binwei01/mmoqa_sa: the authors' data instead
     movies_path: str | None = None       # SNAP web-Movies text file: movie reviews instead
     responses: str = "template"          # template | hf | openai

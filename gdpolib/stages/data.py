@@ -19,9 +19,9 @@ from gdpolib.config import resolve_path
 from gdpolib.data import goqa
 from gdpolib.data.hub import build_hub
 from gdpolib.data.movies import build_movies
-from gdpolib.data.records import (DATA_VERSION, SPLITS, RunData, apply_override, assign_splits,
-                                  build_records, goqa_items, load_run_data, metrics_part,
-                                  write_stage)
+from gdpolib.data.records import (DATA_VERSION, SPLITS, DataError, RunData, apply_override,
+                                  assign_splits, build_records, check_splits, goqa_items,
+                                  load_run_data, metrics_part, write_stage)
 from gdpolib.data.generators import make_generator
 from gdpolib.runs import file_hash, stable_hash
 
@@ -68,6 +68,11 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
     scheme = make_scheme(cfg)
     qbs, scheme_report = scheme.apply(data.questions, country)
     log.info(scheme_report.summary())
+    if len(qbs) < cfg.min_questions:
+        raise DataError(f"{country} has {len(qbs)} usable questions under belief_scheme "
+                        f"{cfg.belief_scheme} ({len(scheme_report.skipped)} of "
+                        f"{scheme_report.n_questions} skipped by the scheme); min_questions is "
+                        f"{cfg.min_questions}: lower it to run on so few questions anyway")
     if cfg.max_questions is not None:
         qbs = qbs[:cfg.max_questions]
     targets = apply_override(qbs, override)
@@ -78,6 +83,7 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
     used = {it.qid for it in items}
     qbs = [q for q in qbs if q.qid in used]
     assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
+    check_splits(assignment, cfg.split_by)
     rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
     reports = {
         "load": {"origin": data.report.origin, "rows": data.report.n_rows,
