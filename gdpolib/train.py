@@ -44,11 +44,14 @@ def main(argv=None) -> int:
     # be reported at once.
     from accelerate import PartialState
 
+    from gdpolib.models import resolve_device
     from gdpolib.stages.data import base_model, prepare_data
     from gdpolib.stages.evaluate import test_readout
     from gdpolib.stages.train import train_preference, train_sft
 
-    state = PartialState()
+    # cpu=True on a CPU run: otherwise main_process_first() waits for nobody under a
+    # multi-process CPU launch and every process builds the data stage at once.
+    state = PartialState(cpu=resolve_device(cfg).type == "cpu")
     run = runs.Run.open(cfg)
     with state.main_process_first():        # data and the tiny base model are built once
         data = prepare_data(cfg, run)
