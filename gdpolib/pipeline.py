@@ -19,6 +19,8 @@ import yaml
 
 from gdpolib.config import (PROJECT_ROOT, ConfigError, add_params_arguments, load_config,
                             read_yaml)
+from gdpolib.checks import ModelLoadError
+from gdpolib.runs import RunError, preflight
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
@@ -59,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: parse_value(v) for k, v in args.params}
     try:
         cfg = load_config(args.files, overrides)
-    except ConfigError as err:
+        preflight(cfg)
+    except (ConfigError, RunError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # Pass the user's own values only; each notebook fills the rest from the RunConfig defaults.

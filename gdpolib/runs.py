@@ -26,13 +26,21 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import torch
 import yaml
 
+from gdpolib.checks import check_model
 from gdpolib.config import PROJECT_ROOT, RunConfig
 
 log = logging.getLogger("gdpolib")
 SUBDIRS = ("data", "checkpoints", "figures", "notebooks", "logs", "stages")
+# Parameters that never change what a run folder holds: reopening a run with other values of
+# these is fine (its config.yaml is updated).
+FREE_PARAMETERS = ("output_root", "run_name", "update_run", "report_to", "push_to_hub", "methods",
+                   "ablations")
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used: made with other parameters, or not writable."""
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers",
                     "sentence-transformers", "numpy", "scipy", "pandas", "seaborn", "papermill")
 
@@ -42,6 +50,10 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     os.environ["PYTHONHASHSEED"] = str(seed)
+    # Deferred on purpose (here and in environment_record): the pipeline checks run folders
+    # before any notebook starts, and must not pay for importing torch to do so.
+    import torch
+
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
 
@@ -90,10 +102,50 @@ def environment_record() -> dict[str, Any]:
     record: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
                               "packages": versions, "git_commit": git_commit(),
                               "cpu_count": os.cpu_count()}
+    import torch
+
     record["torch_cuda"] = torch.version.cuda
     record["cuda_available"] = torch.cuda.is_available()
     record["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return record
+
+
+def recorded_changes(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """{parameter: (recorded, new)} for the parameters (beyond FREE_PARAMETERS, and present in
+    both) in which `cfg` differs from the run folder's config.yaml; {} for a new folder."""
+    recorded = cfg.run_dir / "config.yaml"
+    if not recorded.exists():
+        return {}
+    old = yaml.safe_load(recorded.read_text()) or {}
+    return {k: (old[k], v) for k, v in cfg.to_dict().items()
+            if k in old and k not in FREE_PARAMETERS and old[k] != v}
+
+
+def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Raise RunError when cfg's run folder exists with other parameters and `update_run` is
+    off; returns the differences (recorded_changes)."""
+    changed = recorded_changes(cfg)
+    if changed and not cfg.update_run:
+        shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changed.items())[:6])
+        raise RunError(f"run folder {cfg.run_dir} was made with other parameters ({shown}); use "
+                       f"another run_name, or -p update_run true to reuse it with these")
+    return changed
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Everything checked before a run folder is touched, beyond the parameters themselves
+    (gdpolib.config validates those): the run folder's recorded parameters, and the model's
+    availability on this machine. Raises RunError or checks.ModelLoadError."""
+    check_run_folder(cfg)
+    check_model(cfg)
+
+
+def remove_leftovers(root: Path) -> None:
+    """Temporary stage folders (`.<stage>.building`, `.<stage>.old`) left by a killed build."""
+    for p in [*root.rglob(".*.building"), *root.rglob(".*.old")]:
+        if p.is_dir():
+            log.info("removing %s (left by a killed build)", p)
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def deep_merge(base: dict, part: Mapping) -> dict:
@@ -121,11 +173,29 @@ class Run:
 
     @classmethod
     def open(cls, cfg: RunConfig) -> "Run":
-        """Create (or reopen) the run directory, record config and environment, set seeds."""
+        """Create (or reopen) the run directory, record config and environment, set seeds.
+
+        A folder whose config.yaml was made with other parameters (beyond FREE_PARAMETERS) is
+        never silently rewritten: RunError names the differences, unless `update_run` asks to
+        reuse it with the new ones (then its metrics.json is cleared: the notebooks refill it,
+        reusing every stage whose inputs are unchanged). Leftovers of killed builds are removed.
+        """
         root = cfg.run_dir
-        for sub in SUBDIRS:
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        _write_atomic(root / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        changed = check_run_folder(cfg)
+        check_model(cfg)
+        try:
+            for sub in SUBDIRS:
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            if changed:
+                log.warning("run %s: reused with new parameters (%s); metrics.json cleared",
+                            root, ", ".join(changed))
+                (root / "metrics.json").unlink(missing_ok=True)
+            _write_atomic(root / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        except OSError as err:
+            raise RunError(f"cannot write the run folder {root} ({err.strerror}); check "
+                           f"output_root {cfg.output_root!r}") from None
+        if os.environ.get("RANK", "0") == "0":     # under accelerate, one process cleans
+            remove_leftovers(root)
         _write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
         seed_everything(cfg.seed)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -17,7 +17,8 @@ import json
 import logging
 import sys
 
-from gdpolib import config
+from gdpolib import config, runs
+from gdpolib.checks import ModelLoadError
 from gdpolib.config import add_params_arguments
 
 METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "all")
@@ -35,19 +36,22 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = config.load_config(args.files, dict(args.params))
-    except config.ConfigError as err:
+        runs.preflight(cfg)
+    except (config.ConfigError, runs.RunError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     # Deferred on purpose: the training stack takes seconds to import, and a config error must
     # be reported at once.
     from accelerate import PartialState
 
-    from gdpolib import runs
+    from gdpolib.models import resolve_device
     from gdpolib.stages.data import base_model, prepare_data
     from gdpolib.stages.evaluate import test_readout
     from gdpolib.stages.train import train_preference, train_sft
 
-    state = PartialState()
+    # cpu=True on a CPU run: otherwise main_process_first() waits for nobody under a
+    # multi-process CPU launch and every process builds the data stage at once.
+    state = PartialState(cpu=resolve_device(cfg).type == "cpu")
     run = runs.Run.open(cfg)
     with state.main_process_first():        # data and the tiny base model are built once
         data = prepare_data(cfg, run)

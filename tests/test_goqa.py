@@ -34,8 +34,8 @@ def test_real_partial_counts_and_distributions(data):
     assert {c: len(data.for_country(c)) for c in ("us", "pk", "sa")} == \
         {"us": 351, "pk": 312, "sa": 125}
     assert len(data.countries) == 130
-    # The one row whose every country list is all-zero is skipped with its index and reason.
-    assert data.report.skipped == [(1393, "no country with a usable distribution")]
+    # No malformed row; the one row whose every country list is all-zero holds no data.
+    assert data.report.skipped == [] and data.report.empty_rows == [1393]
     assert len(data.report.dropped_countries) == 10
     assert data.report.renormalised > 0      # WVS rows sum to 1.001-1.003
     for q in data.questions:
@@ -111,6 +111,24 @@ def test_malformed_row_error_mode_names_row_and_reason(tmp_path, row, reason):
     p = write_csv(tmp_path / "bad.csv", [rows[0], rows[row]])
     with pytest.raises(GoqaError, match=rf"row 1 .*{reason}"):
         load_goqa(p, bad_rows="error")
+
+
+def test_shipped_data_loads_with_bad_rows_error(goqa_csv):
+    strict = load_goqa(goqa_csv, bad_rows="error")      # an empty row is not a malformed one
+    assert strict.report.empty_rows == [1393] and len(strict.questions) == 1773
+
+
+def test_a_known_country_without_usable_rows_says_so(tmp_path):
+    rows = malformed_rows()
+    bad_sa = [["Is it?", sel({"S. Africa": [0.5, 0.2]}), "['Yes', 'No']", "GAS"],
+              ["Was it?", sel({"S. Africa": [0.0, 0.0], "Spain": [0.5, 0.5]}), "['Yes', 'No']", "GAS"]]
+    d = load_goqa(write_csv(tmp_path / "sa.csv", [rows[0], *bad_sa]))
+    with pytest.raises(GoqaError, match=r"0 usable questions for S\. Africa .*1 of 3 rows skipped "
+                                        r"as malformed \(1 x values for 'S\. Africa' sum to "
+                                        r"0\.7000.*1 empty or all-zero S\. Africa entries"):
+        d.resolve("sa")
+    with pytest.raises(UnknownCountryError, match="closest valid names"):
+        d.resolve("Atlantis")
 
 
 def test_file_errors(tmp_path):

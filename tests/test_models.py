@@ -20,26 +20,29 @@ def test_tiny_model_digits_are_single_tokens_and_it_generates(tmp_cfg):
     assert out.shape[1] == prompt["input_ids"].shape[1] + 5
 
 
-def test_tiny_base_model_is_a_cached_run_stage(tmp_cfg):
-    run = Run.open(tmp_cfg)
-    calls = []
+def test_tiny_base_model_is_a_cached_run_stage_sized_from_the_data(tmp_cfg):
+    from gdpolib.stages.data import base_model, prepare_data
 
-    def texts():
-        calls.append(1)
-        return TEXTS
-
-    path, key = models.base_checkpoint(tmp_cfg, run, texts)
-    again = models.base_checkpoint(tmp_cfg, run, texts)      # reused: same folder and key
+    cfg = tmp_cfg.replace(max_questions=12)
+    run = Run.open(cfg)
+    data = prepare_data(cfg, run)
+    path, key = base_model(cfg, run, data)
+    again = base_model(cfg, run)                    # reused: same folder and key
     assert again == (path, key) and key == run.stage_hash("checkpoints/base")
-    m1, t1 = models.load_pretrained(path, tmp_cfg)
-    m2, t2 = models.load_pretrained(again[0], tmp_cfg)
+    m1, t1 = models.load_pretrained(path, cfg)
+    m2, t2 = models.load_pretrained(again[0], cfg)
     assert t1.get_vocab() == t2.get_vocab() == models.load_tokenizer(path).get_vocab()
     for a, b in zip(m1.parameters(), m2.parameters()):
         assert torch.equal(a, b)
-    # another model never asks for the run's text
-    assert models.base_checkpoint(tmp_cfg.replace(model="smollm2-135m"), run, texts) == \
+    # the context holds the longest sequence and the longest prompt plus the generated tokens
+    longest = data.longest(t1)
+    window = m1.config.n_positions
+    assert window % 64 == 0 and window == models.context_window(path)
+    assert longest["sequence"][0] <= window and longest["prompt"][0] + cfg.max_new_tokens <= window
+    assert window - 64 < max(longest["sequence"][0], longest["prompt"][0] + cfg.max_new_tokens, 64)
+    # another model never asks for the run's data
+    assert models.base_checkpoint(cfg.replace(model="smollm2-135m"), run, None) == \
         ("smollm2-135m", "smollm2-135m")
-    assert len(calls) == 2
 
 
 def test_device_and_dtype_auto_and_override(tmp_cfg):

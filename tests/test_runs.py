@@ -73,3 +73,47 @@ def test_two_runs_never_share_artifacts(tmp_cfg):
     b.stage("data", {"k": 1}, lambda out: (out / "f").write_text("b"))
     assert (a.root / "data" / "f").read_text() == "a" and (b.root / "data" / "f").read_text() == "b"
     assert a.root != b.root
+
+
+def test_a_run_folder_made_with_other_parameters_is_never_rewritten(tmp_cfg):
+    run = Run.open(tmp_cfg)
+    run.merge_metrics({"methods": {"sft": {"jsd": 0.2}}})
+    before = (run.root / "config.yaml").read_text()
+    other = tmp_cfg.replace(gdpo_steps=7, seed=3)
+    with pytest.raises(runs.RunError, match=r"gdpo_steps: 150 -> 7.*update_run"):
+        Run.open(other)
+    assert (run.root / "config.yaml").read_text() == before
+    assert run.metrics() == {"methods": {"sft": {"jsd": 0.2}}}
+    # parameters that change nothing the folder holds are fine
+    Run.open(tmp_cfg.replace(methods=["sft"], report_to="tensorboard"))
+    # asked to: reused with the new parameters, its numbers cleared (the notebooks refill them)
+    again = Run.open(other.replace(update_run=True))
+    assert "gdpo_steps: 7" in (again.root / "config.yaml").read_text()
+    assert again.metrics() == {}
+
+
+def test_an_unwritable_output_root_is_one_clear_error(tmp_cfg, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the outputs should go")   # fails even for root, unlike chmod
+    with pytest.raises(runs.RunError, match="cannot write the run folder .*output_root"):
+        Run.open(tmp_cfg.replace(output_root=str(blocker)))
+
+
+def test_leftovers_of_a_killed_build_are_removed_on_open(tmp_cfg):
+    run = Run.open(tmp_cfg)
+    left = [run.root / "stages" / ".eval.building", run.root / "checkpoints" / ".sft.old"]
+    for d in left:
+        d.mkdir(parents=True)
+        (d / "partial.bin").write_bytes(b"x")
+    Run.open(tmp_cfg)
+    assert not any(d.exists() for d in left)
+
+
+def test_an_unavailable_model_fails_before_any_folder_is_written(tmp_cfg, monkeypatch):
+    from gdpolib.checks import ModelLoadError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = tmp_cfg.replace(model="EleutherAI/pythia-2.8b")
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        Run.open(cfg)
+    assert not cfg.run_dir.exists()

@@ -72,3 +72,37 @@ def test_p_star_override_keeps_true_p_star(cfg):
     assert run.metrics()["data"]["questions"] == 30
     with pytest.raises(BeliefError, match="not in the data"):
         prepare_data(cfg, run, p_star_override={"goqa-999999": [1.0]})
+
+
+def test_too_few_questions_or_an_empty_split_fail_with_the_counts(cfg):
+    from gdpolib.data.records import DataError
+
+    few = cfg.replace(min_questions=200, run_name="few")
+    with pytest.raises(DataError, match=r"S\. Africa has 125 usable questions .*min_questions is 200"):
+        prepare_data(few, runs.Run.open(few))
+    assert not (few.run_dir / "data" / "stage.json").exists()   # nothing saved as finished
+    tiny = cfg.replace(max_questions=2, split_by="question", run_name="two")
+    with pytest.raises(DataError, match=r"leaves no question in eval, test"):
+        prepare_data(tiny, runs.Run.open(tiny))
+
+
+def test_japan_with_the_defaults_fits_the_tiny_model(tmp_path):
+    """The README's "any country" example: its longest prompt (~357 tokens) used to overflow a
+    fixed 256-position context; the context is now sized from the run's own data."""
+    from gdpolib import models
+    from gdpolib.generation import max_context
+    from gdpolib.stages.data import base_model, sequence_length
+
+    cfg = config.load_config(overrides={"country": "Japan", "output_root": str(tmp_path)})
+    run = runs.Run.open(cfg)
+    data = prepare_data(cfg, run)
+    model, tok = models.load_pretrained(base_model(cfg, run, data)[0], cfg)
+    longest = data.longest(tok)
+    assert longest["prompt"][0] > 256                   # the case that failed before
+    length = sequence_length(cfg, data, tok, max_context(model))
+    assert length == longest["sequence"][0] <= model.config.n_positions
+    assert longest["prompt"][0] + cfg.max_new_tokens <= model.config.n_positions
+    # a max_length that is set and too small is an error naming the question, before any step
+    with pytest.raises(stage_data.ContextError, match=r"question goqa-\d+: a training sequence "
+                                                      r"has \d+ tokens, more than max_length 128"):
+        sequence_length(cfg.replace(max_length=128), data, tok, max_context(model))

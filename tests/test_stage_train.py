@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -45,20 +46,38 @@ def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         train.train_preference(cfg, run, data, "gdpo")
     assert not (run.root / "checkpoints" / "gdpo").exists()          # nothing partial
+    # a kill while saving checkpoint-3 left its weights but no trainer_state.json
+    steps_dir = run.root / "checkpoints" / "gdpo-steps"
+    shutil.copytree(steps_dir / "checkpoint-2", steps_dir / "checkpoint-3")
+    (steps_dir / "checkpoint-3" / "trainer_state.json").unlink()
     monkeypatch.setattr(TrackingCallback, "on_step_end", original)
     gdpo = train.train_preference(cfg, run, data, "gdpo")
     summary = json.loads((gdpo / "summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4
     tracks = pd.read_json(gdpo / "tracking.jsonl", lines=True)
     assert list(tracks["step"]) == [0, 2, 4]
+    assert tracks["seconds"].is_monotonic_increasing                  # time goes on after a resume
     assert {"margin_majority", "margin_minority", "accuracy", "jsd", "belief_mass"} <= set(tracks)
     assert tracks["margin"].iloc[0] == pytest.approx(0.0, abs=1e-5)     # policy = reference at step 0
     # cached: the same key reuses the stage
     assert train.train_preference(cfg, run, data, "gdpo") == gdpo
     assert json.loads((gdpo / "summary.json").read_text()) == summary
 
+    # DPO killed at step 1, before its first checkpoint: the rerun starts from 0 and its
+    # tracking holds one record per step, not the killed attempt's step 0 too
+    def early_crash(self, args, state, control, **kw):
+        if state.global_step == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, args, state, control, **kw)
+
+    monkeypatch.setattr(TrackingCallback, "on_step_end", early_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_preference(cfg, run, data, "dpo")
+    monkeypatch.setattr(TrackingCallback, "on_step_end", original)
     dpo = train.train_preference(cfg, run, data, "dpo")
     assert (dpo / "model.safetensors").exists()
+    assert json.loads((dpo / "summary.json").read_text())["resumed_from"] is None
+    assert list(pd.read_json(dpo / "tracking.jsonl", lines=True)["step"]) == [0, 2, 4]
     for m in ("sft", "dpo", "gdpo"):
         evaluate.test_readout(cfg, run, data, m)
     metrics = run.metrics()

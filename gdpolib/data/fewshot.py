@@ -53,15 +53,16 @@ def fewshot_prompts(prompts: Sequence[str], qids: Sequence[str], pool: tuple[lis
     return out
 
 
-def icf_dataset(cfg, data, tokenizer) -> Dataset:
+def icf_dataset(cfg, data, tokenizer, max_length: int) -> Dataset:
     """ICF training set: every SFT train record with a few-shot context block before its prompt
     (reference §6: SFT on `context + <Q>...<A>`). The context holds as many of kshot_k
-    demonstrations as fit in max_length together with the prompt and its completion (+ EOS), so
-    that SFT never truncates the completion (the authors raised their limits to 1024 for ICF)."""
+    demonstrations as fit in `max_length` (the run's sequence length) together with the prompt
+    and its completion (+ EOS), so that SFT never truncates the completion (the authors raised
+    their limits to 1024 for ICF)."""
     train = data.sft["train"]
     completion_len = [len(x) for x in tokenizer(list(train["completion"]),
                                                 add_special_tokens=False)["input_ids"]]
-    budgets = [cfg.max_length - n - 2 for n in completion_len]
+    budgets = [max_length - n - 2 for n in completion_len]
     prompts = fewshot_prompts(train["prompt"], train["qid"], demo_pool(data), tokenizer,
                               cfg.kshot_k, budgets, cfg.seed, "icf-train")
     return Dataset.from_dict({"prompt": prompts, "completion": list(train["completion"])})

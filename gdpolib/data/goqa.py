@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from gdpolib.config import resolve_path
-from gdpolib.countries import resolve_country
+from gdpolib.countries import UnknownCountryError, resolve_country
 
 HUB_ID = "Anthropic/llm_global_opinions"
 HUB_FILE = "data/global_opinions.csv"
@@ -65,11 +65,22 @@ class LoadReport:
     renormalised: int = 0                               # rows with >= 1 country renormalised
     renormalised_entries: int = 0                       # (row, country) distributions renormalised
     dropped_countries: list[tuple[int, str, str]] = field(default_factory=list)  # (row, country, why)
+    empty_rows: list[int] = field(default_factory=list)  # well-formed rows without any distribution
 
     def summary(self) -> str:
-        return (f"{self.origin}: {self.n_rows} rows, {len(self.skipped)} skipped, "
-                f"{self.renormalised} renormalised, {len(self.dropped_countries)} empty "
-                f"country entries dropped")
+        return (f"{self.origin}: {self.n_rows} rows, {len(self.skipped)} skipped as malformed, "
+                f"{len(self.empty_rows)} without any distribution, {self.renormalised} "
+                f"renormalised, {len(self.dropped_countries)} empty country entries dropped")
+
+    def reasons(self, top: int = 3) -> str:
+        """The most common reasons rows were skipped, with their counts."""
+        counts: dict[str, int] = {}
+        for _, why in self.skipped:
+            key = why.split(":")[0] if why.startswith(("options", "selections")) else why
+            key = key if len(key) < 60 else key[:57] + "..."
+            counts[key] = counts.get(key, 0) + 1
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return "; ".join(f"{n} x {why}" for why, n in ranked) or "none"
 
 
 @dataclass
@@ -79,8 +90,21 @@ class GoqaData:
     report: LoadReport
 
     def resolve(self, country: str) -> str:
-        """Dataset spelling of `country` among the loaded keys (aliases ok); unknown -> error."""
-        return resolve_country(country, available=self.countries)
+        """Dataset spelling of `country` among the loaded keys (aliases ok). A known country
+        without any usable row here gets a GoqaError saying so (with the skip reasons); an
+        unknown name gets the closest valid names."""
+        try:
+            return resolve_country(country, available=self.countries)
+        except UnknownCountryError:
+            try:
+                known = resolve_country(country)
+            except UnknownCountryError:
+                raise
+            dropped = sum(1 for _, c, _ in self.report.dropped_countries if c == known)
+            raise GoqaError(
+                f"0 usable questions for {known} in {self.report.origin}: {len(self.report.skipped)}"
+                f" of {self.report.n_rows} rows skipped as malformed ({self.report.reasons()}), "
+                f"{dropped} empty or all-zero {known} entries dropped") from None
 
     def for_country(self, country: str) -> list[GoqaQuestion]:
         """Questions that have a distribution for `country` (alias or dataset spelling)."""
@@ -160,11 +184,12 @@ def parse_selections(text: object) -> dict[str, list[float]]:
 
 
 def validate_row(idx: int, question: object, options_text: object, selections_text: object,
-                 source: object, report: LoadReport) -> GoqaQuestion:
-    """Parse and check one row; raises ValueError(reason) for a bad row.
+                 source: object, report: LoadReport) -> GoqaQuestion | None:
+    """Parse and check one row; raises ValueError(reason) for a malformed row.
 
     Empty or all-zero country lists are dropped for that country (reported in
-    `report.dropped_countries`); a row with no country left is bad.
+    `report.dropped_countries`); a well-formed row with no country left holds no data: it
+    returns None (the caller counts it in `report.empty_rows`), also under bad_rows="error".
     """
     if not isinstance(question, str) or not question.strip():
         raise ValueError("empty question")
@@ -198,7 +223,7 @@ def validate_row(idx: int, question: object, options_text: object, selections_te
             renorm += 1
         selections[country] = arr / total
     if not selections:
-        raise ValueError("no country with a usable distribution")
+        return None
     if renorm:
         report.renormalised += 1
         report.renormalised_entries += renorm
@@ -215,8 +240,12 @@ def parse_rows(rows: list[dict], origin: str, bad_rows: str = "skip") -> GoqaDat
     questions: list[GoqaQuestion] = []
     for idx, row in enumerate(rows):
         try:
-            questions.append(validate_row(idx, row.get("question"), row.get("options"),
-                                          row.get("selections"), row.get("source"), report))
+            q = validate_row(idx, row.get("question"), row.get("options"), row.get("selections"),
+                             row.get("source"), report)
+            if q is None:
+                report.empty_rows.append(idx)
+            else:
+                questions.append(q)
         except ValueError as err:
             if bad_rows == "error":
                 raise GoqaError(f"{origin}: row {idx} (0-based data row): {err}") from None

@@ -25,7 +25,7 @@ import numpy as np
 from gdpolib.beliefs import QuestionBeliefs
 from gdpolib.config import resolve_path
 from gdpolib.data.records import (PromptItem, apply_override, assign_splits, build_records,
-                                  format_prompt, write_stage)
+                                  check_splits, format_prompt, write_stage)
 from gdpolib.data.responses import styles_for
 
 K_MOVIES = 5
@@ -198,6 +198,7 @@ def build_movies(cfg, out: Path, override: Mapping | None = None) -> dict:
     targets = apply_override(qbs, override)
     items = movie_items(qbs, responses, cfg.n_styles, targets)
     assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
+    check_splits(assignment, cfg.split_by)
     rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
     (out / "splits.json").write_text(json.dumps(assignment, indent=1))
     reports = {"load": {"origin": str(cfg.movies_path), "reviews": len(data.reviews),

@@ -35,6 +35,10 @@ SPLITS = ("train", "eval", "test")
 KINDS = ("sft", "dpo", "gdpo", "prompts")
 
 
+class DataError(ValueError):
+    """A group whose data cannot make a meaningful run (too few questions, an empty split)."""
+
+
 class LeakageError(RuntimeError):
     """A question (split by question) or a prompt (split by prompt) in two splits."""
 
@@ -125,6 +129,17 @@ def assign_splits(items: Sequence[PromptItem], split_by: str, fractions: Sequenc
         it.split = assignment[split_key(it, split_by)]
     check_leakage(items, split_by)
     return assignment
+
+
+def check_splits(assignment: Mapping[str, str], split_by: str) -> None:
+    """Every split needs at least one unit (question or prompt): a run must train, select and
+    test on something; otherwise DataError with the counts."""
+    counts = {s: sum(v == s for v in assignment.values()) for s in SPLITS}
+    empty = [s for s, n in counts.items() if n == 0]
+    if empty:
+        raise DataError(f"split by {split_by} leaves no {split_by} in {', '.join(empty)} "
+                        f"(counts {counts}); use more questions (max_questions) or other "
+                        f"split_fractions")
 
 
 def check_leakage(items: Sequence[PromptItem], split_by: str) -> None:
@@ -269,6 +284,7 @@ class RunData:
     questions: list[QuestionBeliefs]  # TRUE p* (empty for hub datasets)
     counts: dict[str, Any]
     reports: dict[str, Any] = field(default_factory=dict)
+    lengths: dict = field(default_factory=dict, repr=False)   # longest() per tokenizer (cache)
 
     def texts(self) -> list[str]:
         """Training text (prompts + completions), e.g. to train the tiny model's BPE."""
@@ -279,10 +295,41 @@ class RunData:
             t.append(r["prompt"] + r["rejected"])
         return t
 
+    def sequences(self) -> tuple[dict[str, str], dict[str, str]]:
+        """Every text a model of this run reads, for sizing and checking its context:
+        ({prompt + completion: qid} of every SFT record and both sides of every DPO/GDPO pair,
+        all splits; {prompt: qid} of every eval prompt). Duplicates are kept once."""
+        full: dict[str, str] = {}
+        for split in SPLITS:
+            for r in self.sft[split]:
+                full.setdefault(r["prompt"] + r["completion"], r["qid"])
+            for kind in (self.dpo, self.gdpo):
+                for r in kind[split]:
+                    full.setdefault(r["prompt"] + r["chosen"], r["qid"])
+                    full.setdefault(r["prompt"] + r["rejected"], r["qid"])
+        prompts = {r["prompt"]: r["qid"] for split in SPLITS for r in self.prompts[split]}
+        return full, prompts
+
+    def longest(self, tokenizer) -> dict[str, tuple[int, str]]:
+        """The longest texts of the run in `tokenizer`'s tokens, with the question they belong to:
+        {"sequence": (tokens of prompt + completion + EOS, qid), "prompt": (tokens, qid)}."""
+        full, prompts = self.sequences()
+        return {"sequence": _longest(tokenizer, full, extra=1), "prompt": _longest(tokenizer, prompts)}
+
     def table(self, kind: str = "gdpo", split: str = "train", n: int = 5):
         """A pandas table of the first n records (for notebooks)."""
         return getattr(self, kind)[split].select(range(min(n, len(getattr(self, kind)[split])))
                                                  ).to_pandas()
+
+
+def _longest(tokenizer, texts: Mapping[str, str], extra: int = 0) -> tuple[int, str]:
+    """(token count + extra, qid) of the longest of `texts` ({text: qid}); (0, "") when empty."""
+    if not texts:
+        return 0, ""
+    items = list(texts.items())
+    lengths = [len(ids) + extra for ids in tokenizer([t for t, _ in items])["input_ids"]]
+    i = max(range(len(items)), key=lengths.__getitem__)
+    return lengths[i], items[i][1]
 
 
 def _qb_to_json(q: QuestionBeliefs) -> dict:

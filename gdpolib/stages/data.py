@@ -19,9 +19,9 @@ from gdpolib.config import resolve_path
 from gdpolib.data import goqa
 from gdpolib.data.hub import build_hub
 from gdpolib.data.movies import build_movies
-from gdpolib.data.records import (DATA_VERSION, SPLITS, RunData, apply_override, assign_splits,
-                                  build_records, goqa_items, load_run_data, metrics_part,
-                                  write_stage)
+from gdpolib.data.records import (DATA_VERSION, SPLITS, DataError, RunData, apply_override,
+                                  assign_splits, build_records, check_splits, goqa_items,
+                                  load_run_data, metrics_part, write_stage)
 from gdpolib.data.generators import make_generator
 from gdpolib.runs import file_hash, stable_hash
 
@@ -68,6 +68,11 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
     scheme = make_scheme(cfg)
     qbs, scheme_report = scheme.apply(data.questions, country)
     log.info(scheme_report.summary())
+    if len(qbs) < cfg.min_questions:
+        raise DataError(f"{country} has {len(qbs)} usable questions under belief_scheme "
+                        f"{cfg.belief_scheme} ({len(scheme_report.skipped)} of "
+                        f"{scheme_report.n_questions} skipped by the scheme); min_questions is "
+                        f"{cfg.min_questions}: lower it to run on so few questions anyway")
     if cfg.max_questions is not None:
         qbs = qbs[:cfg.max_questions]
     targets = apply_override(qbs, override)
@@ -78,6 +83,7 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
     used = {it.qid for it in items}
     qbs = [q for q in qbs if q.qid in used]
     assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
+    check_splits(assignment, cfg.split_by)
     rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
     reports = {
         "load": {"origin": data.report.origin, "rows": data.report.n_rows,
@@ -129,6 +135,37 @@ def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None
     return data
 
 
+class ContextError(ValueError):
+    """A sequence of the run that does not fit max_length or the model's window."""
+
+
+def sequence_length(cfg, data: RunData, tokenizer, window: int | None) -> int:
+    """TRL's max_length for this run, checked before any step so that nothing is ever cut:
+    `max_length` when set, else the run's longest training sequence (prompt + completion +
+    EOS, every split). Every training sequence must fit it, and it and every eval prompt plus
+    `max_new_tokens` must fit the model's `window` (None = unbounded); otherwise ContextError
+    names the question and the numbers."""
+    key = (getattr(tokenizer, "name_or_path", ""), len(tokenizer))
+    if key not in data.lengths:
+        data.lengths[key] = data.longest(tokenizer)
+    (seq, seq_q), (prompt, prompt_q) = data.lengths[key]["sequence"], data.lengths[key]["prompt"]
+    length = cfg.max_length or seq
+    if seq > length:
+        raise ContextError(f"question {seq_q}: a training sequence has {seq} tokens, more than "
+                           f"max_length {length}; raise max_length or set it to null (sized from "
+                           f"the data)")
+    if window is not None and length > window:
+        raise ContextError(f"max_length {length} (question {seq_q}) is more than the {window} "
+                           f"positions model {cfg.model} reads; use a model with a longer "
+                           f"context or fewer/shorter questions")
+    if window is not None and prompt + cfg.max_new_tokens > window:
+        raise ContextError(f"question {prompt_q}: an eval prompt of {prompt} tokens plus "
+                           f"max_new_tokens {cfg.max_new_tokens} is more than the {window} "
+                           f"positions model {cfg.model} reads; lower max_new_tokens or use a "
+                           f"model with a longer context")
+    return length
+
+
 def base_model(cfg, run, data: RunData | None = None) -> tuple[str | Path, str]:
     """The run's starting policy (before SFT) and its identity for stage keys.
 
@@ -137,4 +174,4 @@ def base_model(cfg, run, data: RunData | None = None) -> tuple[str | Path, str]:
     Returns (folder, its stage hash) for `tiny`, else (cfg.model, cfg.model): a hub id, a local
     path or `smollm2-135m`, for models.load_pretrained / load_tokenizer.
     """
-    return models.base_checkpoint(cfg, run, lambda: (data or prepare_data(cfg, run)).texts())
+    return models.base_checkpoint(cfg, run, lambda: data or prepare_data(cfg, run))

@@ -31,7 +31,7 @@ from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
 from gdpolib.metrics import jsd_by_question as _jsd_by_question
 from gdpolib.scoring import EvalSet, readout, score_samples
-from gdpolib.stages.data import base_model
+from gdpolib.stages.data import base_model, sequence_length
 from gdpolib.stages.train import PREFERENCE_METHODS, data_hash, train_preference, train_sft
 
 log = logging.getLogger("gdpolib.stages.evaluate")
@@ -65,8 +65,10 @@ def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]
     if method == "kshot":
         return base_model(cfg, run, data)
     if method == "icf":
-        tok = models.load_tokenizer(base_model(cfg, run, data)[0], cfg)
-        path = train_sft(cfg, run, data, dataset=icf_dataset(cfg, data, tok), name="icf")
+        base = base_model(cfg, run, data)[0]
+        tok = models.load_tokenizer(base, cfg)
+        length = sequence_length(cfg, data, tok, models.context_window(base, cfg))
+        path = train_sft(cfg, run, data, dataset=icf_dataset(cfg, data, tok, length), name="icf")
         return path, run.stage_hash("checkpoints/icf")
     if method == "sft":
         return train_sft(cfg, run, data), run.stage_hash("checkpoints/sft")
@@ -75,11 +77,14 @@ def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]
     raise ValueError(f"unknown method {method!r} (one of {', '.join(METHOD_ORDER)})")
 
 
-def _context_limit(model, cfg, method: str) -> int:
+def _context_limit(model, tokenizer, cfg, data: RunData, method: str) -> int:
     """Prompt tokens a few-shot prompt may use: the model's window minus the tokens to generate;
-    for ICF also within max_length, the cap its training sequences were built with."""
-    limit = max_context(model, cfg.max_new_tokens) or (cfg.max_length - cfg.max_new_tokens)
-    return min(limit, cfg.max_length - cfg.max_new_tokens) if method == "icf" else limit
+    for ICF also within the run's sequence length, the cap its training sequences were built
+    with."""
+    window = max_context(model)
+    length = sequence_length(cfg, data, tokenizer, window)
+    limit = window - cfg.max_new_tokens if window else length - cfg.max_new_tokens
+    return min(limit, length - cfg.max_new_tokens) if method == "icf" else limit
 
 
 def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
@@ -88,7 +93,8 @@ def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
     es = EvalSet.from_table(data.prompts["test"])
     if method in FEWSHOT_METHODS:
         es = es.with_prompts(fewshot_prompts(es.prompts, es.qids, demo_pool(data), tokenizer,
-                                             cfg.kshot_k, _context_limit(model, cfg, method),
+                                             cfg.kshot_k,
+                                             _context_limit(model, tokenizer, cfg, data, method),
                                              cfg.seed, "test"))
     return es
 
@@ -115,11 +121,12 @@ def test_readout(cfg, run, data: RunData, method: str,
         res: dict[str, Any] = {"jsd": float(np.mean(read["jsd"])),
                                "belief_mass": float(np.mean(read["mass"])), "n_prompts": len(es)}
         if method in PREFERENCE_METHODS:
+            length = sequence_length(cfg, data, tok, max_context(model))
             ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
             pairs = (data.dpo if method == "dpo" else data.gdpo)["test"]
             enc = margins.encode_pairs(tok, pairs)
-            pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, cfg.max_length)
-            rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, cfg.max_length)
+            pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, length)
+            rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, length)
             res.update(margins.margin_summary(margins.reward_margins(pol, rl, cfg.beta),
                                               np.asarray(pairs["majority"])))
         (out / "test.json").write_text(json.dumps(res, indent=2))

@@ -19,7 +19,8 @@ from gdpolib import beliefs, models
 from gdpolib.data.records import RunData
 from gdpolib.runs import stable_hash
 from gdpolib.scoring import EvalSet
-from gdpolib.stages.data import base_model
+from gdpolib.generation import max_context
+from gdpolib.stages.data import base_model, sequence_length
 from gdpolib.trainers.fit import finish_stage, fit, peft_config, progress_dir, training_args
 from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer, method_lambdas
 from gdpolib.trainers.tracking import Tracker, TrackingCallback
@@ -66,11 +67,12 @@ def train_sft(cfg, run, data: RunData, dataset: Dataset | None = None, name: str
         return run.stage_dir(stage)
     progress = progress_dir(run, name, stable_hash(key))
     model, tok = models.load_policy(base, cfg, train=True)
+    length = sequence_length(cfg, data, tok, max_context(model))
     ids = beliefs.check_belief_tokens(tok, data.k_max)
     tracker = Tracker(tok, ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset, cfg.seed),
                       batch_size=cfg.eval_batch_size)
     args = training_args(cfg, SFTConfig, progress, cfg.sft_steps, cfg.sft_lr, run.path("logs", name),
-                         completion_only_loss=True, packing=False)
+                         completion_only_loss=True, packing=False, max_length=length)
     trainer = SFTTrainer(model=model, args=args, processing_class=tok,
                          train_dataset=train.select_columns(["prompt", "completion"]),
                          peft_config=peft_config(cfg))
@@ -104,19 +106,20 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
         return run.stage_dir(stage)
     progress = progress_dir(run, method, stable_hash(key))
     model, tok = models.load_policy(sft_dir, cfg, train=True)
+    length = sequence_length(cfg, data, tok, max_context(model))
     ids = beliefs.check_belief_tokens(tok, data.k_max)
     eval_pairs = pairs["eval"]
     eval_pairs = eval_pairs.shuffle(seed=cfg.seed).select(range(min(cfg.eval_subset, len(eval_pairs))))
     tracker = Tracker(tok, ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset, cfg.seed),
                       pairs=eval_pairs, ref_model=model, beta=cfg.beta, batch_size=cfg.eval_batch_size,
-                      max_length=cfg.max_length)
+                      max_length=length)
     ref_model = None
     if not (cfg.precompute_ref_log_probs or cfg.lora):
         ref_model, _ = models.load_policy(sft_dir, cfg)
     cols = ["prompt", "chosen", "rejected"] + ([] if is_dpo else ["p_star", "belief_mask"])
     train = pairs["train"].select_columns(cols)
     common = dict(beta=cfg.beta, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-                  label_smoothing=cfg.label_smoothing)
+                  label_smoothing=cfg.label_smoothing, max_length=length)
     if is_dpo:
         args = training_args(cfg, DPOConfig, progress, steps, lr, run.path("logs", method), **common)
     else:

@@ -89,7 +89,19 @@ def progress_dir(run, name: str, key_hash: str) -> Path:
 
 
 def last_checkpoint(d: Path) -> str | None:
-    return get_last_checkpoint(str(d)) if d.exists() else None
+    """The newest COMPLETE Trainer checkpoint in `d` (None if there is none).
+
+    The Trainer writes trainer_state.json last, so a checkpoint without it was cut short by a
+    kill during the save: it is removed (and said), and the one before it is resumed from."""
+    if not d.exists():
+        return None
+    while (last := get_last_checkpoint(str(d))) is not None:
+        if (Path(last) / "trainer_state.json").exists():
+            return last
+        log.warning("removing the incomplete checkpoint %s (no trainer_state.json: the run was "
+                    "killed while saving it)", last)
+        shutil.rmtree(last)
+    return None
 
 
 def finish_stage(run, name: str, key: dict, progress: Path) -> Path:

