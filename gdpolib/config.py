@@ -228,8 +228,11 @@ class RunConfig:
     lora_alpha: int = param(32, "LoRA alpha: adapter updates are scaled by alpha / r.", ge=1)
     gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass to "
                                                 "save memory (CUDA only).")
-    report_to: str = param("none", "Training logs to: none, tensorboard (the run's logs/) or wandb.",
-                           choices=("none", "tensorboard", "wandb"))
+    report_to: str = param("none", "Experiment tracker for training curves, our eval JSD, belief "
+                                   "mass and reward margins, and GPO's validation score: "
+                                   "tensorboard (the run's logs/), trackio (local; project = "
+                                   "the run's name) or wandb.",
+                           choices=("none", "tensorboard", "trackio", "wandb"))
     push_to_hub: str | None = param(None, "Hugging Face hub repo id (org/name) that a trained "
                                           "model, its model card and the built datasets are "
                                           "published to; null = never publish.",

@@ -50,8 +50,9 @@ def _device_flags(cfg) -> dict[str, Any]:
 
 
 def training_args(cfg, cls, out_dir: Path, steps: int, lr: float, logs_dir: Path, **extra):
-    """TRL config (SFTConfig / DPOConfig / GDPOConfig) shared by every stage; TensorBoard logs
-    under logs_dir."""
+    """TRL config (SFTConfig / DPOConfig / GDPOConfig) shared by every stage. The trackers of
+    `report_to` get the stage as one run: TensorBoard logs under logs_dir (`<run>/logs/<stage>`),
+    trackio/wandb the project = the run's name and the run = the stage's name."""
     if cfg.report_to == "tensorboard":
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(logs_dir)
     kwargs = dict(
@@ -61,6 +62,7 @@ def training_args(cfg, cls, out_dir: Path, steps: int, lr: float, logs_dir: Path
         logging_steps=max(1, min(10, steps // 20 or 1)),
         save_strategy="steps", save_steps=max(1, cfg.save_every), save_total_limit=1,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        project=cfg.run_dir_name, run_name=Path(logs_dir).name,
         seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length,
         dataloader_num_workers=0, disable_tqdm=False, **_device_flags(cfg))
     return cls(**{**kwargs, **extra})
