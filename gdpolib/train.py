@@ -6,7 +6,8 @@
 
 Builds (or reuses) the data stage and the SFT stage, trains the method (sft | dpo | gdpo | cdpo |
 mft | all = sft, dpo, gdpo and the `ablations`), writes its test-split numbers into the run's
-metrics.json and prints the stage folder last. Under `accelerate launch` (DDP) every process
+metrics.json and prints the stage folder last. With `push_to_hub: <repo id>` the method's model,
+its model card and the built datasets are then published (gdpolib.publish). Under `accelerate launch` (DDP) every process
 trains; data, stage bookkeeping, tracking and the test evaluation run on the main process.
 A killed run resumes from its last Trainer checkpoint (`save_every`) when started again.
 """
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     # be reported at once.
     from accelerate import PartialState
 
+    from gdpolib import publish
     from gdpolib.models import resolve_device
     from gdpolib.stages.data import base_model, prepare_data
     from gdpolib.stages.evaluate import test_readout
@@ -67,6 +69,10 @@ def main(argv=None) -> int:
             log.info("%s test: %s", method, json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                          for k, v in numbers.items()}))
     state.wait_for_everyone()
+    if state.is_main_process and cfg.push_to_hub:
+        published = "gdpo" if args.method == "all" else args.method
+        folder = publish.prepare_upload(run.root, published, cfg.push_to_hub)
+        log.info("published %s: %s", published, publish.push(folder, cfg.push_to_hub))
     if state.is_main_process:
         print(out)
     return 0

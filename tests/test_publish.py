@@ -4,9 +4,6 @@ arguments, so nothing leaves the machine."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -14,7 +11,6 @@ import yaml
 from huggingface_hub import HfApi, ModelCard
 
 from gdpolib import publish
-from gdpolib.config import PROJECT_ROOT
 
 REPO = "someone/gdpo-sa-tiny"
 SCHEDULE = {"max_questions": 4, "tiny_n_layer": 1, "tiny_n_embd": 32, "tiny_n_head": 2,
@@ -22,18 +18,31 @@ SCHEDULE = {"max_questions": 4, "tiny_n_layer": 1, "tiny_n_embd": 32, "tiny_n_he
             "gdpo_steps": 2, "eval_every": 2, "eval_subset": 4, "device": "cpu"}
 
 
+PUSHED: list = []
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, goqa_csv):
-    """sft, dpo and gdpo trained for a few steps by the training entry point (about 20 s)."""
+    """sft, dpo and gdpo trained for a few steps by the training entry point (about 20 s), with
+    push_to_hub set: the entry point prepares the upload and calls publish.push, captured here
+    (the network call itself is the hub client's)."""
+    from gdpolib import train
+
     root = tmp_path_factory.mktemp("pub")
-    args = [sys.executable, "-m", "gdpolib.train", "--method", "all"]
+    args = ["--method", "all"]
     for k, v in {**SCHEDULE, "output_root": str(root), "run_name": "r", "goqa_path": str(goqa_csv),
                  "push_to_hub": REPO}.items():
         args += ["-p", k, str(v)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
-    res = subprocess.run(args, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(publish, "push", lambda folder, repo_id: PUSHED.append((folder, repo_id))
+                   or f"https://huggingface.co/{repo_id}/commit/0")
+        assert train.main(args) == 0
     return root / "r"
+
+
+def test_the_training_entry_point_publishes_gdpo_when_push_to_hub_is_set(run_dir):
+    assert PUSHED == [(run_dir / "publish" / "gdpo", REPO)]
+    assert (run_dir / "publish" / "gdpo" / "README.md").exists()
 
 
 @pytest.fixture(scope="module")
