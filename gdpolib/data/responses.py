@@ -5,20 +5,12 @@ Generators work at the option level (as the paper's generation prompt does); the
 options to beliefs (gdpolib.data.records; under `stance6` a class can hold several options, so a belief then has
 several candidate responses).
 
-- TemplateGenerator (offline default): fixed style wrappers and several sentence variants,
-  chosen deterministically from (seed, qid, style, option); instant, so not cached.
-- HFGenerator: a local Hugging Face causal LM (e.g. SmolLM2-135M-Instruct offline, or a hub
-  model on a GPU); one short generation per (question, style) paraphrase and per (question,
-  style, option) response, batched; malformed replies are retried, then the style is dropped
-  and reported.
-- OpenAIGenerator: an OpenAI-compatible chat endpoint, one call per question with the paper's
-  generation prompt (paraphrased, §1.2 of the reference); strict parsing: a style block with
-  a missing or mislabelled answer is rejected, never patched.
-
-Generated text is cached on disk in a JSONL file keyed by (generator id, question, options,
-style), so a re-run does not regenerate it. This module holds the shared types, the cache and
-the template generator; the LM-backed generators and `make_generator` are in
-gdpolib.data.generators.
+This module holds the shared types, the response cache and the TemplateGenerator (the offline
+default: fixed style wrappers and several sentence variants, chosen deterministically from
+(seed, qid, style, option); instant, so not cached). The LM-backed generators (a local HF model,
+an OpenAI-compatible endpoint) and `make_generator` are in gdpolib.data.generators. Generated
+text is cached on disk in a JSONL file keyed by (generator id, question, options, style), so a
+re-run does not regenerate it.
 """
 from __future__ import annotations
 

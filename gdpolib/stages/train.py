@@ -9,8 +9,9 @@ keeps the step with the lowest eval-subset JSD; never a method's own loss (bug B
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from datasets import Dataset
 from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
@@ -40,6 +41,25 @@ def _dataset_hash(ds: Dataset, columns: Sequence[str]) -> str:
     return stable_hash({c: ds[c] for c in columns})
 
 
+@dataclass
+class _Start:
+    """What a training stage starts from: its progress folder, the policy (trainable) and its
+    tokenizer, the run's checked sequence length and the belief token ids."""
+
+    progress: Path
+    model: Any
+    tok: Any
+    length: int
+    ids: list[int]
+
+
+def _start(cfg, run, data: RunData, name: str, key: dict, checkpoint: str | Path) -> _Start:
+    progress = progress_dir(run, name, stable_hash(key))
+    model, tok = models.load_policy(checkpoint, cfg, train=True)
+    length = sequence_length(cfg, data, tok, max_context(model))   # before any step
+    return _Start(progress, model, tok, length, beliefs.check_belief_tokens(tok, data.k_max))
+
+
 def _callback(cfg, tracker: Tracker, progress: Path, name: str, trainer) -> TrackingCallback:
     best = progress / "best" if cfg.select_by == "eval_jsd" else None
     return TrackingCallback(tracker, cfg.eval_every, progress / "tracking.jsonl", name,
@@ -65,20 +85,18 @@ def train_sft(cfg, run, data: RunData, dataset: Dataset | None = None, name: str
     stage = f"checkpoints/{name}"
     if run.stage_done(stage, key):
         return run.stage_dir(stage)
-    progress = progress_dir(run, name, stable_hash(key))
-    model, tok = models.load_policy(base, cfg, train=True)
-    length = sequence_length(cfg, data, tok, max_context(model))
-    ids = beliefs.check_belief_tokens(tok, data.k_max)
-    tracker = Tracker(tok, ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset, cfg.seed),
-                      batch_size=cfg.eval_batch_size)
-    args = training_args(cfg, SFTConfig, progress, cfg.sft_steps, cfg.sft_lr, run.path("logs", name),
-                         completion_only_loss=True, packing=False, max_length=length)
-    trainer = SFTTrainer(model=model, args=args, processing_class=tok,
+    s = _start(cfg, run, data, name, key, base)
+    tracker = Tracker(s.tok, s.ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset,
+                                                       cfg.seed), batch_size=cfg.eval_batch_size)
+    args = training_args(cfg, SFTConfig, s.progress, cfg.sft_steps, cfg.sft_lr,
+                         run.path("logs", name), completion_only_loss=True, packing=False,
+                         max_length=s.length)
+    trainer = SFTTrainer(model=s.model, args=args, processing_class=s.tok,
                          train_dataset=train.select_columns(["prompt", "completion"]),
                          peft_config=peft_config(cfg))
-    cb = _callback(cfg, tracker, progress, name, trainer)
-    fit(trainer, progress, tok, cb, {"method": name, "rows": len(train)})
-    return finish_stage(run, stage, key, progress)
+    cb = _callback(cfg, tracker, s.progress, name, trainer)
+    fit(trainer, s.progress, s.tok, cb, {"method": name, "rows": len(train)})
+    return finish_stage(run, stage, key, s.progress)
 
 
 def train_preference(cfg, run, data: RunData, method: str) -> Path:
@@ -104,30 +122,29 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
     stage = f"checkpoints/{method}"
     if run.stage_done(stage, key):
         return run.stage_dir(stage)
-    progress = progress_dir(run, method, stable_hash(key))
-    model, tok = models.load_policy(sft_dir, cfg, train=True)
-    length = sequence_length(cfg, data, tok, max_context(model))
-    ids = beliefs.check_belief_tokens(tok, data.k_max)
+    s = _start(cfg, run, data, method, key, sft_dir)
     eval_pairs = pairs["eval"]
     eval_pairs = eval_pairs.shuffle(seed=cfg.seed).select(range(min(cfg.eval_subset, len(eval_pairs))))
-    tracker = Tracker(tok, ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset, cfg.seed),
-                      pairs=eval_pairs, ref_model=model, beta=cfg.beta, batch_size=cfg.eval_batch_size,
-                      max_length=length)
+    tracker = Tracker(s.tok, s.ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset,
+                                                       cfg.seed),
+                      pairs=eval_pairs, ref_model=s.model, beta=cfg.beta,
+                      batch_size=cfg.eval_batch_size, max_length=s.length)
     ref_model = None
     if not (cfg.precompute_ref_log_probs or cfg.lora):
         ref_model, _ = models.load_policy(sft_dir, cfg)
     cols = ["prompt", "chosen", "rejected"] + ([] if is_dpo else ["p_star", "belief_mask"])
     train = pairs["train"].select_columns(cols)
     common = dict(beta=cfg.beta, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-                  label_smoothing=cfg.label_smoothing, max_length=length)
+                  label_smoothing=cfg.label_smoothing, max_length=s.length)
+    logs = run.path("logs", method)
     if is_dpo:
-        args = training_args(cfg, DPOConfig, progress, steps, lr, run.path("logs", method), **common)
+        args = training_args(cfg, DPOConfig, s.progress, steps, lr, logs, **common)
     else:
-        args = training_args(cfg, GDPOConfig, progress, steps, lr, run.path("logs", method), **common,
+        args = training_args(cfg, GDPOConfig, s.progress, steps, lr, logs, **common,
                              calibration_form=cfg.calibration_form, **method_lambdas(cfg, method))
-    kwargs = dict(model=model, ref_model=ref_model, args=args, processing_class=tok,
+    kwargs = dict(model=s.model, ref_model=ref_model, args=args, processing_class=s.tok,
                   train_dataset=train, peft_config=peft_config(cfg))
-    trainer = DPOTrainer(**kwargs) if is_dpo else GDPOTrainer(**kwargs, belief_token_ids=ids)
-    cb = _callback(cfg, tracker, progress, method, trainer)
-    fit(trainer, progress, tok, cb, {"method": method, "pairs": len(train), **key})
-    return finish_stage(run, stage, key, progress)
+    trainer = DPOTrainer(**kwargs) if is_dpo else GDPOTrainer(**kwargs, belief_token_ids=s.ids)
+    cb = _callback(cfg, tracker, s.progress, method, trainer)
+    fit(trainer, s.progress, s.tok, cb, {"method": method, "pairs": len(train), **key})
+    return finish_stage(run, stage, key, s.progress)
