@@ -8,7 +8,8 @@ Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
   dpo      prompt, chosen, rejected, b_c, b_r          (b_c ~ p*, b_r uniform on B \\ {b_c})
   gdpo     same draws as dpo; rejected = b_c prefix + the response written for b_r
   prompts  prompt, qid, style, split, question, p_star (TRUE p*, what metrics compare to),
-           p_star_target, belief_mask, labels, references, majority (one row per prompt)
+           p_star_target, belief_mask, labels, references, majority (one row per prompt),
+           ordinal (K_MAX ordinal values of the beliefs, NaN off the scale; [] = no order)
 `majority` is b == argmax p_star (the training target) for records, argmax p* for prompts.
 
 Prompt: `<Q>{styled question}` + one line per belief `"{k}. {label}"` + `<A>` (the digits in
@@ -27,10 +28,11 @@ import datasets as ds
 import numpy as np
 
 from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, format_completion)
+from gdpolib.data.responses import styles_for
 from gdpolib.runs import stable_seed
 
 log = logging.getLogger("gdpolib.data.records")
-DATA_VERSION = "data-v1"       # bump when the record format changes (invalidates data stages)
+DATA_VERSION = "data-v2"       # bump when the record format changes (invalidates data stages)
 SPLITS = ("train", "eval", "test")
 KINDS = ("sft", "dpo", "gdpo", "prompts")
 
@@ -54,6 +56,7 @@ class PromptItem:
     target: np.ndarray                   # float64[K_MAX]: the training target (override or true)
     candidates: dict[int, list[str]]     # belief -> responses voicing it (>= 1 per b in B)
     split: str = ""
+    ordinal: list[float] = field(default_factory=list)  # K_MAX values (NaN: off the scale) or []
 
 
 def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> str:
@@ -64,8 +67,11 @@ def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> 
 
 # ----------------------------------------------------------------------------- items
 def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
-               targets: Mapping[str, np.ndarray] | None = None) -> list[PromptItem]:
-    """PromptItems from questions x their generated styles (responses per option -> belief)."""
+               targets: Mapping[str, np.ndarray] | None = None,
+               ordinals: Mapping[str, Sequence[float]] | None = None) -> list[PromptItem]:
+    """PromptItems from questions x their generated styles (responses per option -> belief).
+    ordinals: {qid: K_MAX ordinal values, NaN off the scale} for questions whose beliefs are
+    ordered (e.g. scheme_ordinals for stance6); others get none."""
     items = []
     for qb in qbs:
         for sq in styled.get(qb.qid, []):
@@ -74,8 +80,23 @@ def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
                 cands.setdefault(b, []).append(sq.responses[i])
             target = qb.p_star if targets is None or qb.qid not in targets else targets[qb.qid]
             items.append(PromptItem(qb.qid, sq.style, format_prompt(sq.question, qb.labels, qb.mask),
-                                    qb, np.asarray(target, dtype=np.float64), cands))
+                                    qb, np.asarray(target, dtype=np.float64), cands,
+                                    ordinal=list((ordinals or {}).get(qb.qid, []))))
     return items
+
+
+def scheme_ordinals(scheme: str, k_max: int) -> list[float] | None:
+    """The ordinal value of each belief id under a scheme, NaN where a belief is not on the
+    scale; None for a scheme without an order. stance6: classes 1..5 (strong negative .. strong
+    positive) are ordered, class 0 "no stance" is not (it is left out of the Wasserstein
+    distance, which is then the distance among answers that take a stance); movies: the star
+    ratings 1..5; options: a question's options have no order known to us (a survey file may
+    bring one per question later: goqa_items' `ordinals`)."""
+    if scheme == "stance6":
+        return [float("nan")] + [float(k) for k in range(1, k_max)]
+    if scheme == "movies":
+        return [float(k + 1) for k in range(k_max)]
+    return None
 
 
 def apply_override(qbs: Sequence[QuestionBeliefs], override: Mapping[str, Sequence[float]] | None,
@@ -107,27 +128,88 @@ def split_key(item: PromptItem, split_by: str) -> str:
     raise ValueError(f"split_by must be 'question' or 'prompt', got {split_by!r}")
 
 
-def assign_splits(items: Sequence[PromptItem], split_by: str, fractions: Sequence[float],
-                  seed: int) -> dict[str, str]:
-    """Seeded split of the units {unit key: split}; sets item.split; checks for leakage.
+# The evaluation protocols, named (data stage reports, metrics.json `data.protocol`, tables).
+PROTOCOLS = {
+    "seen_questions": "seen questions, unseen phrasings: every question is trained in the other "
+                      "prompt styles; eval and test prompts ask it in the held-out style(s), never "
+                      "trained on; eval and test share no question",
+    "unseen_questions": "unseen questions: whole questions (all their styles) are held out for "
+                        "eval and test",
+    "seen_prompts": "seen questions and seen styles: prompt strings split at random, so a test "
+                    "prompt's question AND style were trained on (memorisation; heldout_styles 0)",
+}
 
-    Unit counts: n_eval = round(f_eval*n), n_test = round(f_test*n) (at least 1 each when its
-    fraction is > 0 and n >= 3), the rest train.
+
+def protocol_name(split_by: str, heldout_styles: Sequence[str] = ()) -> str:
+    """unseen_questions (split by question), seen_questions (by prompt, held-out styles) or
+    seen_prompts (by prompt, no held-out style)."""
+    if split_by == "question":
+        return "unseen_questions"
+    return "seen_questions" if heldout_styles else "seen_prompts"
+
+
+def heldout_style_ids(split_by: str, n_styles: int, heldout_styles: int) -> list[str]:
+    """The prompt styles reserved for eval/test under split_by prompt: the last
+    `heldout_styles` of the first `n_styles` styles (none when splitting by question)."""
+    if split_by != "prompt" or heldout_styles == 0:
+        return []
+    if heldout_styles >= n_styles:
+        raise DataError(f"heldout_styles {heldout_styles} leaves no training style out of "
+                        f"n_styles {n_styles}: raise n_styles or lower heldout_styles")
+    return [s for s, _ in styles_for(n_styles)[-heldout_styles:]]
+
+
+def _take(n: int, fractions: Sequence[float], min_units: int) -> tuple[int, int]:
+    """(n_eval, n_test) of n units: round(f * n) each, at least 1 when its fraction is > 0 and
+    n >= min_units."""
+    n_eval, n_test = (int(round(f * n)) for f in fractions)
+    if n >= min_units:
+        n_eval = max(n_eval, 1 if fractions[0] > 0 else 0)
+        n_test = max(n_test, 1 if fractions[1] > 0 else 0)
+    return n_eval, n_test
+
+
+def assign_splits(items: Sequence[PromptItem], split_by: str, fractions: Sequence[float],
+                  seed: int, heldout_styles: Sequence[str] = ()) -> dict[str, str]:
+    """Seeded split {unit key: split}; sets item.split; checks for leakage.
+
+    - split_by question: questions (by text) split train / eval / test by `fractions`.
+    - split_by prompt with `heldout_styles` (the paper's setting, seen questions): every prompt
+      in another style is train; the held-out styles' prompts are eval or test, split BY
+      QUESTION in the ratio f_eval : f_test (the train fraction is not used), so that model
+      selection and the test never share a question. Keys are the prompt strings.
+    - split_by prompt without held-out styles: prompt strings split by `fractions` (a test
+      prompt's question and style are then trained on: the `seen_prompts` protocol).
+    Unit counts: n_test = round(f_test * n) (at least 1 when f_test > 0 and n >= 3; with held-out
+    styles n >= 2 and f_test / (f_eval + f_test) of the questions), n_eval likewise, the rest
+    train (with held-out styles: the rest eval).
     """
-    keys = sorted({split_key(it, split_by) for it in items})
+    heldout = set(heldout_styles)
+    if heldout and split_by != "prompt":
+        raise ValueError(f"held-out styles {sorted(heldout)} need split_by 'prompt', not {split_by!r}")
     rng = np.random.default_rng(stable_seed("split", seed, split_by))
-    order = [keys[i] for i in rng.permutation(len(keys))]
-    n = len(order)
-    n_eval, n_test = (int(round(f * n)) for f in fractions[1:])
-    if n >= 3:
-        n_eval = max(n_eval, 1 if fractions[1] > 0 else 0)
-        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
-    assignment = {k: "test" for k in order[:n_test]}
-    assignment.update({k: "eval" for k in order[n_test:n_test + n_eval]})
-    assignment.update({k: "train" for k in order[n_test + n_eval:]})
-    for it in items:
-        it.split = assignment[split_key(it, split_by)]
-    check_leakage(items, split_by)
+    if heldout:
+        keys = sorted({_norm(it.qb.question) for it in items if it.style in heldout})
+        order = [keys[i] for i in rng.permutation(len(keys))]
+        share = sum(fractions[1:])
+        if share <= 0:
+            raise ValueError(f"split_fractions {list(fractions)} give eval and test nothing")
+        _, n_test = _take(len(order), [f / share for f in fractions[1:]], 2)
+        by_question = {k: "test" for k in order[:n_test]}
+        by_question.update({k: "eval" for k in order[n_test:]})
+        for it in items:
+            it.split = by_question[_norm(it.qb.question)] if it.style in heldout else "train"
+        assignment = {it.prompt: it.split for it in items}
+    else:
+        keys = sorted({split_key(it, split_by) for it in items})
+        order = [keys[i] for i in rng.permutation(len(keys))]
+        n_eval, n_test = _take(len(order), fractions[1:], 3)
+        assignment = {k: "test" for k in order[:n_test]}
+        assignment.update({k: "eval" for k in order[n_test:n_test + n_eval]})
+        assignment.update({k: "train" for k in order[n_test + n_eval:]})
+        for it in items:
+            it.split = assignment[split_key(it, split_by)]
+    check_leakage(items, split_by, heldout_styles)
     return assignment
 
 
@@ -142,9 +224,12 @@ def check_splits(assignment: Mapping[str, str], split_by: str) -> None:
                         f"split_fractions")
 
 
-def check_leakage(items: Sequence[PromptItem], split_by: str) -> None:
+def check_leakage(items: Sequence[PromptItem], split_by: str,
+                  heldout_styles: Sequence[str] = ()) -> None:
     """Raise LeakageError if a question (by question: qid or question text) or a prompt string
-    (by prompt) appears in two splits. Never silent."""
+    (by prompt) appears in two splits; with held-out styles also if an eval/test prompt's
+    style was trained on (any train prompt has that style), a train prompt has a held-out
+    style, or eval and test share a question. Never silent."""
     seen: dict[str, str] = {}
 
     def claim(key: str, split: str, what: str) -> None:
@@ -160,6 +245,29 @@ def check_leakage(items: Sequence[PromptItem], split_by: str) -> None:
             claim("text:" + _norm(it.qb.question), it.split, "question text")
         else:
             claim(it.prompt, it.split, "prompt")
+    if not heldout_styles:
+        return
+    trained = {it.style for it in items if it.split == "train"}
+    for it in items:
+        if it.split == "train" and it.style in heldout_styles:
+            raise LeakageError(f"train prompt of {it.qid} has the held-out style {it.style!r}")
+        if it.split != "train" and it.style in trained:
+            raise LeakageError(f"{it.split} prompt of {it.qid} has style {it.style!r}, which was "
+                               f"trained on (held-out styles: {list(heldout_styles)})")
+        if it.split != "train":
+            claim("eval/test question:" + _norm(it.qb.question), it.split, "question (eval/test)")
+
+
+def split_report(items: Sequence[PromptItem], split_by: str, fractions: Sequence[float],
+                 seed: int, heldout_styles: Sequence[str] = ()) -> dict[str, Any]:
+    """What a split holds out, in words and counts (the data stage's reports.json `split`)."""
+    name = protocol_name(split_by, heldout_styles)
+    styles = {s: sorted({it.style for it in items if it.split == s}) for s in SPLITS}
+    return {"split_by": split_by, "protocol": name, "held_out": PROTOCOLS[name],
+            "heldout_styles": list(heldout_styles), "styles": styles,
+            "fractions": list(fractions), "seed": seed,
+            "prompts": {s: sum(it.split == s for it in items) for s in SPLITS},
+            "questions": {s: len({it.qid for it in items if it.split == s}) for s in SPLITS}}
 
 
 # ----------------------------------------------------------------------------- records
@@ -214,7 +322,7 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
             "p_star_target": it.target.tolist(), "belief_mask": mask.astype(int).tolist(),
             "labels": [labels[k] if mask[k] else "" for k in range(len(mask))],
             "references": [it.candidates[k][0] if mask[k] else "" for k in range(len(mask))],
-            "majority": int(np.argmax(it.qb.p_star))})
+            "majority": int(np.argmax(it.qb.p_star)), "ordinal": list(it.ordinal)})
     # Shuffle at record level (not per prompt: bug B6), seeded; DPO and GDPO get the SAME
     # permutation so that row i of both is the same draw.
     rng = np.random.default_rng(stable_seed("shuffle", seed))
@@ -235,38 +343,53 @@ def _features(kind: str):
         "dpo": {"prompt": s, "chosen": s, "rejected": s, "b_c": i, "b_r": i, "majority": b,
                 "p_star_true": ds.Sequence(f)},
         "prompts": {"prompt": s, "question": s, "p_star_target": ds.Sequence(f),
-                    "labels": ds.Sequence(s), "references": ds.Sequence(s), "majority": i},
+                    "labels": ds.Sequence(s), "references": ds.Sequence(s), "majority": i,
+                    "ordinal": ds.Sequence(f)},
     }
     spec["gdpo"] = spec["dpo"]
     return ds.Features({**spec[kind], **common})
 
 
 def to_datasets(rows: Mapping[str, list[dict]]):
-    """{kind: rows} -> {kind: DatasetDict(train, eval, test)} (empty splits keep the schema)."""
+    """{kind: rows} -> {kind: DatasetDict(train, eval, test)} (empty splits keep the schema).
+    A prompt row without `ordinal` (a hub dataset) gets [] (no order known)."""
     out = {}
     for kind in KINDS:
         feats = _features(kind)
         parts = {}
         for split in SPLITS:
             sel = [r for r in rows.get(kind, []) if r["split"] == split]
-            parts[split] = ds.Dataset.from_dict({c: [r[c] for r in sel] for c in feats},
-                                                features=feats)
+            parts[split] = ds.Dataset.from_dict(
+                {c: [r.get(c, []) if c == "ordinal" else r[c] for r in sel] for c in feats},
+                features=feats)
         out[kind] = ds.DatasetDict(parts)
     return out
 
 
 def counts_of(rows: Mapping[str, list[dict]], n_questions: int) -> dict[str, Any]:
+    """Questions used; records of each kind per split; distinct questions with a prompt per
+    split (`prompt_questions`)."""
     c: dict[str, Any] = {"questions": n_questions}
     for kind in KINDS:
         c[kind] = {s: sum(r["split"] == s for r in rows.get(kind, [])) for s in SPLITS}
+    c["prompt_questions"] = {s: len({r["qid"] for r in rows.get("prompts", []) if r["split"] == s})
+                             for s in SPLITS}
     return c
 
 
-def metrics_part(counts: Mapping[str, Any]) -> dict[str, Any]:
-    """The `data` part of metrics.json: questions used, and PREFERENCE PAIRS (DPO = GDPO) per
-    split (SFT records and prompts per split are in the data stage's counts.json)."""
-    return {"data": {"questions": int(counts["questions"]),
-                     **{s: int(counts["dpo"][s]) for s in SPLITS}}}
+def metrics_part(counts: Mapping[str, Any], split: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The `data` part of metrics.json: questions used, PREFERENCE PAIRS (DPO = GDPO) per split
+    (SFT records and prompts per split are in the data stage's counts.json), and the evaluation
+    protocol: its name (records.PROTOCOLS; "given" for a dataset with its own splits), the
+    held-out styles, and the test prompts and questions."""
+    part = {"questions": int(counts["questions"]), **{s: int(counts["dpo"][s]) for s in SPLITS},
+            "protocol": (split or {}).get("protocol", "given"),
+            "heldout_styles": list((split or {}).get("heldout_styles", [])),
+            "test_prompts": int(counts["prompts"]["test"])}
+    if "prompt_questions" in counts:
+        part["test_questions"] = int(counts["prompt_questions"]["test"])
+    return {"data": part}
 
 
 # ----------------------------------------------------------------------------- stage
