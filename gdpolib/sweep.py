@@ -253,7 +253,7 @@ def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -
     # Deferred: gdpolib.report imports torch (through scoring), and --help or a config error
     # should not wait for it.
     from gdpolib import report
-    from gdpolib.data.records import PROTOCOLS
+    from gdpolib.data.splits import PROTOCOLS
 
     keys = [c for c in runs.columns if c not in ("seed", "run", "method", "split_by", "country")
             and not pd.api.types.is_numeric_dtype(runs[c])

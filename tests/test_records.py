@@ -8,9 +8,9 @@ from scipy import stats
 
 from gdpolib.beliefs import OptionsScheme, Stance6Scheme, load_option_map, parse_completion
 from gdpolib.data.goqa import load_goqa
-from gdpolib.data.records import (DataError, LeakageError, assign_splits, build_records,
-                                  check_leakage, goqa_items, heldout_style_ids, protocol_name,
-                                  split_report)
+from gdpolib.data.records import DataError, build_records, goqa_items
+from gdpolib.data.splits import (LeakageError, assign_splits, check_leakage, heldout_style_ids,
+                                 protocol_name, split_report)
 from gdpolib.data.responses import TemplateGenerator
 
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from gdpolib.beliefs import QuestionBeliefs
 from gdpolib.config import resolve_path
-from gdpolib.data.records import (PromptItem, apply_override, assign_splits, build_records,
-                                  check_splits, format_prompt, heldout_style_ids,
-                                  scheme_ordinals, split_report, write_stage)
+from gdpolib.data.records import (PromptItem, apply_override, build_records, format_prompt,
+                                  scheme_ordinals, write_stage)
+from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
 from gdpolib.data.responses import styles_for
 
 K_MOVIES = 5

@@ -20,9 +20,9 @@ from gdpolib.data import goqa
 from gdpolib.data.hub import build_hub
 from gdpolib.data.movies import build_movies
 from gdpolib.data.records import (DATA_VERSION, DataError, RunData, apply_override,
-                                  assign_splits, build_records, check_splits, goqa_items,
-                                  heldout_style_ids, load_run_data, metrics_part,
-                                  scheme_ordinals, split_report, write_stage)
+                                  build_records, goqa_items, load_run_data, metrics_part,
+                                  scheme_ordinals, write_stage)
+from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
 from gdpolib.data.generators import make_generator
 from gdpolib.runs import file_hash, stable_hash
 
