@@ -237,7 +237,8 @@ def findings(table: pd.DataFrame) -> list[str]:
 
     table: one row per method (sft, dpo, gdpo, ablations, baselines), columns among jsd,
     belief_mass, margin_majority / margin_minority (+ accuracy_*), jsd_sampled, noise_floor,
-    bpc, cbc. A claim whose numbers are missing is left out.
+    bpc, cbc; the baselines uniform / zeroshot give the last line. A claim whose numbers are
+    missing is left out.
     """
     t = table
 
@@ -285,11 +286,17 @@ def findings(table: pd.DataFrame) -> list[str]:
             better = v("gdpo", metric) > v("dpo", metric)
             out.append(f"gdpo {metric} {v('gdpo', metric):.3f} vs dpo {v('dpo', metric):.3f}: "
                        f"gdpo is {'better' if better else 'NOT better'}.")
-    if "jsd_sampled" in t and "noise_floor" in t and len(t):
-        floor = float(t["noise_floor"].iloc[0])
+    if "jsd_sampled" in t and "noise_floor" in t and t["noise_floor"].notna().any():
+        floor = float(t["noise_floor"].dropna().iloc[0])     # the baselines sample nothing
         close = [m for m in t.index if float(t.loc[m, "jsd_sampled"]) < floor + 0.05]
         out.append(f"Sampled JSD within 0.05 of the noise floor ({floor:.3f}): "
                    f"{', '.join(close) or 'none'}.")
+    if has("uniform", "jsd"):
+        below = [m for m in t.index if m != "uniform" and has(m, "jsd")
+                 and v(m, "jsd") < v("uniform", "jsd")]
+        zero = f", zero-shot {v('zeroshot', 'jsd'):.3f}" if has("zeroshot", "jsd") else ""
+        out.append(f"Baselines: uniform {v('uniform', 'jsd'):.3f}{zero}; methods below uniform: "
+                   f"{', '.join(below) or 'none'}.")
     return out
 
 

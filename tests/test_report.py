@@ -94,3 +94,6 @@ def test_findings_state_each_claim_with_its_numbers_and_skip_missing_ones():
     text = " ".join(report.findings(worse))
     assert "does NOT raise" in text and "does NOT lower" in text
     assert report.findings(table.loc[["sft"]]) == []             # nothing to compare: no claim
+    with_uniform = pd.concat([pd.DataFrame({"jsd": [0.22]}, index=["uniform"]), table])
+    assert report.findings(with_uniform)[-1] == ("Baselines: uniform 0.220; methods below "
+                                                 "uniform: sft, gdpo.")

@@ -158,7 +158,9 @@ def test_sweep_runs_both_cells_and_writes_table_and_figure(ci_sweep):
     gdpo = table[table.method == "gdpo"]
     assert gdpo.margin_majority.notna().all() and gdpo.margin_minority.notna().all()
     assert ci_sweep["png"][:8] == b"\x89PNG\r\n\x1a\n" and len(ci_sweep["png"]) > 10_000
-    assert "| S. Africa | ci | gdpo |" in (out / "summary.md").read_text()
+    assert "| S. Africa | ci | seen_questions | gdpo |" in (out / "summary.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "| seen_questions | ci | S. Africa | gdpo | 1 |" in results
     assert ci_sweep["logs"] == ["pk-tiny-ci-s0.log", "sa-tiny-ci-s0.log"]
     assert len(pd.read_csv(out / "runs.csv")) == 4
 
