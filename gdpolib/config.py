@@ -171,10 +171,18 @@ class RunConfig:
     api_key_env: str = param("OPENAI_API_KEY", "Environment variable that holds the API key.")
     n_styles: int = param(3, "Prompt styles (paraphrases) per question, each with its own "
                              "responses.", ge=1, le=N_STYLES_MAX)
-    split_by: str = param("prompt", "Unit kept within one split: prompt (the paper) or question "
-                                    "(unseen questions at test time).",
+    split_by: str = param("prompt", "Evaluation protocol: prompt = seen questions (the paper: "
+                                    "test prompts ask training questions in held-out styles), "
+                                    "question = unseen questions (whole questions held out).",
                           choices=("prompt", "question"))
-    split_fractions: list[float] = param([0.8, 0.1, 0.1], "Train / eval / test fractions.",
+    heldout_styles: int = param(1, "split_by prompt: the last N of the n_styles prompt styles are "
+                                   "never trained on; every question is trained in the others and "
+                                   "asked in these at eval/test time, eval and test split by "
+                                   "question. 0 = split prompt strings at random (a test prompt's "
+                                   "question and style are then trained on).", ge=0,
+                                le=N_STYLES_MAX - 1)
+    split_fractions: list[float] = param([0.8, 0.1, 0.1], "Train / eval / test fractions (split_by "
+                                         "prompt with held-out styles: only eval : test is used).",
                                          check=_check_fractions, allowed=FRACTIONS)
     sft_per_prompt: int = param(10, "SFT examples per prompt, beliefs drawn from p*.", ge=1)
     pairs_per_prompt: int = param(10, "DPO and GDPO pairs per prompt, chosen belief drawn from "
@@ -261,6 +269,8 @@ class RunConfig:
     embedder: str = param("minilm", "Sentence encoder of the embedding judge: minilm (offline) or "
                                     "a sentence-transformers id or folder.")
     judge_samples: int = param(0, "Samples per test prompt the BPC judge scores; 0 = all.", ge=0)
+    ci_resamples: int = param(2000, "Bootstrap resamples (of test questions) behind every 95% "
+                                    "interval of the evaluation tables.", ge=100)
     # --- GPO ---
     gpo_embedder: str = param("minilm", "Embedder of (question, option) pairs: minilm (offline), "
                                         "policy (the run's model), smollm2-135m or a hub id.")
@@ -370,6 +380,13 @@ def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None
         raise ConfigError(f"parameter 'tiny_n_embd' from "
                           f"{origins.get('tiny_n_embd', DEFAULT_ORIGIN)}: {merged['tiny_n_embd']} "
                           f"is not a multiple of tiny_n_head ({merged['tiny_n_head']})")
+    if (merged["split_by"] == "prompt" and merged["heldout_styles"]
+            and merged["heldout_styles"] >= merged["n_styles"]):
+        raise ConfigError(f"parameter 'heldout_styles' from "
+                          f"{origins.get('heldout_styles', DEFAULT_ORIGIN)}: "
+                          f"{merged['heldout_styles']} held-out style(s) leave no training style "
+                          f"of n_styles {merged['n_styles']}; allowed: 0 .. n_styles - 1 (or "
+                          f"split_by question)")
     return RunConfig(**merged)
 
 

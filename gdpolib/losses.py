@@ -92,10 +92,16 @@ def belief_logprob(token_logps: torch.Tensor, span_mask: torch.Tensor) -> torch.
 
     token_logps: [N, T] per-token log-probs of the chosen sequence; span_mask: [N, T] 0/1 marking
     the belief-span tokens (from character offsets, never a '>' token search).
-    Returns [N] = sum(token_logps * mask) / max(1, sum(mask)).
+    Returns [N] = sum(token_logps * mask) / sum(mask). A row with an empty span raises
+    ValueError (its log-prob would read as 0, a perfect score, instead of a broken record).
     """
     m = span_mask.to(token_logps.dtype)
-    return (token_logps * m).sum(dim=-1) / m.sum(dim=-1).clamp_min(1.0)
+    n = m.sum(dim=-1)
+    if bool((n <= 0).any()):
+        rows = torch.nonzero(n <= 0).flatten().tolist()
+        raise ValueError(f"belief_logprob: empty belief span in row(s) {rows[:5]} of {len(n)}: "
+                         f"every chosen completion must start with its `k<label>` prefix")
+    return (token_logps * m).sum(dim=-1) / n
 
 
 def gdpo_loss(pol_c: torch.Tensor, pol_r: torch.Tensor, ref_c: torch.Tensor, ref_r: torch.Tensor,

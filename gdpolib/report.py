@@ -1,10 +1,13 @@
-"""Reports of a run: the paper's Table 2 beside ours, the findings in sentences, tables and long
-frames for the notebooks' figures. Reads what the evaluation stages wrote; computes no metric."""
+"""Reports of a run: the paper's Table 2 beside ours (its JSD beside our `jsd_digits`, the
+authors' convention), the protocol in words, the findings in sentences, tables and long frames
+for the notebooks' figures; and over several runs (seeds): mean ± sd tables and each finding
+with the number of seeds it holds in. Reads what the evaluation stages wrote; computes no metric
+of a model."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -57,42 +60,86 @@ def paper_setting(cfg) -> tuple[str, str] | None:
     return (country, family) if family and country else None
 
 
+# Rows of the Table-2 layout, in order; `<distance>_ci` rows hold "[low, high]".
+TABLE2_ROWS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci", "wasserstein",
+               "wasserstein_ci", "entropy", "entropy_target", "belief_mass", "n_invalid",
+               "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate", "majority_bias")
+# The paper's JSD is the authors' convention (renormalised over all belief digits): our row
+# `jsd_digits`. Its other metrics keep their names.
+PAPER_ROW = {"jsd": "jsd_digits"}
+
+
+def format_ci(v: Any, digits: int = 3) -> Any:
+    """[low, high] -> "[0.123, 0.145]"; anything else unchanged."""
+    if isinstance(v, (list, tuple, np.ndarray)) and len(v) == 2:
+        return f"[{float(v[0]):.{digits}f}, {float(v[1]):.{digits}f}]"
+    return v
+
+
+def protocol_line(split: Mapping[str, Any] | None) -> str:
+    """The evaluation protocol of a data stage (its reports.json `split`) in one line: name,
+    what is held out, test prompts and questions."""
+    if not split or "protocol" not in split:
+        return "Protocol: the dataset's own splits (no protocol of ours)."
+    styles = split.get("heldout_styles") or []
+    held = f"; held-out style(s): {', '.join(styles)}" if styles else ""
+    n_p, n_q = split.get("prompts", {}).get("test"), split.get("questions", {}).get("test")
+    return (f"Protocol `{split['protocol']}` ({split['held_out']}{held}); test: {n_p} prompts "
+            f"over {n_q} questions.")
+
+
 def table2(table: pd.DataFrame, cfg) -> pd.DataFrame:
-    """Table-2 layout: metrics as rows, methods as columns; the paper's numbers in columns
-    `paper:<method>` beside ours when the run matches the paper's setting (paper_setting)."""
-    metrics_rows = ["jsd", "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate",
-                    "majority_bias", "belief_mass"]
-    out = table[[c for c in metrics_rows if c in table]].T
+    """Table-2 layout: metrics as rows (TABLE2_ROWS present), methods as columns, intervals as
+    "[low, high]" strings; the paper's numbers in columns `paper:<method>` beside ours when the
+    run matches the paper's setting (paper_setting), its JSD in our row `jsd_digits` (the
+    convention it was computed with)."""
+    out = table[[c for c in TABLE2_ROWS if c in table]].T.astype(object)
+    out = out.apply(lambda col: col.map(format_ci))
     setting = paper_setting(cfg)
     if setting:
         paper = PAPER_TABLE2[setting]
+        ours = {PAPER_ROW.get(k, k): k for k in next(iter(paper.values()))}
         for m in table.index:
             if m in paper:
-                out[f"paper:{m}"] = [paper[m].get(r, np.nan) for r in out.index]
+                out[f"paper:{m}"] = [paper[m].get(ours.get(r, ""), np.nan) for r in out.index]
     out.index.name = "metric"
     return out
 
 
-def write_table2(table: pd.DataFrame, cfg, run) -> tuple[Path, Path]:
-    """Write the Table-2-style table as CSV and Markdown under `<run>/tables/`."""
+def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None = None
+                 ) -> tuple[Path, Path]:
+    """Write the Table-2-style table as CSV and Markdown under `<run>/tables/`; `split` (the data
+    stage's reports["split"]) names the protocol in the title."""
     t2 = table2(table, cfg)
     csv = run.path("tables", "table2.csv")
     t2.to_csv(csv, float_format="%.4f")
     md = run.path("tables", "table2.md")
     setting = paper_setting(cfg)
-    lines = [f"# Table 2 ({cfg.country_name}, model {cfg.model}, {len_prompts(table)} test "
-             f"prompts, n = {cfg.n_samples} samples per prompt)", "",
-             markdown_table(t2), ""]
+    name = (split or {}).get("protocol", "given splits")
+    lines = [f"# Table 2 ({cfg.country_name}, model {cfg.model}, protocol {name}, "
+             f"{len_prompts(table)} test prompts, n = {cfg.n_samples} samples per prompt)", "",
+             protocol_line(split), "", markdown_table(t2), ""]
     if setting:
         lines.append(f"Columns `paper:*` are the GDPO paper's Table 2 ({setting[1]}, "
-                     f"{setting[0].upper()}; reference §7.1).")
+                     f"{setting[0].upper()}; reference §7.1); its JSD sits in row `jsd_digits`, "
+                     f"the convention it was computed with (renormalised over all belief digits), "
+                     f"on its stance6 classes and its own data, under the seen-questions protocol.")
     else:
         lines.append("The paper's Table 2 used GPT-2 Large and Pythia-2.8B on its own synthetic "
                      "data; this run's model differs, so the paper's numbers are not set beside "
                      "ours (see reference §7.1 for them).")
-    lines += ["", "jsd: from probabilities (renormalised over the belief set); jsd_sampled: from "
-              "the n samples, to be read against noise_floor (a perfectly calibrated model's "
-              "expected sampled JSD at the same n). BPC judge: " + cfg.judge + "."]
+    lines += ["", "jsd: JS distance of the belief read-out renormalised over the question's "
+              "belief set; jsd_digits: renormalised over all belief digits (the authors' "
+              "convention: mass on digits outside the set counts); tvd: total variation; "
+              "wasserstein: 1-D Wasserstein distance / its maximum over the ordinal beliefs "
+              "(stance6 classes 1-5, class 0 'no stance' left out; empty when no belief is "
+              "ordinal); *_ci: 95% bootstrap interval over test questions; entropy vs "
+              "entropy_target: nats of the predicted vs the target distribution; n_invalid: "
+              "prompts left out (no mass on the belief set). uniform: 1/|B| on each question's "
+              "beliefs; zeroshot: the untrained base model on the plain prompts (both read-out "
+              "only). jsd_sampled: from the n samples, to be read against noise_floor (a "
+              "perfectly calibrated model's expected sampled JSD at the same n). BPC judge: "
+              + cfg.judge + "."]
     md.write_text("\n".join(lines) + "\n")
     return csv, md
 
@@ -175,10 +222,14 @@ def sample_outputs(run, methods: Sequence[str], qid: str, per_method: int = 2) -
 
 # ----------------------------------------------------------------------------- findings
 def results_table(results: dict[str, dict]) -> pd.DataFrame:
-    """Test numbers per method (rows) as a DataFrame (notebooks 02 and 03)."""
-    cols = ["jsd", "belief_mass", "margin_majority", "margin_minority", "accuracy_majority",
-            "accuracy_minority"]
-    return pd.DataFrame({m: {c: r.get(c, np.nan) for c in cols} for m, r in results.items()}).T
+    """Test read-out numbers per method (rows) as a DataFrame (notebooks 02 and 03); intervals
+    as "[low, high]" strings."""
+    cols = ["jsd", "jsd_ci", "jsd_digits", "tvd", "wasserstein", "entropy", "entropy_target",
+            "belief_mass", "n_invalid", "margin_majority", "margin_minority",
+            "accuracy_majority", "accuracy_minority"]
+    cols = [c for c in cols if any(c in r for r in results.values())]
+    return pd.DataFrame({m: {c: format_ci(r.get(c, np.nan)) for c in cols}
+                         for m, r in results.items()}).T.infer_objects()
 
 
 def findings(table: pd.DataFrame) -> list[str]:
@@ -186,7 +237,8 @@ def findings(table: pd.DataFrame) -> list[str]:
 
     table: one row per method (sft, dpo, gdpo, ablations, baselines), columns among jsd,
     belief_mass, margin_majority / margin_minority (+ accuracy_*), jsd_sampled, noise_floor,
-    bpc, cbc. A claim whose numbers are missing is left out.
+    bpc, cbc; the baselines uniform / zeroshot give the last line. A claim whose numbers are
+    missing is left out.
     """
     t = table
 
@@ -234,11 +286,123 @@ def findings(table: pd.DataFrame) -> list[str]:
             better = v("gdpo", metric) > v("dpo", metric)
             out.append(f"gdpo {metric} {v('gdpo', metric):.3f} vs dpo {v('dpo', metric):.3f}: "
                        f"gdpo is {'better' if better else 'NOT better'}.")
-    if "jsd_sampled" in t and "noise_floor" in t and len(t):
-        floor = float(t["noise_floor"].iloc[0])
+    if "jsd_sampled" in t and "noise_floor" in t and t["noise_floor"].notna().any():
+        floor = float(t["noise_floor"].dropna().iloc[0])     # the baselines sample nothing
         close = [m for m in t.index if float(t.loc[m, "jsd_sampled"]) < floor + 0.05]
         out.append(f"Sampled JSD within 0.05 of the noise floor ({floor:.3f}): "
                    f"{', '.join(close) or 'none'}.")
+    if has("uniform", "jsd"):
+        below = [m for m in t.index if m != "uniform" and has(m, "jsd")
+                 and v(m, "jsd") < v("uniform", "jsd")]
+        zero = f", zero-shot {v('zeroshot', 'jsd'):.3f}" if has("zeroshot", "jsd") else ""
+        out.append(f"Baselines: uniform {v('uniform', 'jsd'):.3f}{zero}; methods below uniform: "
+                   f"{', '.join(below) or 'none'}.")
+    return out
+
+
+# ----------------------------------------------------------------------------- several seeds
+SEED_METRICS = ("jsd", "jsd_digits", "tvd", "wasserstein", "belief_mass", "entropy",
+                "entropy_target", "margin_majority", "margin_minority")
+
+# Each finding over seeds: (sentence, difference); the finding holds in a seed when the
+# difference is > 0. `v(method, metric)` reads one run's number (KeyError when absent).
+CLAIMS: tuple[tuple[str, Callable[[Callable[[str, str], float]], float]], ...] = (
+    ("DPO raises jsd over SFT", lambda v: v("dpo", "jsd") - v("sft", "jsd")),
+    ("DPO raises jsd_digits over SFT", lambda v: v("dpo", "jsd_digits") - v("sft", "jsd_digits")),
+    ("GDPO lowers jsd below DPO", lambda v: v("dpo", "jsd") - v("gdpo", "jsd")),
+    ("GDPO lowers jsd_digits below DPO", lambda v: v("dpo", "jsd_digits") - v("gdpo", "jsd_digits")),
+    ("GDPO lowers jsd below SFT", lambda v: v("sft", "jsd") - v("gdpo", "jsd")),
+    ("SFT is below uniform in jsd", lambda v: v("uniform", "jsd") - v("sft", "jsd")),
+    ("GDPO is below uniform in jsd", lambda v: v("uniform", "jsd") - v("gdpo", "jsd")),
+    ("SFT is below zero-shot in jsd", lambda v: v("zeroshot", "jsd") - v("sft", "jsd")),
+    ("DPO lowers the belief-token mass below SFT",
+     lambda v: v("sft", "belief_mass") - v("dpo", "belief_mass")),
+    ("DPO's majority-chosen margins exceed its minority-chosen ones",
+     lambda v: v("dpo", "margin_majority") - v("dpo", "margin_minority")),
+    ("GDPO's majority-minority margin gap is smaller than DPO's",
+     lambda v: (v("dpo", "margin_majority") - v("dpo", "margin_minority"))
+     - (v("gdpo", "margin_majority") - v("gdpo", "margin_minority"))),
+)
+
+
+def _order(values: Sequence[Any], preferred: Sequence[Any] = ()) -> list[Any]:
+    """Distinct values: those in `preferred` first in its order, then the rest as first seen."""
+    seen = list(dict.fromkeys(values))
+    return [v for v in preferred if v in seen] + [v for v in seen if v not in preferred]
+
+
+def seed_summary(runs: pd.DataFrame, keys: Sequence[str], method_order: Sequence[str] = (),
+                 metrics_: Sequence[str] = SEED_METRICS) -> pd.DataFrame:
+    """Mean, sd (sample, ddof 1; NaN for one seed) and number of seeds of each metric.
+
+    runs: one row per (run, method): columns `keys` (e.g. protocol, country), method, seed and
+    the metrics. Returns one row per keys x method (cells in first-seen order, methods in
+    `method_order`), columns keys, method, n_seeds, `<metric>_mean`, `<metric>_sd`.
+    """
+    present = [m for m in metrics_ if m in runs]
+    rows = []
+    cells = _order(list(runs[list(keys)].itertuples(index=False, name=None)))
+    for cell in cells:
+        sub = runs[(runs[list(keys)] == pd.Series(cell, index=list(keys))).all(axis=1)]
+        for method in _order(list(sub["method"]), method_order):
+            one = sub[sub["method"] == method]
+            row = {**dict(zip(keys, cell)), "method": method, "n_seeds": int(one["seed"].nunique())}
+            for m in present:
+                vals = one[m].dropna().astype(float)
+                row[f"{m}_mean"] = float(vals.mean()) if len(vals) else np.nan
+                row[f"{m}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_markdown(summary: pd.DataFrame, keys: Sequence[str],
+                  metrics_: Sequence[str] = SEED_METRICS, digits: int = 3) -> str:
+    """A pipe table of seed_summary with "mean ± sd" cells (the mean alone for one seed, empty
+    when the metric is missing)."""
+    present = [m for m in metrics_ if f"{m}_mean" in summary and summary[f"{m}_mean"].notna().any()]
+
+    def cell(r, m: str) -> str:
+        mean, sd = r[f"{m}_mean"], r[f"{m}_sd"]
+        if not np.isfinite(mean):
+            return ""
+        return f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if np.isfinite(sd) else "")
+
+    head = [*keys, "method", "seeds", *present]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        lines.append("| " + " | ".join([*(str(r[k]) for k in keys), str(r["method"]),
+                                        str(r["n_seeds"]), *(cell(r, m) for m in present)]) + " |")
+    return "\n".join(lines)
+
+
+def seed_findings(runs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """Each finding of CLAIMS per cell of `keys`, with the number of seeds it holds in and the
+    mean ± sd of its difference: "S. Africa / seen_questions: GDPO lowers jsd below DPO: holds
+    in 3 of 3 seeds (difference 0.081 ± 0.012)". A claim whose numbers a seed lacks is not
+    counted for that seed; one no seed has is left out."""
+    out = []
+    for cell in _order(list(runs[list(keys)].itertuples(index=False, name=None))):
+        sub = runs[(runs[list(keys)] == pd.Series(cell, index=list(keys))).all(axis=1)]
+        label = " / ".join(str(c) for c in cell)
+        for text, diff in CLAIMS:
+            values = []
+            for _, one in sub.groupby("seed"):
+                table = one.set_index("method")
+
+                def v(method: str, metric: str) -> float:
+                    x = float(table.loc[method, metric])
+                    if not np.isfinite(x):
+                        raise KeyError(metric)
+                    return x
+                try:
+                    values.append(diff(v))
+                except KeyError:
+                    continue
+            if values:
+                d = np.asarray(values)
+                sd = f" ± {d.std(ddof=1):.3f}" if len(d) > 1 else ""
+                out.append(f"{label}: {text}: holds in {int((d > 0).sum())} of {len(d)} seeds "
+                           f"(difference {d.mean():+.3f}{sd})")
     return out
 
 

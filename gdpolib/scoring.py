@@ -1,9 +1,13 @@
-"""Score one model on a set of prompts: the belief read-out (JSD from probabilities, belief mass)
-and the sampled outputs (sampled JSD with its noise floor, CBC, BPC, RS, invalid rate).
+"""Score one model on a set of prompts: the belief read-out (both JSD conventions, TVD,
+Wasserstein, entropies, belief mass, with bootstrap intervals over questions) and the sampled
+outputs (sampled JSD with its noise floor, CBC, BPC, RS, invalid rate).
 
-Every number of `metrics.json`'s `methods.<m>` comes from one function here: `readout` for the
-probability-based numbers, `score_samples` for the sampled ones. Training (the tracking callback)
-and evaluation (gdpolib.stages.evaluate) call the same functions on their prompts.
+Every number of `metrics.json`'s `methods.<m>` comes from one function here: `readout` (per
+prompt) and `readout_summary` (means and intervals) for the probability-based numbers,
+`score_samples` for the sampled ones. Training (the tracking callback) and evaluation
+(gdpolib.stages.evaluate) call the same functions on their prompts. A read-out row with no mass
+on its belief set is counted (`n_invalid`) and left out of every mean, never scored; a NaN
+probability raises.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class EvalSet:
     mask: np.ndarray              # [N, K] 0/1
     labels: list[list[str]]       # [N][K]
     references: list[list[str]]   # [N][K] a reference response per belief ("" = none)
+    ordinals: np.ndarray | None = None   # [N, K] ordinal value per belief, NaN off the scale
 
     @classmethod
     def from_table(cls, table, n: int | None = None, seed: int = 0) -> "EvalSet":
@@ -39,12 +44,18 @@ class EvalSet:
             table = table.shuffle(seed=seed).select(range(n))
         prompts = list(table["prompt"])
         questions = list(table["question"]) if "question" in table.column_names else prompts
+        mask = np.asarray(table["belief_mask"], dtype=np.int64)
         return cls(prompts=prompts, questions=questions, qids=[str(q) for q in table["qid"]],
                    styles=[str(s) for s in table["style"]],
-                   p_star=np.asarray(table["p_star"], dtype=np.float64),
-                   mask=np.asarray(table["belief_mask"], dtype=np.int64),
+                   p_star=np.asarray(table["p_star"], dtype=np.float64), mask=mask,
                    labels=[list(x) for x in table["labels"]],
-                   references=[list(x) for x in table["references"]])
+                   references=[list(x) for x in table["references"]],
+                   ordinals=_ordinals(table, mask.shape))
+
+    def uniform(self) -> np.ndarray:
+        """[N, K] the uniform distribution over each question's belief set (1/|B|): the
+        `uniform` baseline's read-out."""
+        return self.mask / self.mask.sum(axis=1, keepdims=True)
 
     def with_prompts(self, prompts: Sequence[str]) -> "EvalSet":
         return dataclasses.replace(self, prompts=list(prompts))
@@ -53,15 +64,97 @@ class EvalSet:
         return len(self.prompts)
 
 
+def _ordinals(table, shape: tuple[int, int]) -> np.ndarray | None:
+    """[N, K] ordinal values from the table's `ordinal` column (a row's [] = no order: NaN);
+    None when no row has one."""
+    if "ordinal" not in table.column_names:
+        return None
+    rows = list(table["ordinal"])
+    if not any(rows):
+        return None
+    out = np.full(shape, np.nan)
+    for i, row in enumerate(rows):
+        if row:
+            out[i] = np.asarray(row, dtype=np.float64)
+    return out
+
+
 # ----------------------------------------------------------------------------- read-out
+PER_PROMPT = ("jsd", "jsd_digits", "tvd", "wasserstein", "entropy", "entropy_target", "mass")
+DISTANCES = ("jsd", "jsd_digits", "tvd", "wasserstein")   # each gets a bootstrap interval
+
+
+def score_probs(probs, es: EvalSet) -> dict[str, np.ndarray]:
+    """Every per-prompt read-out number of belief probabilities [N, K] against the EvalSet.
+
+    probs: full-vocabulary softmax read at the K belief tokens (rows sum to <= 1), or any
+    distribution over the K beliefs (the uniform baseline). A NaN or negative row raises
+    ValueError naming its question. A row with no mass on its belief set is INVALID: `valid`
+    [N] is False there and its numbers are NaN (left out of every mean by readout_summary).
+    Returns probs, valid, jsd (renormalised over the belief set), jsd_digits (over all K
+    digits: the authors' convention), tvd, wasserstein (normalised; NaN where the question has
+    no ordinal scale), entropy (predicted, nats), entropy_target, mass (on the belief set), [N].
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    bad = ~np.isfinite(probs).all(axis=1) | (probs < 0).any(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"read-out of question {es.qids[i]} (prompt {i}) holds NaN, inf or a "
+                         f"negative probability: the model's weights or logits are broken")
+    valid = metrics.has_mass(probs, es.mask)
+    out = {k: np.full(len(probs), np.nan) for k in PER_PROMPT}
+    out["mass"] = (probs * es.mask).sum(axis=1)
+    out["entropy_target"] = metrics.entropy_per_prompt(es.p_star, es.mask)
+    if valid.any():
+        p, q, m = probs[valid], es.p_star[valid], es.mask[valid]
+        out["jsd"][valid] = metrics.jsd_per_prompt(p, q, m)
+        out["jsd_digits"][valid] = metrics.jsd_digits_per_prompt(p, q)
+        out["tvd"][valid] = metrics.tvd_per_prompt(p, q, m)
+        out["entropy"][valid] = metrics.entropy_per_prompt(p, m)
+        if es.ordinals is not None:
+            out["wasserstein"][valid] = metrics.wasserstein_per_prompt(p, q, m, es.ordinals[valid])
+    return {"probs": probs, "valid": valid, **out}
+
+
+def readout_summary(read: dict[str, np.ndarray], es: EvalSet, seed: int = 0,
+                    n_boot: int = 2000) -> dict[str, Any]:
+    """Means over the VALID prompts of a read-out (score_probs / readout), with a 95%
+    percentile bootstrap interval over test QUESTIONS (`<distance>_ci` = [low, high]) for each
+    distance, seeded.
+
+    Returns jsd, jsd_ci, jsd_digits, jsd_digits_ci, tvd, tvd_ci, belief_mass, entropy,
+    entropy_target, n_prompts, n_questions, n_invalid (prompts left out: no mass on the belief
+    set) and, when some question has an ordinal scale, wasserstein, wasserstein_ci and
+    wasserstein_prompts (the prompts it is defined on). No valid prompt raises ValueError.
+    """
+    valid = np.asarray(read["valid"], dtype=bool)
+    if not valid.any():
+        raise ValueError(f"none of the {len(valid)} read-out rows has mass on its belief set: "
+                         f"nothing to score")
+    qids = np.asarray(es.qids)
+    out: dict[str, Any] = {}
+    for key in DISTANCES:
+        vals = np.asarray(read[key])[valid]
+        keep = np.isfinite(vals)          # Wasserstein: only questions with an ordinal scale
+        if not keep.any():
+            continue
+        out[key] = float(vals[keep].mean())
+        out[f"{key}_ci"] = list(metrics.bootstrap_ci(vals[keep], qids[valid][keep], n_boot, seed))
+        if key == "wasserstein":
+            out["wasserstein_prompts"] = int(keep.sum())
+    out.update({"belief_mass": float(np.mean(read["mass"][valid])),
+                "entropy": float(np.mean(read["entropy"][valid])),
+                "entropy_target": float(np.mean(read["entropy_target"][valid])),
+                "n_prompts": int(len(valid)), "n_questions": int(len(set(qids[valid]))),
+                "n_invalid": int((~valid).sum())})
+    return out
+
+
 def readout(model, tokenizer, es: EvalSet, belief_ids: Sequence[int], batch_size: int = 32
             ) -> dict[str, np.ndarray]:
-    """The belief distribution at the answer position of every prompt, scored against p*.
-
-    Returns probs [N, K] (full-vocabulary softmax read at the belief tokens), jsd [N] (JS
-    distance of the distribution renormalised over the question's belief set vs p*) and
-    mass [N] (probability on the question's belief tokens).
-    """
+    """The belief distribution at the answer position of every prompt, scored against p*
+    (score_probs: probs [N, K], full-vocabulary softmax read at the belief tokens; valid [N];
+    jsd, jsd_digits, tvd, wasserstein, entropy, entropy_target, mass [N])."""
     limit = generation.max_context(model)
     if limit:
         lengths = [len(ids) for ids in tokenizer(es.prompts)["input_ids"]]
@@ -72,9 +165,7 @@ def readout(model, tokenizer, es: EvalSet, belief_ids: Sequence[int], batch_size
                 f"{max(too_long)[0]} tokens, question {max(too_long)[1]}): raise max_length (the tiny "
                 f"model's context is max_length) or use a model with a longer context")
     probs = generation.belief_distributions(model, tokenizer, es.prompts, belief_ids, batch_size)
-    jsd = metrics.jsd_per_prompt(probs, es.p_star, es.mask)
-    mass = (probs * es.mask).sum(axis=1)
-    return {"probs": probs, "jsd": jsd, "mass": mass}
+    return score_probs(probs, es)
 
 
 # ----------------------------------------------------------------------------- samples

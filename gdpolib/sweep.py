@@ -18,10 +18,16 @@ for them and test metrics for every requested method is reused without starting 
 other cell is run, and inside it the stage cache reuses what is already built. A failed run is
 reported with its name and the tail of its log; the others go on; the exit status is 1 at the end.
 
-Written to `<output_root>/sweeps/<name>/`: runs.csv (one row per run x method), summary.csv and
-summary.md (country x method: JSD mean, sd and number of seeds, and the means of the other
-metrics present), jsd.png (seaborn), sweep.json (the grid and each cell's status) and logs/.
-The summary table is printed, and the sweep folder last.
+Written to `<output_root>/sweeps/<name>/`: runs.csv (one row per run x method, with the run's
+evaluation protocol), summary.csv and summary.md (country x method: JSD mean, sd and number of
+seeds, and the means of the other metrics present), results.md (the multi-seed table: every
+read-out metric as mean ± sd over seeds per protocol x country x method, and each finding with
+the number of seeds it holds in: gdpolib.report), jsd.png (seaborn), sweep.json (the grid and
+each cell's status) and logs/. The summary table is printed, and the sweep folder last.
+
+The README's multi-seed results (both protocols, baselines beside the methods):
+    python -m gdpolib.sweep --param-files params/cpu-full.yaml --countries sa,pk,us --seeds 0,1,2 \
+        --grid split_by=prompt,question --methods uniform,zeroshot,sft,dpo,gdpo --name results
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ from gdpolib.config import (PROJECT_ROOT, ConfigError, RunConfig, add_params_arg
                             load_config, resolve_path)
 
 # The training entry point's methods (`python -m gdpolib.train --method`), one subprocess each.
-TRAIN_METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft")
+TRAIN_METHODS = ("uniform", "zeroshot", "sft", "dpo", "gdpo", "cdpo", "mft")
 ENTRIES = ("train", "pipeline")
 MARKER = "sweep-cell.json"    # written into a run folder when its cell finished
 LOG_TAIL = 40                 # lines of a failed run's log shown in the report
@@ -222,20 +228,50 @@ def run_commands(name: str, commands: list[list[str]], log_path: str, cwd: str,
 
 # ============================================================== the summary
 def collect(cells: Sequence[Cell], methods: dict[str, list[str]]) -> pd.DataFrame:
-    """One row per run x method: grid labels, the run name and every scalar test metric."""
+    """One row per run x method: grid labels, the run's protocol (metrics.json data.protocol),
+    the run name and every scalar test metric."""
     rows = []
     for cell in cells:
         path = cell.run_dir / "metrics.json"
         if not path.exists():
             continue
         metrics = json.loads(path.read_text())
+        protocol = metrics.get("data", {}).get("protocol")
         for m in methods[cell.name]:
             numbers = {**metrics.get("methods", {}).get(m, {}), **metrics.get("skew", {}).get(m, {})}
             numbers = {k: v for k, v in numbers.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             if "jsd" in numbers:
-                rows.append({**cell.labels(), "method": m, "run": cell.name, **numbers})
+                labels = {**cell.labels(), **({"protocol": protocol} if protocol else {})}
+                rows.append({**labels, "method": m, "run": cell.name, **numbers})
     return pd.DataFrame(rows)
+
+
+def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -> str:
+    """results.md: the multi-seed table (report.seed_summary: mean ± sd per protocol x grid cell
+    x country x method) and each finding with the seeds it holds in (report.seed_findings)."""
+    # Deferred: gdpolib.report imports torch (through scoring), and --help or a config error
+    # should not wait for it.
+    from gdpolib import report
+    from gdpolib.data.splits import PROTOCOLS
+
+    keys = [c for c in runs.columns if c not in ("seed", "run", "method", "split_by", "country")
+            and not pd.api.types.is_numeric_dtype(runs[c])
+            and (c != "params" or runs[c].nunique() > 1 or runs[c].iloc[0] != "-")] + ["country"]
+    if "protocol" in keys:     # protocol first: one block of rows per protocol
+        keys = ["protocol"] + [k for k in keys if k != "protocol"]
+    summary = report.seed_summary(runs, keys, method_order)
+    text = "\n".join([
+        f"# Results over {runs['seed'].nunique()} seed(s): mean ± sd", "",
+        "Read-out metrics on the test prompts (jsd: renormalised over the belief set; "
+        "jsd_digits: over all belief digits, the authors' convention; tvd; wasserstein: "
+        "normalised, ordinal beliefs only). Protocols: " + "; ".join(
+            f"`{p}` = {PROTOCOLS.get(p, p)}" for p in dict.fromkeys(
+                runs.get("protocol", pd.Series(dtype=str)).dropna())) + ".", "",
+        report.seed_markdown(summary, keys), "", "## Findings, with the seeds they hold in", "",
+        *(f"- {line}" for line in report.seed_findings(runs, keys)), ""])
+    path.write_text(text)
+    return text
 
 
 def summarize(runs: pd.DataFrame, method_order: Sequence[str]) -> pd.DataFrame:
@@ -416,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out / "summary.md").write_text(md + "\n")
     if not runs.empty:
         plot_jsd(runs, out / "jsd.png", list(table["method"].unique()))
+        write_results(runs, out / "results.md", list(table["method"].unique()))
     failed = [n for n, s in status.items() if s["status"] == "failed"]
     (out / "sweep.json").write_text(json.dumps(
         {"spec": spec, "cells": {c.name: {**c.labels(), "run_dir": str(c.run_dir),

@@ -6,8 +6,10 @@
 
 Builds (or reuses) the data stage and the SFT stage, trains the method (sft | dpo | gdpo | cdpo |
 mft | all = sft, dpo, gdpo and the `ablations`), writes its test-split numbers into the run's
-metrics.json and prints the stage folder last. With `push_to_hub: <repo id>` the method's model,
-its model card and the built datasets are then published (gdpolib.publish). Under `accelerate launch` (DDP) every process
+metrics.json and prints the stage folder last. The baselines `uniform` (1/|B|) and `zeroshot`
+(the untrained base model) train nothing: their test read-out is recorded (its folder printed).
+With `push_to_hub: <repo id>` the method's model, its model card and the built datasets are then
+published (gdpolib.publish). Under `accelerate launch` (DDP) every process
 trains; data, stage bookkeeping, tracking and the test evaluation run on the main process.
 A killed run resumes from its last Trainer checkpoint (`save_every`) when started again.
 """
@@ -22,7 +24,8 @@ from gdpolib import config, runs
 from gdpolib.checks import ModelLoadError
 from gdpolib.config import add_params_arguments
 
-METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "all")
+METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "uniform", "zeroshot", "all")
+BASELINES = ("uniform", "zeroshot")   # nothing to train (gdpolib.stages.evaluate.BASELINES)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,14 +65,17 @@ def main(argv=None) -> int:
     log = logging.getLogger("gdpolib.train")
     out = None
     for method in methods:
-        out = (train_sft(cfg, run, data) if method == "sft"
-               else train_preference(cfg, run, data, method))
+        if method in BASELINES:
+            out = run.stage_dir(f"stages/test/{method}")
+        else:
+            out = (train_sft(cfg, run, data) if method == "sft"
+                   else train_preference(cfg, run, data, method))
         if state.is_main_process and not args.no_eval:
             numbers = test_readout(cfg, run, data, method)
             log.info("%s test: %s", method, json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                          for k, v in numbers.items()}))
     state.wait_for_everyone()
-    if state.is_main_process and cfg.push_to_hub:
+    if state.is_main_process and cfg.push_to_hub and args.method not in BASELINES:
         published = "gdpo" if args.method == "all" else args.method
         folder = publish.prepare_upload(run.root, published, cfg.push_to_hub)
         log.info("published %s: %s", published, publish.push(folder, cfg.push_to_hub))

@@ -51,6 +51,14 @@ def test_n_styles_bound_is_the_number_of_styles():
     assert load_config(overrides={"n_styles": len(STYLES)}).n_styles == len(STYLES)
 
 
+def test_heldout_styles_must_leave_a_training_style():
+    with pytest.raises(ConfigError, match=r"'heldout_styles' from -p: 1 held-out style\(s\) leave "
+                                          r"no training style of n_styles 1"):
+        load_config(overrides={"n_styles": 1, "heldout_styles": 1})
+    assert load_config(overrides={"n_styles": 1, "heldout_styles": 0}).heldout_styles == 0
+    assert load_config(overrides={"n_styles": 1, "split_by": "question"}).heldout_styles == 1
+
+
 def test_generated_files_are_up_to_date():
     stale = paramdocs.sync_generated()
     assert not stale, (f"{', '.join(p.name for p in stale)} stale: run "

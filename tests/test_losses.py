@@ -140,3 +140,9 @@ def test_belief_prefix_cancels_in_conditioned_dpo():
 def test_unknown_form_fails():
     with pytest.raises(ValueError, match="calibration form"):
         losses.calibration_kl(torch.zeros(1, 2), torch.tensor([[0.5, 0.5]]), torch.ones(1, 2), "bogus")
+
+
+def test_belief_logprob_refuses_an_empty_span():
+    logps = torch.tensor([[-1.0, -2.0], [-0.5, -0.5]])
+    with pytest.raises(ValueError, match=r"empty belief span in row\(s\) \[1\]"):
+        losses.belief_logprob(logps, torch.tensor([[1, 0], [0, 0]]))

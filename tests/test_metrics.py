@@ -106,3 +106,117 @@ def test_rs_uses_the_reference_of_the_predicted_belief():
     np.testing.assert_allclose(scores, [[1.0, 0.0, 0.6, 0.0]])
     # a belief without a reference scores 0
     assert M.reference_similarity([["I like it"]], [[2]], references, embed)[0, 0] == 0.0
+
+
+# ---- both JSD conventions, TVD, Wasserstein, entropy, bootstrap (issue 12) ----
+def test_jsd_conventions_on_the_issue_example():
+    # Mass 0.35 and 0.05 on digits 3 and 5, outside the belief set {2, 4}.
+    probs = np.array([[0, 0, 0.30, 0.35, 0.30, 0.05]])
+    p_star = np.array([[0, 0, 0.5, 0, 0.5, 0]])
+    mask = np.array([[0, 0, 1, 0, 1, 0]])
+    assert M.jsd_per_prompt(probs, p_star, mask)[0] == pytest.approx(0.0, abs=1e-12)
+    digits = M.jsd_digits_per_prompt(probs, p_star)[0]
+    assert digits == pytest.approx(jensenshannon(probs[0], p_star[0]))
+    assert round(digits, 3) == 0.405
+
+
+def test_tvd_hand_values():
+    probs = np.array([[0.1, 0.4, 0.5, 0.0], [0.2, 0.2, 0.0, 0.6]])   # row 1: 0.6 off the set
+    p_star = np.array([[0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.0, 0.0]])
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]])
+    # row 0: renormalised (0.1, 0.4, 0.5) vs (0.5, 0.5, 0): (0.4 + 0.1 + 0.5) / 2 = 0.5
+    np.testing.assert_allclose(M.tvd_per_prompt(probs, p_star, mask), [0.5, 0.0], atol=1e-12)
+
+
+def test_wasserstein_matches_scipy_and_leaves_no_stance_out():
+    from scipy.stats import wasserstein_distance
+    nan = np.nan
+    stance = np.array([nan, 1, 2, 3, 4, 5])
+    probs = np.array([[0.5, 0.1, 0.1, 0.1, 0.1, 0.1],      # half its mass on "no stance"
+                      [0.0, 0.0, 0.3, 0.0, 0.7, 0.0],
+                      [0.9, 0.0, 0.0, 0.0, 0.1, 0.0]])
+    p_star = np.array([[0.0, 0.2, 0.2, 0.2, 0.2, 0.2],
+                       [0.0, 0.0, 0.5, 0.0, 0.5, 0.0],
+                       [0.5, 0.0, 0.0, 0.0, 0.5, 0.0]])
+    mask = np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 0, 1, 0], [1, 0, 0, 0, 1, 0]])
+    wd = M.wasserstein_per_prompt(probs, p_star, mask, np.tile(stance, (3, 1)))
+    # row 0: classes 1..5 renormalised: uniform vs uniform -> 0, whatever class 0 holds
+    assert wd[0] == pytest.approx(0.0, abs=1e-12)
+    # row 1: support {2, 4}, range 2: scipy's distance / 2, which for two points is the TVD 0.2
+    ref = wasserstein_distance([2, 4], [2, 4], [0.3, 0.7], [0.5, 0.5]) / 2
+    assert wd[1] == pytest.approx(ref) and ref == pytest.approx(0.2)
+    # row 2: one ordinal belief (4) and "no stance": no scale, undefined (the caller counts it)
+    assert np.isnan(wd[2])
+    # a nominal question (all NaN ordinals) is undefined too
+    assert np.isnan(M.wasserstein_per_prompt(probs[:1], p_star[:1], mask[:1],
+                                             np.full((1, 6), nan))[0])
+    rng = np.random.default_rng(0)
+    p, q = rng.random((20, 5)), rng.random((20, 5))
+    o = np.array([1.0, 2.0, 3.0, 5.0, 8.0])
+    ours = M.wasserstein_per_prompt(p, q, np.ones((20, 5)), np.tile(o, (20, 1)))
+    theirs = [wasserstein_distance(o, o, a / a.sum(), b / b.sum()) / 7 for a, b in zip(p, q)]
+    np.testing.assert_allclose(ours, theirs, atol=1e-12)
+
+
+def test_entropy_matches_scipy_over_the_belief_set():
+    from scipy.stats import entropy
+    probs = np.array([[0.2, 0.2, 0.1, 0.5], [0.0, 1.0, 0.0, 0.0]])
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]])
+    np.testing.assert_allclose(M.entropy_per_prompt(probs, mask),
+                               [entropy([0.2, 0.2, 0.1]), 0.0], atol=1e-12)
+
+
+def test_bootstrap_resamples_questions_not_prompts():
+    rng = np.random.default_rng(3)
+    # 10 questions x 4 prompts; prompts of a question are alike (a question effect + noise)
+    values = np.repeat(rng.random(10), 4) + 0.01 * rng.random(40)
+    qids = [f"q{i // 4}" for i in range(40)]
+    lo, hi = M.bootstrap_ci(values, qids, seed=1)
+    assert lo < values.mean() < hi
+    assert M.bootstrap_ci(values, qids, seed=1) == (lo, hi)          # seeded
+    # A question counted twice as many times (every prompt duplicated) is still one question:
+    # the interval does not narrow, as it would if prompts were resampled.
+    doubled = M.bootstrap_ci(np.repeat(values, 2), np.repeat(qids, 2), seed=1)
+    np.testing.assert_allclose(doubled, (lo, hi), atol=1e-12)
+    prompt_level = M.bootstrap_ci(values, [f"p{i}" for i in range(40)], seed=1)
+    assert prompt_level[1] - prompt_level[0] < hi - lo       # prompts of a question correlate
+    assert M.bootstrap_ci([0.3, 0.3], ["a", "a"]) == pytest.approx((0.3, 0.3))
+    with pytest.raises(ValueError, match="NaN"):
+        M.bootstrap_ci([0.1, np.nan], ["a", "b"])
+    with pytest.raises(ValueError, match="need"):
+        M.bootstrap_ci([], [])
+
+
+# ---- NaN, all-zero rows, empty samples: never scored (issue 12) ----
+def test_nan_and_all_zero_rows_raise_instead_of_scoring_perfect():
+    good = np.array([0.5, 0.5])
+    with pytest.raises(ValueError, match="row 0 is not finite"):
+        M.js_distance([np.nan, 1.0], good)
+    with pytest.raises(ValueError, match="row 1 is all zeros"):
+        M.js_distance([[0.5, 0.5], [0.0, 0.0]], [[0.5, 0.5], [0.5, 0.5]])
+    with pytest.raises(ValueError, match="negative"):
+        M.js_distance([-0.1, 1.1], good)
+    mask = np.array([[1, 1, 0]])
+    with pytest.raises(ValueError, match="not finite"):
+        M.renormalise([[np.nan, 0.5, 0.5]], mask)
+    with pytest.raises(ValueError, match="no mass on its belief set"):
+        M.renormalise([[0.0, 0.0, 1.0]], mask)          # all mass outside the set
+    with pytest.raises(ValueError, match="empty belief set"):
+        M.renormalise([[0.5, 0.5, 0.0]], [[0, 0, 0]])
+    with pytest.raises(ValueError):
+        M.jsd_per_prompt([[np.nan, 0.5, 0.5]], [[0.5, 0.5, 0]], mask)
+    with pytest.raises(ValueError, match="NaN"):
+        M.jsd_by_question([0.1, np.nan], ["a", "b"])
+    assert list(M.has_mass([[0.0, 0.0, 1.0], [0.1, 0.0, 0.0]], [[1, 1, 0], [1, 1, 0]])) == [False, True]
+
+
+def test_zero_samples_raise():
+    p_star, mask = np.array([[0.5, 0.5]]), np.array([[1, 1]])
+    with pytest.raises(ValueError, match="zero samples"):
+        M.belief_counts(np.zeros((1, 0), dtype=int), mask)
+    with pytest.raises(ValueError, match="zero samples"):
+        M.sampled_jsd_per_prompt(np.zeros((1, 0), dtype=int), p_star, mask)
+    with pytest.raises(ValueError, match="at least 1"):
+        M.noise_floor_one([0.5, 0.5], 0)
+    with pytest.raises(ValueError, match="not finite"):
+        M.noise_floor_one([np.nan, 0.5], 8)

@@ -8,8 +8,9 @@ from scipy import stats
 
 from gdpolib.beliefs import OptionsScheme, Stance6Scheme, load_option_map, parse_completion
 from gdpolib.data.goqa import load_goqa
-from gdpolib.data.records import (LeakageError, assign_splits, build_records, check_leakage,
-                                  goqa_items)
+from gdpolib.data.records import DataError, build_records, goqa_items
+from gdpolib.data.splits import (LeakageError, assign_splits, check_leakage, heldout_style_ids,
+                                 protocol_name, split_report)
 from gdpolib.data.responses import TemplateGenerator
 
 
@@ -145,6 +146,64 @@ def test_split_by_prompt_and_leak_detection(data):
     items[1].split = "test" if items[0].split != "test" else "train"
     with pytest.raises(LeakageError, match="prompt"):
         check_leakage(items, "prompt")
+
+
+def test_heldout_styles_split_seen_questions_in_unseen_phrasings(data):
+    qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
+    items = make_items(qbs)
+    heldout = heldout_style_ids("prompt", 3, 1)
+    assert heldout == ["formal"]                      # the last of plain, casual, formal
+    a = assign_splits(items, "prompt", [0.8, 0.1, 0.1], 0, heldout)
+    assert a == assign_splits(make_items(qbs), "prompt", [0.8, 0.1, 0.1], 0, heldout)   # seeded
+    splits: dict[str, dict[str, set]] = {}
+    for it in items:
+        splits.setdefault(it.split, {}).setdefault(it.qid, set()).add(it.style)
+        assert (it.split == "train") == (it.style != "formal")
+    # every question is trained (in plain and casual) and asked once more, in the held-out style
+    assert set(splits["train"]) == {q.qid for q in qbs}
+    assert all(styles == {"plain", "casual"} for styles in splits["train"].values())
+    assert not set(splits["eval"]) & set(splits["test"])          # eval and test share no question
+    assert set(splits["eval"]) | set(splits["test"]) == {q.qid for q in qbs}
+    assert abs(len(splits["eval"]) - len(splits["test"])) <= 2    # f_eval : f_test = 1 : 1
+    rep = split_report(items, "prompt", [0.8, 0.1, 0.1], 0, heldout)
+    assert rep["protocol"] == "seen_questions" == protocol_name("prompt", heldout)
+    assert rep["styles"] == {"train": ["casual", "plain"], "eval": ["formal"], "test": ["formal"]}
+    assert rep["prompts"]["test"] == rep["questions"]["test"] == len(splits["test"])
+    assert rep["heldout_styles"] == ["formal"] and "never trained on" in rep["held_out"]
+
+
+def test_leakage_check_fails_when_a_test_style_was_trained_on(data):
+    qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
+    items = make_items(qbs[:30], n_styles=4)
+    heldout = heldout_style_ids("prompt", 4, 2)
+    assert heldout == ["formal", "curious"]
+    assign_splits(items, "prompt", [0.8, 0.1, 0.1], 0, heldout)
+    check_leakage(items, "prompt", heldout)                       # as built: clean
+    train = next(it for it in items if it.split == "train")
+    train.split = "test"                                          # a trained style at test time
+    with pytest.raises(LeakageError, match=f"style {train.style!r}, which was trained on"):
+        check_leakage(items, "prompt", heldout)
+    train.split = "train"
+    held = next(it for it in items if it.split == "test")
+    held.split = "train"                                          # a held-out style trained on
+    with pytest.raises(LeakageError, match="has the held-out style"):
+        check_leakage(items, "prompt", heldout)
+    held.split = "test"
+    other = next(it for it in items if it.qid == held.qid and it.style != held.style
+                 and it.style in heldout)
+    other.split = "eval"                                          # one question in eval and test
+    with pytest.raises(LeakageError, match=r"question \(eval/test\)"):
+        check_leakage(items, "prompt", heldout)
+
+
+def test_heldout_style_rules():
+    assert heldout_style_ids("question", 3, 1) == [] and heldout_style_ids("prompt", 3, 0) == []
+    with pytest.raises(DataError, match="leaves no training style"):
+        heldout_style_ids("prompt", 2, 2)
+    with pytest.raises(ValueError, match="need split_by 'prompt'"):
+        assign_splits([], "question", [0.8, 0.1, 0.1], 0, ["formal"])
+    assert protocol_name("question") == "unseen_questions"
+    assert protocol_name("prompt", []) == "seen_prompts"
 
 
 def test_records_are_deterministic(data):

@@ -1,22 +1,82 @@
-"""Reports: the paper's Table 2 beside ours only in the paper's setting; one findings()."""
+"""Reports: the paper's Table 2 beside ours only in the paper's setting (its JSD beside our
+jsd_digits); the protocol line; one findings(); mean ± sd and findings over seeds."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from gdpolib import report
 from gdpolib.config import RunConfig
 
 
 def test_table2_puts_paper_numbers_beside_ours_only_for_the_papers_setting():
-    table = pd.DataFrame({"jsd": [0.3, 0.2], "cbc": [0.9, 0.95], "n_prompts": [10, 10]},
+    table = pd.DataFrame({"jsd": [0.3, 0.2], "jsd_ci": [[0.25, 0.35], [0.15, 0.26]],
+                          "jsd_digits": [0.5, 0.25], "cbc": [0.9, 0.95], "n_prompts": [10, 10]},
                          index=pd.Index(["dpo", "gdpo"], name="method"))
     mine = report.table2(table, RunConfig(country="sa", model="tiny"))
     assert list(mine.columns) == ["dpo", "gdpo"]
+    assert list(mine.index) == ["jsd", "jsd_ci", "jsd_digits", "cbc"]
+    assert mine.loc["jsd_ci", "gdpo"] == "[0.150, 0.260]"
     paper = report.table2(table, RunConfig(country="sa", model="gpt2-large"))
-    assert paper.loc["jsd", "paper:gdpo"] == 0.185 and paper.loc["cbc", "paper:dpo"] == 0.742
+    # the paper's JSD is the authors' convention (all belief digits): beside our jsd_digits
+    assert paper.loc["jsd_digits", "paper:gdpo"] == 0.185 and paper.loc["cbc", "paper:dpo"] == 0.742
+    assert np.isnan(paper.loc["jsd", "paper:gdpo"])
     md = report.markdown_table(paper)
     assert md.splitlines()[0].startswith("| metric | dpo | gdpo | paper:dpo")
+    assert "| jsd_ci | [0.250, 0.350] | [0.150, 0.260] |" in md
+
+
+def test_protocol_line_says_what_is_held_out():
+    split = {"protocol": "seen_questions", "held_out": "every question is trained in the other "
+             "styles", "heldout_styles": ["formal"], "prompts": {"test": 62},
+             "questions": {"test": 62}}
+    line = report.protocol_line(split)
+    assert line.startswith("Protocol `seen_questions` (every question") and "formal" in line
+    assert "test: 62 prompts over 62 questions" in line
+    assert "own splits" in report.protocol_line(None)
+
+
+def _seed_runs():
+    rows = []
+    for seed, (sft, dpo, gdpo) in enumerate([(0.20, 0.26, 0.18), (0.21, 0.24, 0.25)]):
+        for method, jsd, maj, mino in (("uniform", 0.30, None, None), ("sft", sft, None, None),
+                                       ("dpo", dpo, 0.4, 0.1), ("gdpo", gdpo, 0.2, 0.15)):
+            rows.append({"protocol": "seen_questions", "country": "S. Africa", "seed": seed,
+                         "method": method, "jsd": jsd, "margin_majority": maj,
+                         "margin_minority": mino})
+    rows.append({"protocol": "unseen_questions", "country": "S. Africa", "seed": 0,
+                 "method": "sft", "jsd": 0.31})
+    return pd.DataFrame(rows)
+
+
+def test_seed_summary_mean_sd_and_markdown():
+    runs = _seed_runs()
+    table = report.seed_summary(runs, ["protocol", "country"], ["uniform", "sft", "dpo", "gdpo"])
+    assert list(zip(table.protocol, table.method)) == [
+        ("seen_questions", "uniform"), ("seen_questions", "sft"), ("seen_questions", "dpo"),
+        ("seen_questions", "gdpo"), ("unseen_questions", "sft")]
+    gdpo = table.iloc[3]
+    assert gdpo.n_seeds == 2 and gdpo.jsd_mean == pytest.approx(0.215)
+    assert gdpo.jsd_sd == pytest.approx(np.std([0.18, 0.25], ddof=1))
+    md = report.seed_markdown(table, ["protocol", "country"])
+    assert md.splitlines()[0] == ("| protocol | country | method | seeds | jsd | margin_majority | "
+                                  "margin_minority |")
+    assert "| seen_questions | S. Africa | gdpo | 2 | 0.215 ± 0.049 | 0.200 ± 0.000 | 0.150 ± 0.000 |" in md
+    assert "| unseen_questions | S. Africa | sft | 1 | 0.310 |  |  |" in md
+
+
+def test_seed_findings_count_the_seeds_a_finding_holds_in():
+    lines = report.seed_findings(_seed_runs(), ["protocol", "country"])
+    assert ("seen_questions / S. Africa: GDPO lowers jsd below DPO: holds in 1 of 2 seeds "
+            "(difference +0.035 ± 0.064)") in lines
+    assert any(x.startswith("seen_questions / S. Africa: DPO raises jsd over SFT: holds in 2 of 2")
+               for x in lines)
+    assert any("SFT is below uniform in jsd: holds in 2 of 2" in x for x in lines)
+    assert any("margin gap is smaller than DPO's: holds in 2 of 2" in x for x in lines)
+    # a cell with one method has no finding; a claim without numbers (jsd_digits) is left out
+    assert not any(x.startswith("unseen_questions") for x in lines)
+    assert not any("jsd_digits" in x for x in lines)
 
 
 def test_findings_state_each_claim_with_its_numbers_and_skip_missing_ones():
@@ -34,3 +94,6 @@ def test_findings_state_each_claim_with_its_numbers_and_skip_missing_ones():
     text = " ".join(report.findings(worse))
     assert "does NOT raise" in text and "does NOT lower" in text
     assert report.findings(table.loc[["sft"]]) == []             # nothing to compare: no claim
+    with_uniform = pd.concat([pd.DataFrame({"jsd": [0.22]}, index=["uniform"]), table])
+    assert report.findings(with_uniform)[-1] == ("Baselines: uniform 0.220; methods below "
+                                                 "uniform: sft, gdpo.")

@@ -31,9 +31,15 @@ def test_prepare_data_stage(cfg, monkeypatch):
     assert set(d.prompts["test"].column_names) >= {"prompt", "qid", "p_star", "belief_mask",
                                                   "labels", "references"}
     m = run.metrics()["data"]
-    assert m == {"questions": 30, **{s: d.dpo[s].num_rows for s in ("train", "eval", "test")}}
-    assert sum(m[s] for s in ("train", "eval", "test")) == 30 * 3 * 2
-    assert json.loads((d.path / "reports.json").read_text())["split"]["split_by"] == "prompt"
+    # seen questions: all 30 trained in 2 styles, the 3rd (formal) split 15 / 15 into eval / test
+    assert m == {"questions": 30, **{s: d.dpo[s].num_rows for s in ("train", "eval", "test")},
+                 "protocol": "seen_questions", "heldout_styles": ["formal"],
+                 "test_prompts": 15, "test_questions": 15}
+    assert (m["train"], m["eval"], m["test"]) == (30 * 2 * 2, 15 * 2, 15 * 2)
+    split = json.loads((d.path / "reports.json").read_text())["split"]
+    assert split["split_by"] == "prompt" and split["styles"]["test"] == ["formal"]
+    assert set(d.prompts["test"]["style"]) == {"formal"}
+    assert d.prompts["test"]["ordinal"][0] == []              # options: no ordinal scale
     # Unchanged params: the stage is reused, not rebuilt.
     monkeypatch.setattr(stage_data, "build_goqa", lambda *a, **k: pytest.fail("rebuilt"))
     again = prepare_data(cfg, run)
@@ -49,6 +55,11 @@ def test_prepare_data_stance6_and_question_split(cfg):
     qids = {s: set(d.prompts[s]["qid"]) for s in ("train", "eval", "test")}
     assert not (qids["train"] & qids["eval"] or qids["train"] & qids["test"]
                 or qids["eval"] & qids["test"])
+    run = runs.Run.open(cfg)
+    assert run.metrics()["data"]["protocol"] == "unseen_questions"
+    assert run.metrics()["data"]["heldout_styles"] == []
+    ordinal = d.prompts["test"]["ordinal"][0]                  # stance6: class 0 is off the scale
+    assert np.isnan(ordinal[0]) and ordinal[1:] == [1.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_p_star_override_keeps_true_p_star(cfg):

@@ -85,3 +85,17 @@ def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
     assert all(0 <= metrics["methods"][m]["jsd"] <= math.sqrt(math.log(2)) for m in ("sft", "dpo", "gdpo"))
     assert set(metrics["skew"]) == {"dpo", "gdpo"}
     assert set(metrics["skew"]["dpo"]) == {"margin_majority", "margin_minority"}
+    # issue 12: every method row has both JSD conventions, the mass, TVD and an interval over
+    # questions; the baselines (uniform 1/|B|, the untrained base model) sit beside them
+    for m in evaluate.BASELINES:
+        evaluate.test_readout(cfg, run, data, m)
+    metrics = run.metrics()
+    for m in ("uniform", "zeroshot", "sft", "dpo", "gdpo"):
+        row = metrics["methods"][m]
+        assert {"jsd", "jsd_digits", "belief_mass", "tvd", "jsd_ci", "entropy",
+                "entropy_target", "n_invalid"} <= set(row), m
+        assert row["jsd_ci"][0] <= row["jsd"] <= row["jsd_ci"][1] and row["n_invalid"] == 0
+        assert row["n_questions"] == metrics["data"]["test_questions"] == 4
+    uniform = metrics["methods"]["uniform"]
+    assert uniform["belief_mass"] == 1.0 and uniform["jsd_digits"] == pytest.approx(uniform["jsd"])
+    assert "uniform" not in metrics["skew"]

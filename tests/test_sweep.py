@@ -93,6 +93,25 @@ def test_summary_groups_seeds_and_keeps_the_grid_order():
     assert "| Pakistan | gdpo | 0.400 | – | 1 | 2.000 |" in md   # one seed: no sd
 
 
+def test_results_table_per_protocol_with_seed_counts(tmp_path):
+    rows = []
+    for split_by, protocol in (("prompt", "seen_questions"), ("question", "unseen_questions")):
+        for seed in (0, 1):
+            for method, jsd in (("uniform", 0.30), ("sft", 0.20 + 0.01 * seed)):
+                rows.append({"country": "S. Africa", "params": "ci", "split_by": split_by,
+                             "seed": seed, "protocol": protocol, "method": method,
+                             "run": f"r{seed}", "jsd": jsd + (0.05 if split_by == "question" else 0)})
+    text = sweep.write_results(pd.DataFrame(rows), tmp_path / "results.md", ["uniform", "sft"])
+    assert text == (tmp_path / "results.md").read_text()
+    assert text.startswith("# Results over 2 seed(s): mean ± sd")
+    assert "`unseen_questions` = unseen questions: whole questions" in text
+    assert "| protocol | params | country | method | seeds | jsd |" in text
+    assert "| seen_questions | ci | S. Africa | sft | 2 | 0.205 ± 0.007 |" in text
+    assert "| unseen_questions | ci | S. Africa | uniform | 2 | 0.350 ± 0.000 |" in text
+    assert ("- unseen_questions / ci / S. Africa: SFT is below uniform in jsd: holds in 2 of 2 "
+            "seeds (difference +0.095 ± 0.007)") in text
+
+
 # ============================================================== two real runs on local Ray
 def _sweep(*args, timeout=1200):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
@@ -139,7 +158,9 @@ def test_sweep_runs_both_cells_and_writes_table_and_figure(ci_sweep):
     gdpo = table[table.method == "gdpo"]
     assert gdpo.margin_majority.notna().all() and gdpo.margin_minority.notna().all()
     assert ci_sweep["png"][:8] == b"\x89PNG\r\n\x1a\n" and len(ci_sweep["png"]) > 10_000
-    assert "| S. Africa | ci | gdpo |" in (out / "summary.md").read_text()
+    assert "| S. Africa | ci | seen_questions | gdpo |" in (out / "summary.md").read_text()
+    results = (out / "results.md").read_text()
+    assert "| seen_questions | ci | S. Africa | gdpo | 1 |" in results
     assert ci_sweep["logs"] == ["pk-tiny-ci-s0.log", "sa-tiny-ci-s0.log"]
     assert len(pd.read_csv(out / "runs.csv")) == 4
 

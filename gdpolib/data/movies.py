@@ -24,8 +24,9 @@ import numpy as np
 
 from gdpolib.beliefs import QuestionBeliefs
 from gdpolib.config import resolve_path
-from gdpolib.data.records import (PromptItem, apply_override, assign_splits, build_records,
-                                  check_splits, format_prompt, write_stage)
+from gdpolib.data.records import (PromptItem, apply_override, build_records, format_prompt,
+                                  scheme_ordinals, write_stage)
+from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
 from gdpolib.data.responses import styles_for
 
 K_MOVIES = 5
@@ -185,7 +186,8 @@ def movie_items(qbs: Sequence[QuestionBeliefs], responses: Mapping[str, dict[int
             target = (targets or {}).get(qb.qid, qb.p_star)
             items.append(PromptItem(qb.qid, style, format_prompt(
                 MOVIE_PROMPTS[style].format(pid=pid), qb.labels, qb.mask), qb,
-                np.asarray(target, dtype=np.float64), responses[qb.qid]))
+                np.asarray(target, dtype=np.float64), responses[qb.qid],
+                ordinal=scheme_ordinals("movies", K_MOVIES)))
     return items
 
 
@@ -197,13 +199,13 @@ def build_movies(cfg, out: Path, override: Mapping | None = None) -> dict:
         qbs = qbs[:cfg.max_questions]
     targets = apply_override(qbs, override)
     items = movie_items(qbs, responses, cfg.n_styles, targets)
-    assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
+    heldout = heldout_style_ids(cfg.split_by, cfg.n_styles, cfg.heldout_styles)
+    assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed, heldout)
     check_splits(assignment, cfg.split_by)
     rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
     (out / "splits.json").write_text(json.dumps(assignment, indent=1))
     reports = {"load": {"origin": str(cfg.movies_path), "reviews": len(data.reviews),
                         "skipped": data.skipped, "movies": len(data.movies())},
                "records": {**stats, "overridden": sorted(targets)},
-               "split": {"split_by": cfg.split_by, "fractions": cfg.split_fractions,
-                         "seed": cfg.seed}}
+               "split": split_report(items, cfg.split_by, cfg.split_fractions, cfg.seed, heldout)}
     return write_stage(out, rows, qbs, "movies", K_MOVIES, reports)

@@ -1,4 +1,4 @@
-"""SFT records, DPO (conflicting) and GDPO (shared-belief) pairs, eval prompts, splits, and the
+"""SFT records, DPO (conflicting) and GDPO (shared-belief) pairs, eval prompts, and the
 files of a data stage (written by `gdpolib.stages.data`, read back by `load_run_data`).
 
 Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
@@ -8,7 +8,8 @@ Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
   dpo      prompt, chosen, rejected, b_c, b_r          (b_c ~ p*, b_r uniform on B \\ {b_c})
   gdpo     same draws as dpo; rejected = b_c prefix + the response written for b_r
   prompts  prompt, qid, style, split, question, p_star (TRUE p*, what metrics compare to),
-           p_star_target, belief_mask, labels, references, majority (one row per prompt)
+           p_star_target, belief_mask, labels, references, majority (one row per prompt),
+           ordinal (K_MAX ordinal values of the beliefs, NaN off the scale; [] = no order)
 `majority` is b == argmax p_star (the training target) for records, argmax p* for prompts.
 
 Prompt: `<Q>{styled question}` + one line per belief `"{k}. {label}"` + `<A>` (the digits in
@@ -30,17 +31,13 @@ from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, f
 from gdpolib.runs import stable_seed
 
 log = logging.getLogger("gdpolib.data.records")
-DATA_VERSION = "data-v1"       # bump when the record format changes (invalidates data stages)
+DATA_VERSION = "data-v2"       # bump when the record format changes (invalidates data stages)
 SPLITS = ("train", "eval", "test")
 KINDS = ("sft", "dpo", "gdpo", "prompts")
 
 
 class DataError(ValueError):
     """A group whose data cannot make a meaningful run (too few questions, an empty split)."""
-
-
-class LeakageError(RuntimeError):
-    """A question (split by question) or a prompt (split by prompt) in two splits."""
 
 
 @dataclass
@@ -54,6 +51,7 @@ class PromptItem:
     target: np.ndarray                   # float64[K_MAX]: the training target (override or true)
     candidates: dict[int, list[str]]     # belief -> responses voicing it (>= 1 per b in B)
     split: str = ""
+    ordinal: list[float] = field(default_factory=list)  # K_MAX values (NaN: off the scale) or []
 
 
 def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> str:
@@ -64,8 +62,11 @@ def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> 
 
 # ----------------------------------------------------------------------------- items
 def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
-               targets: Mapping[str, np.ndarray] | None = None) -> list[PromptItem]:
-    """PromptItems from questions x their generated styles (responses per option -> belief)."""
+               targets: Mapping[str, np.ndarray] | None = None,
+               ordinals: Mapping[str, Sequence[float]] | None = None) -> list[PromptItem]:
+    """PromptItems from questions x their generated styles (responses per option -> belief).
+    ordinals: {qid: K_MAX ordinal values, NaN off the scale} for questions whose beliefs are
+    ordered (e.g. scheme_ordinals for stance6); others get none."""
     items = []
     for qb in qbs:
         for sq in styled.get(qb.qid, []):
@@ -74,8 +75,23 @@ def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
                 cands.setdefault(b, []).append(sq.responses[i])
             target = qb.p_star if targets is None or qb.qid not in targets else targets[qb.qid]
             items.append(PromptItem(qb.qid, sq.style, format_prompt(sq.question, qb.labels, qb.mask),
-                                    qb, np.asarray(target, dtype=np.float64), cands))
+                                    qb, np.asarray(target, dtype=np.float64), cands,
+                                    ordinal=list((ordinals or {}).get(qb.qid, []))))
     return items
+
+
+def scheme_ordinals(scheme: str, k_max: int) -> list[float] | None:
+    """The ordinal value of each belief id under a scheme, NaN where a belief is not on the
+    scale; None for a scheme without an order. stance6: classes 1..5 (strong negative .. strong
+    positive) are ordered, class 0 "no stance" is not (it is left out of the Wasserstein
+    distance, which is then the distance among answers that take a stance); movies: the star
+    ratings 1..5; options: a question's options have no order known to us (a survey file may
+    bring one per question later: goqa_items' `ordinals`)."""
+    if scheme == "stance6":
+        return [float("nan")] + [float(k) for k in range(1, k_max)]
+    if scheme == "movies":
+        return [float(k + 1) for k in range(k_max)]
+    return None
 
 
 def apply_override(qbs: Sequence[QuestionBeliefs], override: Mapping[str, Sequence[float]] | None,
@@ -90,76 +106,6 @@ def apply_override(qbs: Sequence[QuestionBeliefs], override: Mapping[str, Sequen
                           f"{unknown[:5]}")
     return {qid: check_distribution(p, by_qid[qid].mask, f"p* override for {qid}")
             for qid, p in override.items()}
-
-
-# ----------------------------------------------------------------------------- splits
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
-def split_key(item: PromptItem, split_by: str) -> str:
-    """The unit that must not straddle splits: the question text (by question; duplicate
-    question texts in GOQA travel together) or the prompt string (by prompt)."""
-    if split_by == "question":
-        return _norm(item.qb.question)
-    if split_by == "prompt":
-        return item.prompt
-    raise ValueError(f"split_by must be 'question' or 'prompt', got {split_by!r}")
-
-
-def assign_splits(items: Sequence[PromptItem], split_by: str, fractions: Sequence[float],
-                  seed: int) -> dict[str, str]:
-    """Seeded split of the units {unit key: split}; sets item.split; checks for leakage.
-
-    Unit counts: n_eval = round(f_eval*n), n_test = round(f_test*n) (at least 1 each when its
-    fraction is > 0 and n >= 3), the rest train.
-    """
-    keys = sorted({split_key(it, split_by) for it in items})
-    rng = np.random.default_rng(stable_seed("split", seed, split_by))
-    order = [keys[i] for i in rng.permutation(len(keys))]
-    n = len(order)
-    n_eval, n_test = (int(round(f * n)) for f in fractions[1:])
-    if n >= 3:
-        n_eval = max(n_eval, 1 if fractions[1] > 0 else 0)
-        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
-    assignment = {k: "test" for k in order[:n_test]}
-    assignment.update({k: "eval" for k in order[n_test:n_test + n_eval]})
-    assignment.update({k: "train" for k in order[n_test + n_eval:]})
-    for it in items:
-        it.split = assignment[split_key(it, split_by)]
-    check_leakage(items, split_by)
-    return assignment
-
-
-def check_splits(assignment: Mapping[str, str], split_by: str) -> None:
-    """Every split needs at least one unit (question or prompt): a run must train, select and
-    test on something; otherwise DataError with the counts."""
-    counts = {s: sum(v == s for v in assignment.values()) for s in SPLITS}
-    empty = [s for s, n in counts.items() if n == 0]
-    if empty:
-        raise DataError(f"split by {split_by} leaves no {split_by} in {', '.join(empty)} "
-                        f"(counts {counts}); use more questions (max_questions) or other "
-                        f"split_fractions")
-
-
-def check_leakage(items: Sequence[PromptItem], split_by: str) -> None:
-    """Raise LeakageError if a question (by question: qid or question text) or a prompt string
-    (by prompt) appears in two splits. Never silent."""
-    seen: dict[str, str] = {}
-
-    def claim(key: str, split: str, what: str) -> None:
-        if seen.setdefault(key, split) != split:
-            raise LeakageError(f"{what} {key[:80]!r} is in both {seen[key]!r} and {split!r} "
-                               f"(split_by={split_by})")
-
-    for it in items:
-        if it.split not in SPLITS:
-            raise LeakageError(f"prompt of {it.qid}/{it.style} has no split")
-        if split_by == "question":
-            claim("qid:" + it.qid, it.split, "question")
-            claim("text:" + _norm(it.qb.question), it.split, "question text")
-        else:
-            claim(it.prompt, it.split, "prompt")
 
 
 # ----------------------------------------------------------------------------- records
@@ -214,7 +160,7 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
             "p_star_target": it.target.tolist(), "belief_mask": mask.astype(int).tolist(),
             "labels": [labels[k] if mask[k] else "" for k in range(len(mask))],
             "references": [it.candidates[k][0] if mask[k] else "" for k in range(len(mask))],
-            "majority": int(np.argmax(it.qb.p_star))})
+            "majority": int(np.argmax(it.qb.p_star)), "ordinal": list(it.ordinal)})
     # Shuffle at record level (not per prompt: bug B6), seeded; DPO and GDPO get the SAME
     # permutation so that row i of both is the same draw.
     rng = np.random.default_rng(stable_seed("shuffle", seed))
@@ -235,38 +181,53 @@ def _features(kind: str):
         "dpo": {"prompt": s, "chosen": s, "rejected": s, "b_c": i, "b_r": i, "majority": b,
                 "p_star_true": ds.Sequence(f)},
         "prompts": {"prompt": s, "question": s, "p_star_target": ds.Sequence(f),
-                    "labels": ds.Sequence(s), "references": ds.Sequence(s), "majority": i},
+                    "labels": ds.Sequence(s), "references": ds.Sequence(s), "majority": i,
+                    "ordinal": ds.Sequence(f)},
     }
     spec["gdpo"] = spec["dpo"]
     return ds.Features({**spec[kind], **common})
 
 
 def to_datasets(rows: Mapping[str, list[dict]]):
-    """{kind: rows} -> {kind: DatasetDict(train, eval, test)} (empty splits keep the schema)."""
+    """{kind: rows} -> {kind: DatasetDict(train, eval, test)} (empty splits keep the schema).
+    A prompt row without `ordinal` (a hub dataset) gets [] (no order known)."""
     out = {}
     for kind in KINDS:
         feats = _features(kind)
         parts = {}
         for split in SPLITS:
             sel = [r for r in rows.get(kind, []) if r["split"] == split]
-            parts[split] = ds.Dataset.from_dict({c: [r[c] for r in sel] for c in feats},
-                                                features=feats)
+            parts[split] = ds.Dataset.from_dict(
+                {c: [r.get(c, []) if c == "ordinal" else r[c] for r in sel] for c in feats},
+                features=feats)
         out[kind] = ds.DatasetDict(parts)
     return out
 
 
 def counts_of(rows: Mapping[str, list[dict]], n_questions: int) -> dict[str, Any]:
+    """Questions used; records of each kind per split; distinct questions with a prompt per
+    split (`prompt_questions`)."""
     c: dict[str, Any] = {"questions": n_questions}
     for kind in KINDS:
         c[kind] = {s: sum(r["split"] == s for r in rows.get(kind, [])) for s in SPLITS}
+    c["prompt_questions"] = {s: len({r["qid"] for r in rows.get("prompts", []) if r["split"] == s})
+                             for s in SPLITS}
     return c
 
 
-def metrics_part(counts: Mapping[str, Any]) -> dict[str, Any]:
-    """The `data` part of metrics.json: questions used, and PREFERENCE PAIRS (DPO = GDPO) per
-    split (SFT records and prompts per split are in the data stage's counts.json)."""
-    return {"data": {"questions": int(counts["questions"]),
-                     **{s: int(counts["dpo"][s]) for s in SPLITS}}}
+def metrics_part(counts: Mapping[str, Any], split: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """The `data` part of metrics.json: questions used, PREFERENCE PAIRS (DPO = GDPO) per split
+    (SFT records and prompts per split are in the data stage's counts.json), and the evaluation
+    protocol: its name (records.PROTOCOLS; "given" for a dataset with its own splits), the
+    held-out styles, and the test prompts and questions."""
+    part = {"questions": int(counts["questions"]), **{s: int(counts["dpo"][s]) for s in SPLITS},
+            "protocol": (split or {}).get("protocol", "given"),
+            "heldout_styles": list((split or {}).get("heldout_styles", [])),
+            "test_prompts": int(counts["prompts"]["test"])}
+    if "prompt_questions" in counts:
+        part["test_questions"] = int(counts["prompt_questions"]["test"])
+    return {"data": part}
 
 
 # ----------------------------------------------------------------------------- stage

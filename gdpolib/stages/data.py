@@ -19,9 +19,10 @@ from gdpolib.config import resolve_path
 from gdpolib.data import goqa
 from gdpolib.data.hub import build_hub
 from gdpolib.data.movies import build_movies
-from gdpolib.data.records import (DATA_VERSION, SPLITS, DataError, RunData, apply_override,
-                                  assign_splits, build_records, check_splits, goqa_items,
-                                  load_run_data, metrics_part, write_stage)
+from gdpolib.data.records import (DATA_VERSION, DataError, RunData, apply_override,
+                                  build_records, goqa_items, load_run_data, metrics_part,
+                                  scheme_ordinals, write_stage)
+from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
 from gdpolib.data.generators import make_generator
 from gdpolib.runs import file_hash, stable_hash
 
@@ -31,7 +32,8 @@ log = logging.getLogger("gdpolib.stages.data")
 def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
     """Everything the data stage depends on: params, input file contents, the override."""
     key: dict[str, Any] = {"version": DATA_VERSION, **cfg.subset(
-        "seed", "n_styles", "split_by", "split_fractions", "sft_per_prompt", "pairs_per_prompt",
+        "seed", "n_styles", "split_by", "heldout_styles", "split_fractions", "sft_per_prompt",
+        "pairs_per_prompt",
         "responses", "response_model", "api_base", "api_model")}
     if cfg.hub_dataset:
         key["hub_dataset"] = cfg.hub_dataset
@@ -79,10 +81,13 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
     gen = make_generator(cfg, _response_cache_dir(cfg))
     styled, gen_report = gen.generate([(q.qid, q.question, q.options) for q in qbs], cfg.n_styles)
     log.info(gen_report.summary())
-    items = goqa_items(qbs, styled, targets)
+    scale = scheme_ordinals(scheme.name, scheme.k_max)
+    items = goqa_items(qbs, styled, targets,
+                       ordinals={q.qid: scale for q in qbs} if scale else None)
     used = {it.qid for it in items}
     qbs = [q for q in qbs if q.qid in used]
-    assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed)
+    heldout = heldout_style_ids(cfg.split_by, cfg.n_styles, cfg.heldout_styles)
+    assignment = assign_splits(items, cfg.split_by, cfg.split_fractions, cfg.seed, heldout)
     check_splits(assignment, cfg.split_by)
     rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
     reports = {
@@ -95,8 +100,7 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
         "generation": {"generator": gen_report.generator, "styles_kept": gen_report.styles_kept,
                        "cache_hits": gen_report.cache_hits, "rejected": gen_report.rejected},
         "records": {**stats, "overridden": sorted(targets)},
-        "split": {"split_by": cfg.split_by, "fractions": cfg.split_fractions, "seed": cfg.seed,
-                  "units": {s: sum(v == s for v in assignment.values()) for s in SPLITS}},
+        "split": split_report(items, cfg.split_by, cfg.split_fractions, cfg.seed, heldout),
     }
     (out / "splits.json").write_text(json.dumps(assignment, indent=1, ensure_ascii=False))
     return write_stage(out, rows, qbs, scheme.name, scheme.k_max, reports,
@@ -131,7 +135,7 @@ def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None
     path = run.stage(name, key, build)
     data = load_run_data(path)
     if name == "data" and not p_star_override:
-        run.merge_metrics(metrics_part(data.counts))
+        run.merge_metrics(metrics_part(data.counts, data.reports.get("split")))
     return data
 
 

@@ -1,17 +1,21 @@
 """Stage of notebook 04 (and the test numbers of notebooks 02/03): every method scored by the
 same code on the same test prompts.
 
-Methods (paper Table 2 order): kshot (the base model prompted with k solved examples), icf (SFT
-with a few-shot context block in every prompt), sft, dpo, gdpo, and the ablations cdpo / mft.
-A method that has not been trained yet is trained through gdpolib.stages.train (which reuses
-finished stages).
+Methods: the baselines `uniform` (1/|B| on each question's beliefs, no model) and `zeroshot`
+(the base model, untrained, plain test prompts), then the paper's Table 2 order: kshot (the base
+model prompted with k solved examples), icf (SFT with a few-shot context block in every prompt),
+sft, dpo, gdpo, and the ablations cdpo / mft. A method that has not been trained yet is trained
+through gdpolib.stages.train (which reuses finished stages).
 
-Two cached stages per method:
-  stages/test/<method>/   the belief read-out on the test prompts (scoring.readout): test.json
-                          (jsd, belief_mass; for preference methods the reward margins on the test
+Cached stages per method:
+  stages/test/<method>/   the belief read-out on the test prompts (scoring.readout /
+                          readout_summary): test.json (jsd, jsd_digits, tvd, wasserstein,
+                          entropies, belief_mass, their bootstrap intervals over questions, the
+                          prompts left out; for preference methods the reward margins on the test
                           pairs vs the SFT reference, by majority / minority), probs.npy, readout.csv
   stages/eval/<method>/   sampled outputs (scoring.score_samples): summary.json (the read-out's
-                          numbers and the sampled ones), per_prompt.csv, probs.npy, samples.jsonl
+                          numbers and the sampled ones), per_prompt.csv, probs.npy, samples.jsonl;
+                          not for the baselines (read-out only)
 `record` is the one place that writes a method's numbers into metrics.json.
 """
 from __future__ import annotations
@@ -30,19 +34,25 @@ from gdpolib.data.fewshot import demo_pool, fewshot_prompts, icf_dataset
 from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
 from gdpolib.metrics import jsd_by_question as _jsd_by_question
-from gdpolib.scoring import EvalSet, readout, score_samples
+from gdpolib.scoring import (PER_PROMPT, EvalSet, readout, readout_summary, score_probs,
+                             score_samples)
 from gdpolib.stages.data import base_model, sequence_length
 from gdpolib.stages.train import PREFERENCE_METHODS, data_hash, train_preference, train_sft
 
 log = logging.getLogger("gdpolib.stages.evaluate")
 
-EVAL_VERSION = "eval-v3"   # bump when scoring changes (invalidates eval stages)
-METHOD_ORDER = ("kshot", "icf", "sft", "dpo", "gdpo", "cdpo", "mft")
+EVAL_VERSION = "eval-v4"        # bump when scoring changes (invalidates eval stages)
+READOUT_VERSION = "readout-v2"  # bump when the read-out numbers change (invalidates test stages)
+BASELINES = ("uniform", "zeroshot")
+METHOD_ORDER = (*BASELINES, "kshot", "icf", "sft", "dpo", "gdpo", "cdpo", "mft")
 FEWSHOT_METHODS = ("kshot", "icf")
-METRICS_JSON_KEYS = ("jsd", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")
+METRICS_JSON_KEYS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "belief_mass", "tvd",
+                     "tvd_ci", "wasserstein", "wasserstein_ci", "entropy", "entropy_target",
+                     "n_questions", "n_invalid", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")
 SKEW_KEYS = ("margin_majority", "margin_minority")
-TABLE_COLUMNS = ("jsd", "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate",
-                 "majority_bias", "belief_mass")
+TABLE_COLUMNS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci", "wasserstein",
+                 "wasserstein_ci", "entropy", "entropy_target", "belief_mass", "n_invalid",
+                 "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate", "majority_bias")
 
 
 # ----------------------------------------------------------------------------- metrics.json
@@ -60,9 +70,9 @@ def record(run, method: str, numbers: dict[str, Any]) -> None:
 def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]:
     """The checkpoint a method is scored with (training it if missing) and its identity.
 
-    kshot: the base model (untrained policy); icf: SFT on few-shot-context prompts; sft; and the
-    preference methods, from the training stages (cached)."""
-    if method == "kshot":
+    zeroshot and kshot: the base model (untrained policy); icf: SFT on few-shot-context prompts;
+    sft; and the preference methods, from the training stages (cached). `uniform` has none."""
+    if method in ("zeroshot", "kshot"):
         return base_model(cfg, run, data)
     if method == "icf":
         base = base_model(cfg, run, data)[0]
@@ -74,7 +84,7 @@ def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]
         return train_sft(cfg, run, data), run.stage_hash("checkpoints/sft")
     if method in PREFERENCE_METHODS:
         return train_preference(cfg, run, data, method), run.stage_hash(f"checkpoints/{method}")
-    raise ValueError(f"unknown method {method!r} (one of {', '.join(METHOD_ORDER)})")
+    raise ValueError(f"no model for method {method!r} (one of {', '.join(METHOD_ORDER[1:])})")
 
 
 def _context_limit(model, tokenizer, cfg, data: RunData, method: str) -> int:
@@ -88,8 +98,9 @@ def _context_limit(model, tokenizer, cfg, data: RunData, method: str) -> int:
 
 
 def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
-    """The test prompts a method is scored on: the data's test prompts, with a few-shot context
-    for kshot and icf (demonstrations from the train split, cut to fit the model)."""
+    """The test prompts a method is scored on: the data's test prompts (as they are for
+    zeroshot), with a few-shot context for kshot and icf (demonstrations from the train split,
+    cut to fit the model)."""
     es = EvalSet.from_table(data.prompts["test"])
     if method in FEWSHOT_METHODS:
         es = es.with_prompts(fewshot_prompts(es.prompts, es.qids, demo_pool(data), tokenizer,
@@ -102,24 +113,33 @@ def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
 # ----------------------------------------------------------------------------- read-out stage
 def test_readout(cfg, run, data: RunData, method: str,
                  checkpoint: tuple[Path | str, str] | None = None) -> dict[str, Any]:
-    """The probability-based test numbers of a method (trained if missing): mean JSD and belief
-    mass over the test prompts and, for preference methods, the reward margins on the test pairs
-    vs the SFT reference by majority / minority chosen belief. Cached as `stages/test/<method>`;
-    recorded in metrics.json. `checkpoint`: method_model's answer, when the caller has it."""
-    model_path, model_hash = checkpoint or method_model(cfg, run, data, method)
-    key = {"method": method, "model": model_hash, "data": data_hash(run, data), "beta": cfg.beta}
+    """The probability-based test numbers of a method (trained if missing): scoring's
+    readout_summary over the test prompts (both JSD conventions, TVD, Wasserstein, entropies,
+    belief mass, 95% bootstrap intervals over questions, prompts left out) and, for preference
+    methods, the reward margins on the test pairs vs the SFT reference by majority / minority
+    chosen belief. `uniform` needs no model. Cached as `stages/test/<method>`; recorded in
+    metrics.json. `checkpoint`: method_model's answer, when the caller has it."""
+    key = {"version": READOUT_VERSION, "method": method, "data": data_hash(run, data),
+           **cfg.subset("seed", "ci_resamples")}
+    model_path = None
+    if method != "uniform":
+        model_path, key["model"] = checkpoint or method_model(cfg, run, data, method)
+        key["beta"] = cfg.beta
     if method in PREFERENCE_METHODS:
         key["ref"] = run.stage_hash("checkpoints/sft")
     if method in FEWSHOT_METHODS:
-        key.update(cfg.subset("kshot_k", "max_length", "max_new_tokens", "seed"))
+        key.update(cfg.subset("kshot_k", "max_length", "max_new_tokens"))
 
     def build(out: Path) -> None:
-        model, tok = models.load_policy(model_path, cfg)
-        es = test_prompts(cfg, data, method, model, tok)
-        read = readout(model, tok, es, beliefs.check_belief_tokens(tok, data.k_max),
-                       cfg.eval_batch_size)
-        res: dict[str, Any] = {"jsd": float(np.mean(read["jsd"])),
-                               "belief_mass": float(np.mean(read["mass"])), "n_prompts": len(es)}
+        if model_path is None:
+            es = EvalSet.from_table(data.prompts["test"])
+            read = score_probs(es.uniform(), es)
+        else:
+            model, tok = models.load_policy(model_path, cfg)
+            es = test_prompts(cfg, data, method, model, tok)
+            read = readout(model, tok, es, beliefs.check_belief_tokens(tok, data.k_max),
+                           cfg.eval_batch_size)
+        res: dict[str, Any] = readout_summary(read, es, cfg.seed, cfg.ci_resamples)
         if method in PREFERENCE_METHODS:
             length = sequence_length(cfg, data, tok, max_context(model))
             ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
@@ -131,8 +151,9 @@ def test_readout(cfg, run, data: RunData, method: str,
                                               np.asarray(pairs["majority"])))
         (out / "test.json").write_text(json.dumps(res, indent=2))
         np.save(out / "probs.npy", read["probs"])
-        pd.DataFrame({"qid": es.qids, "style": es.styles, "jsd": read["jsd"],
-                      "belief_mass": read["mass"]}).to_csv(out / "readout.csv", index=False)
+        pd.DataFrame({"qid": es.qids, "style": es.styles, "valid": read["valid"],
+                      **{("belief_mass" if k == "mass" else k): read[k] for k in PER_PROMPT}}
+                     ).to_csv(out / "readout.csv", index=False)
 
     out = json.loads((run.stage(f"stages/test/{method}", key, build) / "test.json").read_text())
     record(run, method, out)
@@ -140,10 +161,12 @@ def test_readout(cfg, run, data: RunData, method: str,
 
 
 def jsd_by_question(cfg, run, data: RunData, method: str) -> dict[str, float]:
-    """Mean test JSD per question of a trained method (its test read-out, per prompt)."""
+    """Mean test JSD per question of a trained method (its test read-out, per prompt; prompts
+    left out of the read-out as invalid are left out here too)."""
     test_readout(cfg, run, data, method)
     per_prompt = pd.read_csv(run.stage_dir(f"stages/test/{method}") / "readout.csv",
                              dtype={"qid": str})
+    per_prompt = per_prompt[per_prompt["valid"]]
     return _jsd_by_question(per_prompt["jsd"].to_numpy(), list(per_prompt["qid"]))
 
 
@@ -192,7 +215,10 @@ class Judging:
 def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | None = None
                     ) -> dict[str, Any]:
     """All Table-2 numbers of a method: its test read-out (test_readout) and its sampled outputs,
-    cached as `stages/eval/<method>`; returns the summary and records it in metrics.json."""
+    cached as `stages/eval/<method>`; returns the summary and records it in metrics.json.
+    The baselines (uniform, zeroshot) get their read-out numbers only (nothing is sampled)."""
+    if method in BASELINES:
+        return {"method": method, **test_readout(cfg, run, data, method)}
     judging = judging or Judging(cfg)
     model_path, model_hash = method_model(cfg, run, data, method)
     read = test_readout(cfg, run, data, method, (model_path, model_hash))
@@ -205,12 +231,11 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
         res = score_samples(model, tok, es, cfg, k_max=data.k_max, scheme=data.scheme,
                             embed=judging.embed, judge=judging.judge,
                             option_map=_load_option_map(cfg, data.scheme))
-        summary = {"method": method, **{k: read[k] for k in ("jsd", "belief_mass")},
-                   **res["summary"]}
+        summary = {"method": method, **read, **res["summary"]}
         per_read = pd.read_csv(test_dir / "readout.csv", dtype={"qid": str})
         per_prompt = res["per_prompt"]
-        per_prompt.insert(2, "jsd", per_read["jsd"].to_numpy())
-        per_prompt.insert(5, "belief_mass", per_read["belief_mass"].to_numpy())
+        for i, col in enumerate(c for c in per_read.columns if c not in ("qid", "style")):
+            per_prompt.insert(2 + i, col, per_read[col].to_numpy())
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         per_prompt.to_csv(out / "per_prompt.csv", index=False)
         np.save(out / "probs.npy", np.load(test_dir / "probs.npy"))
@@ -225,23 +250,24 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
 
 
 def methods_to_run(cfg, run) -> list[str]:
-    """cfg.methods, plus cfg.ablations, plus any preference method already trained in the run,
-    in the paper's order."""
-    wanted = set(cfg.methods) | set(cfg.ablations)
+    """The baselines (uniform, zeroshot), cfg.methods, cfg.ablations and any preference method
+    already trained in the run, in METHOD_ORDER."""
+    wanted = set(BASELINES) | set(cfg.methods) | set(cfg.ablations)
     wanted |= {m for m in PREFERENCE_METHODS
                if (run.stage_dir(f"checkpoints/{m}") / "stage.json").exists()}
     return [m for m in METHOD_ORDER if m in wanted]
 
 
 def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """Score every method (training what is missing); a methods x metrics table, also written
-    to the run as `tables/methods.csv` (with the per-method stages under stages/eval/)."""
+    """Score every method (training what is missing) and the baselines; a methods x metrics
+    table (intervals as [low, high]), also written to the run as `tables/methods.csv` (with the
+    per-method stages under stages/eval/)."""
     judging = Judging(cfg)
     rows = {m: evaluate_method(cfg, run, data, m, judging) for m in methods or methods_to_run(cfg, run)}
     table = pd.DataFrame.from_dict(rows, orient="index")
     cols = [c for c in TABLE_COLUMNS if c in table] + \
-        [c for c in ("bpc_judged", "bpc_api_errors", "bpc_unparseable", "n_prompts", "n_samples",
-                     "seconds") if c in table]
+        [c for c in ("bpc_judged", "bpc_api_errors", "bpc_unparseable", "n_prompts",
+                     "n_questions", "n_samples", "seconds") if c in table]
     table = table[cols]
     table.index.name = "method"
     table.to_csv(run.path("tables", "methods.csv"))
