@@ -41,7 +41,10 @@ class Tracker:
 
     def evaluate(self, model) -> dict[str, float]:
         read = readout(model, self.tokenizer, self.prompts, self.belief_ids, self.batch_size)
-        rec = {"jsd": float(np.mean(read["jsd"])), "belief_mass": float(np.mean(read["mass"]))}
+        valid = read["valid"]     # as the test evaluation: a row without belief mass is counted
+        rec = {"jsd": float(np.mean(read["jsd"][valid])) if valid.any() else float("nan"),
+               "belief_mass": float(np.mean(read["mass"][valid])) if valid.any() else 0.0,
+               "n_invalid": int((~valid).sum())}
         if self.pairs is not None:
             pol = pair_logps(model, self.tokenizer, self.pairs, self.batch_size, self.max_length)
             rec.update(margin_summary(reward_margins(pol, self.ref, self.beta), self.majority))
