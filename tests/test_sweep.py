@@ -133,8 +133,11 @@ def ci_sweep(tmp_path_factory, goqa_csv):
     png = (root / "sweeps" / "ci" / "jsd.png").read_bytes()
     logs = sorted(p.name for p in (root / "sweeps" / "ci" / "logs").iterdir())
     second = _sweep("--param-files", CI, *common)
-    broken = root / "broken.yaml"   # valid parameters; the data file is missing at run time
-    broken.write_text(f"movies_path: {root / 'missing.txt'}\n")
+    # Valid parameters (the file exists, so the config check passes); it holds no reviews, so
+    # the data stage of each run fails at run time.
+    (root / "no-reviews.txt").write_text("this is not a SNAP movie-reviews file\n")
+    broken = root / "broken.yaml"
+    broken.write_text(f"movies_path: {root / 'no-reviews.txt'}\n")
     third = _sweep("--param-files", CI, str(broken), *common)
     return {"root": root, "dir": root / "sweeps" / "ci", "first": first, "second": second,
             "third": third, "summary": summary, "png": png, "logs": logs}
@@ -181,7 +184,7 @@ def test_failed_runs_are_reported_and_do_not_stop_the_others(ci_sweep):
     assert "4 run(s): 0 ran, 2 reused, 2 failed" in res.stdout
     for name in ("sa-tiny-broken-s0", "pk-tiny-broken-s0"):
         assert f"{name}: FAILED (exit 1)" in res.stderr
-    assert "missing.txt" in res.stderr                         # the tail of the failed run's log
+    assert "no-reviews.txt" in res.stderr                        # the tail of the failed run's log
     status = json.loads((out / "sweep.json").read_text())
     assert sorted(status["failed"]) == ["pk-tiny-broken-s0", "sa-tiny-broken-s0"]
     assert status["cells"]["sa-tiny-ci-s0"]["status"] == "reused"
