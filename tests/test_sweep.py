@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from gdpolib import sweep
+from gdpolib import sweep, sweep_tables
 from gdpolib.config import PROJECT_ROOT, ConfigError
 
 CI = str(PROJECT_ROOT / "params" / "ci.yaml")
@@ -80,7 +80,7 @@ def test_summary_groups_seeds_and_keeps_the_grid_order():
         {"country": "S. Africa", "params": "-", "seed": 0, "method": "sft", "run": "a", "jsd": 0.30},
         {"country": "Pakistan", "params": "-", "seed": 0, "method": "gdpo", "run": "c", "jsd": 0.40, "margin_majority": 2.0},
     ])
-    table = sweep.summarize(runs, ["sft", "gdpo"])
+    table = sweep_tables.summarize(runs, ["sft", "gdpo"])
     assert list(table.columns) == ["country", "method", "jsd_mean", "jsd_sd", "n_seeds", "margin_majority"]
     assert list(zip(table.country, table.method)) == [("S. Africa", "sft"), ("S. Africa", "gdpo"),
                                                       ("Pakistan", "gdpo")]
@@ -88,7 +88,7 @@ def test_summary_groups_seeds_and_keeps_the_grid_order():
     assert sa.jsd_mean == pytest.approx(0.15) and sa.n_seeds == 2
     assert sa.jsd_sd == pytest.approx(math.sqrt(0.005))       # sample sd of 0.10, 0.20
     assert sa.margin_majority == pytest.approx(2.0)
-    md = sweep.to_markdown(table)
+    md = sweep_tables.to_markdown(table)
     assert "| S. Africa | gdpo | 0.150 | 0.071 | 2 | 2.000 |" in md
     assert "| Pakistan | gdpo | 0.400 | – | 1 | 2.000 |" in md   # one seed: no sd
 
@@ -101,7 +101,7 @@ def test_results_table_per_protocol_with_seed_counts(tmp_path):
                 rows.append({"country": "S. Africa", "params": "ci", "split_by": split_by,
                              "seed": seed, "protocol": protocol, "method": method,
                              "run": f"r{seed}", "jsd": jsd + (0.05 if split_by == "question" else 0)})
-    text = sweep.write_results(pd.DataFrame(rows), tmp_path / "results.md", ["uniform", "sft"])
+    text = sweep_tables.write_results(pd.DataFrame(rows), tmp_path / "results.md", ["uniform", "sft"])
     assert text == (tmp_path / "results.md").read_text()
     assert text.startswith("# Results over 2 seed(s): mean ± sd")
     assert "`unseen_questions` = unseen questions: whole questions" in text
