@@ -35,7 +35,7 @@ def test_prepare_data_stage(cfg, monkeypatch):
     assert sum(m[s] for s in ("train", "eval", "test")) == 30 * 3 * 2
     assert json.loads((d.path / "reports.json").read_text())["split"]["split_by"] == "prompt"
     # Unchanged params: the stage is reused, not rebuilt.
-    monkeypatch.setattr(stage_data, "build_goqa", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr(stage_data, "build_survey", lambda *a, **k: pytest.fail("rebuilt"))
     again = prepare_data(cfg, run)
     assert again.dpo["train"]["chosen"] == d.dpo["train"]["chosen"]
 
