@@ -33,7 +33,10 @@ def gpo_experiment(cfg: RunConfig, run: runs.Run, goqa_exp: GPOExperiment,
         ok = cfg.country_name in goqa_exp.plans
         return (goqa_exp, "") if ok else (None, f"{cfg.country_name} is not a GPO test group "
                                                 f"(fewer than gpo_min_questions questions)")
-    n = len(load_groups(cfg, "survey").groups)
+    try:
+        n = len(load_groups(cfg, "survey").groups)
+    except ValueError:          # no group has gpo_min_questions questions
+        n = 0
     if n < MIN_GROUPS:
         return None, (f"survey {cfg.survey_path or cfg.survey} has {n} groups with at least "
                       f"gpo_min_questions questions; GPO needs {MIN_GROUPS}")
