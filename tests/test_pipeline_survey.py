@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from gdpolib import config, runs
+from gdpolib import config, runs, train
 from gdpolib.beliefs import OptionsScheme
 from gdpolib.config import PROJECT_ROOT
 from gdpolib.data import goqa
@@ -47,10 +47,13 @@ def _run(module, *args):
 @pytest.mark.slow
 def test_a_users_survey_runs_notebooks_01_to_04_and_the_group_comparisons(tmp_path, goqa_csv):
     survey = _invented_survey(goqa_csv, tmp_path / "owls.jsonl")
-    common = ["-f", "params/ci.yaml", "-p", "survey_path", str(survey), "-p", "output_root",
-              str(tmp_path / "out")]
+    # Fewer steps than params/ci.yaml: this test checks that the data runs, not what it learns.
+    common = ["-f", str(PROJECT_ROOT / "params" / "ci.yaml"), "-p", "survey_path", str(survey),
+              "-p", "output_root", str(tmp_path / "out"), "-p", "sft_steps", "20",
+              "-p", "dpo_steps", "10", "-p", "gdpo_steps", "10"]
+    # k-shot and ICF are left out of notebook 04 to keep the test short (the GOQA test has them).
     res = _run("gdpolib.pipeline", *common, "-p", "groups", f"[{OWLS}, {BIRDS}]",
-               "--only", "01,02,03,04")
+               "-p", "methods", "[sft, dpo, gdpo]", "--only", "01,02,03,04")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     run_dir = tmp_path / "out" / "owls-night-owls+early-birds-tiny"
     assert res.stdout.strip().splitlines()[-1] == str(run_dir)
@@ -61,11 +64,11 @@ def test_a_users_survey_runs_notebooks_01_to_04_and_the_group_comparisons(tmp_pa
     executed = (run_dir / "notebooks" / "04_evaluate.ipynb").read_text()
     assert "n_prompts" in executed and OWLS in executed       # the per-group table was shown
 
-    # One model per group, trained on the same records (its SFT only, to keep the test short).
+    # One model per group, trained on the same records (its SFT only, and in this process
+    # rather than a new one: both to keep the test short).
     own = {}
     for group in (OWLS, BIRDS):
-        res = _run("gdpolib.train", *common, "-p", "group", group, "--method", "sft")
-        assert res.returncode == 0, res.stderr[-3000:]
+        assert train.main([*common, "-p", "group", group, "--method", "sft"]) == 0
         own[group] = tmp_path / "out" / f"owls-{group.lower().replace(' ', '-')}-tiny"
     cfg = config.load_config([run_dir / "config.yaml"])
     run = runs.Run.open(cfg)
