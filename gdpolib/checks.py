@@ -1,5 +1,6 @@
 """Checks that run before any run folder is written, kept light (no torch, no transformers) so
-that every entry point reports a problem at once: is the model available on this machine?"""
+that every entry point reports a problem at once: is the model available on this machine, and
+does the survey hold the group(s) to align to?"""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +9,10 @@ from pathlib import Path
 
 from huggingface_hub import model_info, try_to_load_from_cache
 
-from gdpolib.config import RunConfig, resolve_path
+from gdpolib import groupnames
+from gdpolib.config import ConfigError, RunConfig, resolve_path
+from gdpolib.data.opinionqa import attribute_groups, group_aliases
+from gdpolib.data.survey import SurveyError, read_survey, resolve_group
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -58,3 +62,30 @@ def check_model(cfg: RunConfig) -> None:
             f"({type(err).__name__}: {str(err).splitlines()[0][:120]}): download it where the hub "
             f"is reachable and pass its folder as `model`, or use model tiny / smollm2-135m"
         ) from None
+
+
+def check_groups(cfg: RunConfig) -> None:
+    """ConfigError (one line, close matches suggested) when the survey cannot be read or lacks
+    a group to align to. GlobalOpinionQA countries are checked by the config already; OpinionQA
+    reads only its group lists; a survey file is read and checked whole (so with bad_rows=error
+    a malformed file fails here, before anything is written)."""
+    if cfg.survey not in ("opinionqa", "file"):
+        return
+    source = "opinionqa_path" if cfg.survey == "opinionqa" else "survey_path"
+    try:
+        if cfg.survey == "opinionqa":
+            table = attribute_groups(resolve_path(cfg.opinionqa_path))
+            survey = None
+        else:
+            survey = read_survey(resolve_path(cfg.survey_path), cfg.bad_rows)
+    except (SurveyError, OSError) as err:
+        raise ConfigError(f"parameter {source!r}: {err}") from None
+    try:
+        if survey is None:
+            for name in groupnames.targets(cfg):
+                resolve_group(name, list(table), group_aliases(table), "OpinionQA")
+        else:
+            for name in groupnames.targets(cfg) or [survey.only_group()]:
+                survey.resolve(name)
+    except SurveyError as err:
+        raise ConfigError(f"parameter {'groups' if cfg.groups else 'group'!r}: {err}") from None

@@ -42,7 +42,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from gdpolib.countries import UnknownCountryError, country_slug, resolve_country
+from gdpolib import groupnames
+from gdpolib.countries import UnknownCountryError, resolve_country
 from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, param, path_problem,
                                resolve_path, rule_problem)
 
@@ -129,8 +130,22 @@ class RunConfig:
                        choices=("auto", "float32", "bfloat16", "float16"))
     # --- data ---
     country: str = param("sa", "GlobalOpinionQA country whose opinions are the target: its "
-                               "dataset name or an alias (sa, pk, us, 'south africa').",
+                               "dataset name or an alias (sa, pk, us, 'south africa'); the "
+                               "survey=goqa name of `group`.",
                          check=_check_country, allowed="a GlobalOpinionQA country or alias")
+    survey: str = param("goqa", "Survey the group comes from: goqa (GlobalOpinionQA, goqa_path), "
+                                "opinionqa (US groups, opinionqa_path) or file (survey_path).",
+                        choices=("goqa", "opinionqa", "file"))
+    survey_path: str | None = param(None, "survey=file (implied when only this is set): a CSV, "
+                                          "JSONL or Parquet table, one row per (group, question): "
+                                          "group, question, options, distribution[, ordinal, "
+                                          "source, qid].", path="file",
+                                    allowed="an existing readable file or null")
+    group: str | None = param(None, "Group to align to, as the survey names it (close matches "
+                                    "suggested): goqa = country (group wins); opinionqa e.g. "
+                                    "Democrat or POLPARTY_Democrat; file: null = its only group.")
+    groups: list[str] = param([], "Several groups: ONE model conditioned on the group named in "
+                                  "every prompt, p* per (group, question); [] = one group.")
     goqa_path: str | None = param("../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv",
                                   "GlobalOpinionQA as a local CSV in the hub schema; hub or null = "
                                   "Anthropic/llm_global_opinions from the hub at goqa_revision.",
@@ -312,13 +327,18 @@ class RunConfig:
         return resolve_country(self.country)
 
     @property
+    def group_label(self) -> str:
+        """The target group(s) for titles: 'S. Africa', 'Democrat', 'United States + Pakistan'."""
+        return groupnames.label(self)
+
+    @property
     def model_slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9.]+", "-", Path(self.model).name if self.is_local_path(self.model)
                       else self.model.split("/")[-1]).lower().strip("-")
 
     @property
     def run_dir_name(self) -> str:
-        return self.run_name or f"{country_slug(self.country_name)}-{self.model_slug}"
+        return self.run_name or f"{groupnames.slug(self)}-{self.model_slug}"
 
     @property
     def run_dir(self) -> Path:
@@ -376,6 +396,8 @@ def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None
         problem = rule_problem(FIELDS[name].metadata, merged[name])
         if problem:
             raise _error(name, origins.get(name, DEFAULT_ORIGIN), problem)
+    if (problem := groupnames.survey_problem(merged, given=set(origins))):
+        raise _error(problem[0], origins.get(problem[0], DEFAULT_ORIGIN), problem[1])
     if merged["model"] == "tiny" and merged["tiny_n_embd"] % merged["tiny_n_head"]:
         raise ConfigError(f"parameter 'tiny_n_embd' from "
                           f"{origins.get('tiny_n_embd', DEFAULT_ORIGIN)}: {merged['tiny_n_embd']} "

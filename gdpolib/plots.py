@@ -26,8 +26,9 @@ def save(fig, run_or_dir, name: str) -> Path:
 
 
 # =============================================================================== data (notebook 01)
-def plot_country_counts(counts: Mapping[str, int], highlight: Sequence[str] = (), top: int = 30):
-    """Bar chart of questions per country (the `top` largest, plus the highlighted ones)."""
+def plot_country_counts(counts: Mapping[str, int], highlight: Sequence[str] = (), top: int = 30,
+                        survey: str = "GlobalOpinionQA", unit: str = "country"):
+    """Bar chart of questions per country or group (the `top` largest, plus the highlighted)."""
     items = sorted(counts.items(), key=lambda kv: -kv[1])
     keep = dict(items[:top])
     keep.update({c: counts[c] for c in highlight if c in counts})
@@ -38,7 +39,7 @@ def plot_country_counts(counts: Mapping[str, int], highlight: Sequence[str] = ()
                 ax=ax)
     ax.set_xlabel("questions with a distribution")
     ax.set_ylabel("")
-    ax.set_title(f"GlobalOpinionQA questions per country (top {top}; highlighted in red)")
+    ax.set_title(f"{survey} questions per {unit} (top {top}; highlighted in red)")
     return fig
 
 

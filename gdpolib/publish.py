@@ -137,6 +137,12 @@ def provenance(cfg: Mapping[str, Any], data_dir: Path) -> tuple[str, list[str], 
         src = (f"SNAP web-Movies reviews (`{_public(cfg['movies_path'])}`, sha256 prefix "
                f"{key.get('movies_sha', '?')}); beliefs are star ratings")
         datasets, licence = [], "other"
+    elif cfg.get("survey", "goqa") != "goqa":
+        path = cfg.get("survey_path") or cfg.get("opinionqa_path")
+        src = (f"{'OpinionQA (Santurkar et al. 2023)' if cfg['survey'] == 'opinionqa' else 'a survey file'}"
+               f" `{Path(str(path)).name}`. Group(s): **{' + '.join(meta.get('groups', []))}**; "
+               f"belief scheme `{meta.get('scheme')}`")
+        datasets, licence = [], "other"
     else:
         goqa = cfg.get("goqa_path")
         where = (f"from the hub at revision `{cfg.get('goqa_revision')}`" if goqa in (None, "hub") else
@@ -179,7 +185,8 @@ def model_card(run_dir: Path, method: str, repo_id: str) -> str:
              "tags": tags,
              **({"base_model": base_id} if base_id else {}), **({"datasets": datasets} if datasets else {})}
     params = "\n".join(f"| `{k}` | {_public(cfg.get(k))} |" for k in PARAM_KEYS if k in cfg)
-    group = _read_json(run_dir / "data" / "meta.json", {}).get("country") or cfg.get("country")
+    meta = _read_json(run_dir / "data" / "meta.json", {})
+    group = " + ".join(meta.get("groups", [])) or meta.get("country") or cfg.get("country")
     base_text = ("a small GPT-2 built from a config (random start) with a BPE tokenizer trained on "
                  "the run's own text" if base == "tiny" else f"`{base}`")
     full_cfg = yaml.safe_dump({k: _public(v) for k, v in cfg.items()}, sort_keys=False)

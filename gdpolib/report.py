@@ -56,7 +56,8 @@ def paper_setting(cfg) -> tuple[str, str] | None:
     answers the same question at another scale, so its numbers are not put beside the paper's.
     """
     family = {"gpt2-large": "gpt2-large", "EleutherAI/pythia-2.8b": "pythia-2.8b"}.get(cfg.model)
-    country = _COUNTRY_KEYS.get(cfg.country_name)
+    one_country = cfg.survey == "goqa" and not cfg.groups
+    country = _COUNTRY_KEYS.get(cfg.country_name) if one_country else None
     return (country, family) if family and country else None
 
 
@@ -116,7 +117,7 @@ def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None 
     md = run.path("tables", "table2.md")
     setting = paper_setting(cfg)
     name = (split or {}).get("protocol", "given splits")
-    lines = [f"# Table 2 ({cfg.country_name}, model {cfg.model}, protocol {name}, "
+    lines = [f"# Table 2 ({cfg.group_label}, model {cfg.model}, protocol {name}, "
              f"{len_prompts(table)} test prompts, n = {cfg.n_samples} samples per prompt)", "",
              protocol_line(split), "", markdown_table(t2), ""]
     if setting:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import yaml
 
-from gdpolib.checks import check_model
+from gdpolib.checks import check_groups, check_model
 from gdpolib.config import PROJECT_ROOT, RunConfig
 
 log = logging.getLogger("gdpolib")
@@ -134,10 +134,12 @@ def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
 
 def preflight(cfg: RunConfig) -> None:
     """Everything checked before a run folder is touched, beyond the parameters themselves
-    (gdpolib.config validates those): the run folder's recorded parameters, and the model's
-    availability on this machine. Raises RunError or checks.ModelLoadError."""
+    (gdpolib.config validates those): the run folder's recorded parameters, the model's
+    availability on this machine and the survey's group(s). Raises RunError,
+    checks.ModelLoadError or ConfigError."""
     check_run_folder(cfg)
     check_model(cfg)
+    check_groups(cfg)
 
 
 def remove_leftovers(root: Path) -> None:
@@ -183,6 +185,7 @@ class Run:
         root = cfg.run_dir
         changed = check_run_folder(cfg)
         check_model(cfg)
+        check_groups(cfg)
         try:
             for sub in SUBDIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)

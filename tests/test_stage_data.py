@@ -41,7 +41,7 @@ def test_prepare_data_stage(cfg, monkeypatch):
     assert set(d.prompts["test"]["style"]) == {"formal"}
     assert d.prompts["test"]["ordinal"][0] == []              # options: no ordinal scale
     # Unchanged params: the stage is reused, not rebuilt.
-    monkeypatch.setattr(stage_data, "build_goqa", lambda *a, **k: pytest.fail("rebuilt"))
+    monkeypatch.setattr(stage_data, "build_survey", lambda *a, **k: pytest.fail("rebuilt"))
     again = prepare_data(cfg, run)
     assert again.dpo["train"]["chosen"] == d.dpo["train"]["chosen"]
 

@@ -24,6 +24,7 @@ import pandas as pd
 
 from gdpolib.config import resolve_path
 from gdpolib.countries import UnknownCountryError, resolve_country
+from gdpolib.data.survey import Survey, SurveyReport, SurveyRow
 
 HUB_ID = "Anthropic/llm_global_opinions"
 HUB_FILE = "data/global_opinions.csv"
@@ -303,3 +304,19 @@ def load_goqa(path: str | Path | None, *, revision: str = HUB_REVISION,
     else:
         rows, origin = _read_csv(Path(path)), str(path)
     return parse_rows(rows, origin, bad_rows=bad_rows)
+
+
+def to_survey(data: GoqaData) -> Survey:
+    """GlobalOpinionQA in the survey format (gdpolib.data.survey): one row per (country,
+    question), qid "goqa-<row>", each distribution the array this loader made (so every
+    (country, question) keeps exactly its p*). Countries resolve as here (aliases, errors)."""
+    rows = [SurveyRow(country, q.qid, q.question, list(q.options), p, None, q.source)
+            for q in data.questions for country, p in q.selections.items()]
+    r = data.report
+    report = SurveyReport(origin=r.origin, n_rows=r.n_rows, skipped=list(r.skipped),
+                          renormalised=r.renormalised, details={
+                              "origin": r.origin, "rows": r.n_rows, "skipped": r.skipped,
+                              "renormalised": r.renormalised,
+                              "renormalised_entries": r.renormalised_entries,
+                              "dropped_countries": r.dropped_countries})
+    return Survey("goqa", rows, report, resolver=data.resolve)

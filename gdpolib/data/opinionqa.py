@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from gdpolib.data.survey import Survey, SurveyReport, SurveyRow
+
 log = logging.getLogger("gdpolib.data.opinionqa")
 
 # GPO's 22 US demographic groups (reference gpo-method.md §1.3) and the attribute file of each.
@@ -286,3 +288,20 @@ def load_opinionqa(path: str | Path, groups: list[str] | dict[str, str] | None =
     return OpinionQAData(questions=questions, groups=loaded,
                          attributes={g: attributes[g] for g in loaded}, root=str(root),
                          skipped=skipped)
+
+
+def to_survey(data: OpinionQAData) -> Survey:
+    """OpinionQA in the survey format (gdpolib.data.survey): one row per (group, question),
+    qid = the survey key (e.g. SAFECRIME_W26), the ordinal values kept, source = the wave. A
+    group is also found as "<ATTRIBUTE>_<group>" (POLPARTY_Democrat) or "<ATTRIBUTE>: <group>"."""
+    rows = [SurveyRow(g, q.qid, q.question, list(q.options), q.dists[g],
+                      np.asarray(q.ordinals, dtype=np.float64), q.wave)
+            for q in data.questions for g in data.groups if g in q.dists]
+    report = SurveyReport(origin=data.root, n_rows=len(rows), skipped=list(data.skipped))
+    return Survey("opinionqa", rows, report, aliases=group_aliases(data.attributes))
+
+
+def group_aliases(attributes: dict[str, str]) -> dict[str, str]:
+    """Other spellings of each group, casefolded: {"polparty_democrat": "Democrat", ...}."""
+    return {f"{attr}{sep}{group}".casefold(): group for group, attr in attributes.items()
+            for sep in ("_", ":", ": ", " ")}

@@ -2,8 +2,8 @@
 files of a data stage (written by `gdpolib.stages.data`, read back by `load_run_data`).
 
 Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
-  common   qid, style, split, p_star (the TRAINING target), p_star_true (the group's real p*;
-           equal to p_star unless a p* override was given), belief_mask, majority
+  common   qid, style, split, group, p_star (the TRAINING target), p_star_true (the group's
+           real p*; equal to p_star unless a p* override was given), belief_mask, majority
   sft      prompt, completion, b                       (one record per drawn example)
   dpo      prompt, chosen, rejected, b_c, b_r          (b_c ~ p*, b_r uniform on B \\ {b_c})
   gdpo     same draws as dpo; rejected = b_c prefix + the response written for b_r
@@ -13,7 +13,9 @@ Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
 `majority` is b == argmax p_star (the training target) for records, argmax p* for prompts.
 
 Prompt: `<Q>{styled question}` + one line per belief `"{k}. {label}"` + `<A>` (the digits in
-the prompt let a split by question generalise); the completion starts with the digit.
+the prompt let a split by question generalise); the completion starts with the digit. A model
+conditioned on several groups reads the group first, `<G>{group}` on its own line
+(group_prompt), and its records carry qid `{qid}@{group}` (group_qid): p* is per (group, question).
 DPO and GDPO use the SAME (b_c, b_r, y_c, y_r) draws, so the two methods see paired data.
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ from typing import Any, Mapping, Sequence
 import datasets as ds
 import numpy as np
 
-from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, format_completion)
+from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, clean_label,
+                             format_completion)
 from gdpolib.runs import stable_seed
 
 log = logging.getLogger("gdpolib.data.records")
@@ -52,6 +55,7 @@ class PromptItem:
     candidates: dict[int, list[str]]     # belief -> responses voicing it (>= 1 per b in B)
     split: str = ""
     ordinal: list[float] = field(default_factory=list)  # K_MAX values (NaN: off the scale) or []
+    group: str = ""                      # whose p* this is (the survey's group name)
 
 
 def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> str:
@@ -61,12 +65,24 @@ def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> 
 
 
 # ----------------------------------------------------------------------------- items
+def group_prompt(group: str, prompt: str) -> str:
+    """The prompt of a model conditioned on several groups: `<G>{group}` on its own line, then
+    the prompt of a one-group run."""
+    return f"<G>{clean_label(group)}\n{prompt}"
+
+
+def group_qid(qid: str, group: str) -> str:
+    """The question id of (question, group) in a conditioned run: `{qid}@{group}`."""
+    return f"{qid}@{group}"
+
+
 def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
                targets: Mapping[str, np.ndarray] | None = None,
-               ordinals: Mapping[str, Sequence[float]] | None = None) -> list[PromptItem]:
-    """PromptItems from questions x their generated styles (responses per option -> belief).
-    ordinals: {qid: K_MAX ordinal values, NaN off the scale} for questions whose beliefs are
-    ordered (e.g. scheme_ordinals for stance6); others get none."""
+               ordinals: Mapping[str, Sequence[float]] | None = None, group: str = "",
+               ) -> list[PromptItem]:
+    """PromptItems of one group's questions (of any survey) x their generated styles
+    (responses per option -> belief). ordinals: {qid: K_MAX ordinal values, NaN off the scale}
+    for questions whose beliefs are ordered (e.g. scheme_ordinals for stance6); others get none."""
     items = []
     for qb in qbs:
         for sq in styled.get(qb.qid, []):
@@ -76,7 +92,7 @@ def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
             target = qb.p_star if targets is None or qb.qid not in targets else targets[qb.qid]
             items.append(PromptItem(qb.qid, sq.style, format_prompt(sq.question, qb.labels, qb.mask),
                                     qb, np.asarray(target, dtype=np.float64), cands,
-                                    ordinal=list((ordinals or {}).get(qb.qid, []))))
+                                    ordinal=list((ordinals or {}).get(qb.qid, [])), group=group))
     return items
 
 
@@ -110,7 +126,7 @@ def apply_override(qbs: Sequence[QuestionBeliefs], override: Mapping[str, Sequen
 
 # ----------------------------------------------------------------------------- records
 def _common(it: PromptItem) -> dict[str, Any]:
-    return {"qid": it.qid, "style": it.style, "split": it.split,
+    return {"qid": it.qid, "style": it.style, "split": it.split, "group": it.group,
             "p_star": it.target.tolist(), "p_star_true": it.qb.p_star.tolist(),
             "belief_mask": it.qb.mask.astype(int).tolist()}
 
@@ -156,6 +172,7 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
                 out["gdpo"].append({**pair, "rejected": format_completion(b_c, labels[b_c], y_r)})
         out["prompts"].append({
             "prompt": it.prompt, "qid": it.qid, "style": it.style, "split": it.split,
+            "group": it.group,
             "question": it.qb.question, "p_star": it.qb.p_star.tolist(),
             "p_star_target": it.target.tolist(), "belief_mask": mask.astype(int).tolist(),
             "labels": [labels[k] if mask[k] else "" for k in range(len(mask))],
@@ -171,10 +188,30 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
     return out, stats
 
 
+def condition_on_group(rows: Mapping[str, list[dict]], group: str) -> dict[str, list[dict]]:
+    """One group's records for a model conditioned on several groups: the same rows (the same
+    draws as that group's own run), with the group in the prompt and in the qid."""
+    return {kind: [{**r, "prompt": group_prompt(group, r["prompt"]),
+                    "qid": group_qid(r["qid"], group), "group": group} for r in part]
+            for kind, part in rows.items()}
+
+
+def merge_groups(parts: Sequence[Mapping[str, list[dict]]], seed: int) -> dict[str, list[dict]]:
+    """The records of several (conditioned) groups as one set, shuffled at record level (DPO and
+    GDPO with the same permutation, so that row i of both is still one draw)."""
+    out = {kind: [r for part in parts for r in part.get(kind, [])] for kind in KINDS}
+    rng = np.random.default_rng(stable_seed("shuffle-groups", seed))
+    out["sft"] = [out["sft"][i] for i in rng.permutation(len(out["sft"]))]
+    perm = rng.permutation(len(out["dpo"]))
+    out["dpo"] = [out["dpo"][i] for i in perm]
+    out["gdpo"] = [out["gdpo"][i] for i in perm]
+    return out
+
+
 # ----------------------------------------------------------------------------- datasets
 def _features(kind: str):
     s, f, i, b = ds.Value("string"), ds.Value("float64"), ds.Value("int64"), ds.Value("bool")
-    common = {"qid": s, "style": s, "split": s, "p_star": ds.Sequence(f),
+    common = {"qid": s, "style": s, "split": s, "group": s, "p_star": ds.Sequence(f),
               "belief_mask": ds.Sequence(i)}
     spec = {
         "sft": {"prompt": s, "completion": s, "b": i, "majority": b, "p_star_true": ds.Sequence(f)},
@@ -197,8 +234,10 @@ def to_datasets(rows: Mapping[str, list[dict]]):
         parts = {}
         for split in SPLITS:
             sel = [r for r in rows.get(kind, []) if r["split"] == split]
+            # Rows without an ordinal scale or a group (hub datasets) get [] and "".
+            missing = {"ordinal": [], "group": ""}
             parts[split] = ds.Dataset.from_dict(
-                {c: [r.get(c, []) if c == "ordinal" else r[c] for r in sel] for c in feats},
+                {c: [r.get(c, missing[c]) if c in missing else r[c] for r in sel] for c in feats},
                 features=feats)
         out[kind] = ds.DatasetDict(parts)
     return out
@@ -245,6 +284,7 @@ class RunData:
     questions: list[QuestionBeliefs]  # TRUE p* (empty for hub datasets)
     counts: dict[str, Any]
     reports: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)   # the survey's names of the target group(s)
     lengths: dict = field(default_factory=dict, repr=False)   # longest() per tokenizer (cache)
 
     def texts(self) -> list[str]:
@@ -315,7 +355,8 @@ def load_run_data(path: str | Path) -> RunData:
     kinds = {k: ds.load_from_disk(str(path / k)) for k in KINDS}
     return RunData(path=path, **kinds, scheme=meta["scheme"], k_max=meta["k_max"],
                    questions=questions, counts=json.loads((path / "counts.json").read_text()),
-                   reports=json.loads((path / "reports.json").read_text()))
+                   reports=json.loads((path / "reports.json").read_text()),
+                   groups=list(meta.get("groups", [])))
 
 
 def write_stage(out: Path, rows: Mapping[str, list[dict]], questions: Sequence[QuestionBeliefs],

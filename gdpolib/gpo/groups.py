@@ -89,6 +89,24 @@ def from_opinionqa(oqa) -> GroupOpinions:
     return GroupOpinions("opinionqa", items, dists, {g: g for g in dists}, ordinals)
 
 
+def from_survey(survey, min_questions: int = 1) -> GroupOpinions:
+    """Any survey in the survey format (gdpolib.data.survey.Survey): every group with at least
+    `min_questions` questions; scored by the WD alignment when every question has ordinal
+    values, else by 1 - JS. Families as for GlobalOpinionQA ('X (Non-national sample)' is X)."""
+    dists: dict[str, dict[str, np.ndarray]] = {}
+    for r in survey.rows:
+        dists.setdefault(r.group, {})[r.qid] = r.distribution / r.distribution.sum()
+    dists = {g: d for g, d in dists.items() if len(d) >= min_questions}
+    if not dists:
+        raise ValueError(f"no group of survey {survey.name} has >= {min_questions} questions")
+    used = {q for d in dists.values() for q in d}
+    questions = [q for q in survey.questions() if q.qid in used]
+    items = {q.qid: QuestionItem(q.qid, q.question, list(q.options)) for q in questions}
+    ordinals = None if any(q.ordinal is None for q in questions) else \
+        {q.qid: np.asarray(q.ordinal, dtype=np.float64) for q in questions}
+    return GroupOpinions(survey.name, items, dists, {g: country_family(g) for g in dists}, ordinals)
+
+
 def split_groups(data: GroupOpinions, fractions: Sequence[float], seed: int,
                  holdout: Sequence[str] = ()) -> dict[str, list[str]]:
     """Seeded meta-train / validation / test split of the groups, by FAMILY.

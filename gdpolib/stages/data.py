@@ -3,34 +3,40 @@
 
 The data stage is `<run>/data/`: SFT records, DPO and GDPO pairs and the eval-prompt table per
 split (gdpolib.data.records), built from one source: the authors' hub dataset (`hub_dataset`) >
-SNAP movie reviews (`movies_path`) > GlobalOpinionQA (`goqa_path` or the hub) for `country`
-under `belief_scheme`. It is cached: rebuilt only when `data_key(cfg)` changes.
+SNAP movie reviews (`movies_path`) > a survey in the one survey format (gdpolib.data.survey:
+`survey` = goqa, opinionqa or a file) for the run's group (`group`; GlobalOpinionQA: `country`)
+or groups (`groups`: one model conditioned on the group) under `belief_scheme`. Later stages read
+only the records, whatever the source. It is cached: rebuilt only when `data_key(cfg)` changes.
 """
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gdpolib import models
-from gdpolib.beliefs import BeliefError, make_scheme
+from gdpolib import groupnames, models
+from gdpolib.beliefs import BeliefError, QuestionBeliefs, make_scheme
 from gdpolib.config import resolve_path
-from gdpolib.data import goqa
+from gdpolib.data import goqa, opinionqa
 from gdpolib.data.hub import build_hub
 from gdpolib.data.movies import build_movies
 from gdpolib.data.records import (DATA_VERSION, DataError, RunData, apply_override,
-                                  build_records, goqa_items, load_run_data, metrics_part,
-                                  scheme_ordinals, write_stage)
+                                  build_records, condition_on_group, goqa_items, group_qid,
+                                  load_run_data, merge_groups, metrics_part, scheme_ordinals,
+                                  write_stage)
 from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
 from gdpolib.data.generators import make_generator
+from gdpolib.data.survey import Survey, read_survey
 from gdpolib.runs import file_hash, stable_hash
 
 log = logging.getLogger("gdpolib.stages.data")
 
 
 def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
-    """Everything the data stage depends on: params, input file contents, the override."""
+    """Everything the data stage depends on: params, input file contents, the override (a
+    GlobalOpinionQA run of one country depends on the same parameters as before surveys)."""
     key: dict[str, Any] = {"version": DATA_VERSION, **cfg.subset(
         "seed", "n_styles", "split_by", "heldout_styles", "split_fractions", "sft_per_prompt",
         "pairs_per_prompt",
@@ -40,11 +46,18 @@ def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
     elif cfg.movies_path:
         key["movies_sha"] = file_hash(resolve_path(cfg.movies_path))
     else:
-        key.update(cfg.subset("country", "goqa_path", "goqa_revision", "bad_rows",
-                              "belief_scheme", "max_options", "max_questions"))
-        source = goqa.local_path(cfg.goqa_path)
-        if source is not None:
-            key["goqa_sha"] = file_hash(source)
+        key.update(cfg.subset("bad_rows", "belief_scheme", "max_options", "max_questions"))
+        if cfg.survey == "goqa":
+            key.update(cfg.subset("country", "goqa_path", "goqa_revision"))
+            source = goqa.local_path(cfg.goqa_path)
+            if source is not None:
+                key["goqa_sha"] = file_hash(source)
+        if cfg.survey != "goqa" or cfg.groups:
+            key.update(cfg.subset("survey", "group", "groups", "min_questions"))
+        if cfg.survey == "opinionqa":
+            key["opinionqa_sha"] = folder_hash(resolve_path(cfg.opinionqa_path))
+        elif cfg.survey == "file":
+            key["survey_sha"] = file_hash(resolve_path(cfg.survey_path))
         if cfg.belief_scheme == "stance6":
             key["option_map_path"] = cfg.option_map_path
             p = cfg.option_map_path
@@ -56,34 +69,79 @@ def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
     return key
 
 
+def folder_hash(root: Path) -> str:
+    """A content hash of a folder's data files (OpinionQA's csv/json files)."""
+    files = sorted(p for p in root.rglob("*") if p.suffix in (".csv", ".json"))
+    return stable_hash([[str(p.relative_to(root)), file_hash(p)] for p in files])
+
+
 def _response_cache_dir(cfg) -> Path | None:
     """Where generated (non-template) responses are cached across runs."""
     return None if cfg.responses == "template" else models.cache_root(cfg) / "responses"
 
 
-def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any]:
-    """Build the GlobalOpinionQA data stage into `out`; returns the counts."""
-    data = goqa.load_goqa(goqa.local_path(cfg.goqa_path), revision=cfg.goqa_revision,
-                          bad_rows=cfg.bad_rows)
-    log.info(data.report.summary())
-    country = data.resolve(cfg.country)
-    scheme = make_scheme(cfg)
-    qbs, scheme_report = scheme.apply(data.questions, country)
+def load_survey(cfg) -> Survey:
+    """The run's survey in the one survey format: GlobalOpinionQA (goqa_path or the hub),
+    OpinionQA (every group of its single-attribute files, each with all its questions) or a
+    survey file (survey_path); malformed rows skipped and reported, or an error (bad_rows)."""
+    if cfg.survey == "goqa":
+        return goqa.to_survey(goqa.load_goqa(goqa.local_path(cfg.goqa_path),
+                                             revision=cfg.goqa_revision, bad_rows=cfg.bad_rows))
+    if cfg.survey == "opinionqa":
+        root = resolve_path(cfg.opinionqa_path)
+        return opinionqa.to_survey(opinionqa.load_opinionqa(
+            root, opinionqa.attribute_groups(root), require_all_groups=False,
+            bad_rows=cfg.bad_rows))
+    return read_survey(resolve_path(cfg.survey_path), cfg.bad_rows)
+
+
+def target_groups(cfg, survey: Survey) -> list[str]:
+    """The survey's names of the run's group(s): `groups`, else `group` (GlobalOpinionQA:
+    `country`), else a survey file's only group; an unknown name gets the closest ones."""
+    return [survey.resolve(name) for name in groupnames.targets(cfg) or [survey.only_group()]]
+
+
+def featured_groups(survey: Survey, targets: Sequence[str], n: int = 3) -> list[str]:
+    """The groups notebook 01 compares: the run's, then the paper's three countries
+    (GlobalOpinionQA) or the survey's n largest groups."""
+    paper = ["United States", "Pakistan", "S. Africa"] if survey.name == "goqa" else []
+    others = [g for g in paper if g in survey.groups] or list(survey.group_counts())[:n]
+    return list(dict.fromkeys([*targets, *others]))
+
+
+@dataclass
+class GroupData:
+    """One group's part of a data stage: its questions (true p*), records and split."""
+
+    group: str
+    questions: list[QuestionBeliefs]
+    rows: dict[str, list[dict]]
+    assignment: dict[str, str]           # split unit -> split
+    reports: dict[str, Any]
+
+
+def group_data(cfg, survey: Survey, group: str, scheme=None, generator=None,
+               override: Mapping | None = None) -> GroupData:
+    """The records of one group exactly as a run of that group alone builds them (questions
+    under belief_scheme, min/max_questions, responses, split, draws): a conditioned run uses
+    these per group, so its test prompts are those of each group's own run."""
+    scheme = scheme or make_scheme(cfg)
+    gen = generator or make_generator(cfg, _response_cache_dir(cfg))
+    qbs, scheme_report = scheme.apply(survey.questions(), group)
     log.info(scheme_report.summary())
     if len(qbs) < cfg.min_questions:
-        raise DataError(f"{country} has {len(qbs)} usable questions under belief_scheme "
+        raise DataError(f"{group} has {len(qbs)} usable questions under belief_scheme "
                         f"{cfg.belief_scheme} ({len(scheme_report.skipped)} of "
                         f"{scheme_report.n_questions} skipped by the scheme); min_questions is "
                         f"{cfg.min_questions}: lower it to run on so few questions anyway")
     if cfg.max_questions is not None:
         qbs = qbs[:cfg.max_questions]
     targets = apply_override(qbs, override)
-    gen = make_generator(cfg, _response_cache_dir(cfg))
     styled, gen_report = gen.generate([(q.qid, q.question, q.options) for q in qbs], cfg.n_styles)
     log.info(gen_report.summary())
     scale = scheme_ordinals(scheme.name, scheme.k_max)
     items = goqa_items(qbs, styled, targets,
-                       ordinals={q.qid: scale for q in qbs} if scale else None)
+                       ordinals={q.qid: scale for q in qbs} if scale else None, group=group)
     used = {it.qid for it in items}
     qbs = [q for q in qbs if q.qid in used]
     heldout = heldout_style_ids(cfg.split_by, cfg.n_styles, cfg.heldout_styles)
@@ -91,10 +149,6 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
     check_splits(assignment, cfg.split_by)
     rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
     reports = {
-        "load": {"origin": data.report.origin, "rows": data.report.n_rows,
-                 "skipped": data.report.skipped, "renormalised": data.report.renormalised,
-                 "renormalised_entries": data.report.renormalised_entries,
-                 "dropped_countries": data.report.dropped_countries},
         "scheme": {**scheme_report.to_dict(), "skipped_questions": scheme_report.skipped,
                    "unmapped_options": scheme_report.unmapped},
         "generation": {"generator": gen_report.generator, "styles_kept": gen_report.styles_kept,
@@ -102,9 +156,37 @@ def build_goqa(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any
         "records": {**stats, "overridden": sorted(targets)},
         "split": split_report(items, cfg.split_by, cfg.split_fractions, cfg.seed, heldout),
     }
-    (out / "splits.json").write_text(json.dumps(assignment, indent=1, ensure_ascii=False))
-    return write_stage(out, rows, qbs, scheme.name, scheme.k_max, reports,
-                       {"country": country})
+    return GroupData(group, qbs, rows, assignment, reports)
+
+
+def build_survey(cfg, out: Path, override: Mapping | None = None) -> dict[str, Any]:
+    """Build the data stage of any survey into `out`; returns the counts. One group: its
+    records as they are. Several (`groups`): each group's records as its own run builds them,
+    conditioned on the group (records.condition_on_group) and merged into one training set."""
+    survey = load_survey(cfg)
+    log.info(survey.report.summary())
+    groups = target_groups(cfg, survey)
+    if override and cfg.groups:
+        raise DataError("a p* override (few-shot GDPO) needs a run of one group, not groups")
+    scheme, gen = make_scheme(cfg), make_generator(cfg, _response_cache_dir(cfg))
+    parts = [group_data(cfg, survey, g, scheme, gen, override) for g in groups]
+    load = survey.report.details or {"origin": survey.report.origin, "rows": survey.report.n_rows,
+                                     "skipped": survey.report.skipped,
+                                     "renormalised": survey.report.renormalised}
+    meta = {"survey": survey.name, "groups": groups}
+    if not cfg.groups:
+        part = parts[0]
+        (out / "splits.json").write_text(json.dumps(part.assignment, indent=1, ensure_ascii=False))
+        if cfg.survey == "goqa":
+            meta["country"] = part.group
+        return write_stage(out, part.rows, part.questions, scheme.name, scheme.k_max,
+                           {"load": load, **part.reports}, meta)
+    rows = merge_groups([condition_on_group(p.rows, p.group) for p in parts], cfg.seed)
+    questions = [replace(q, qid=group_qid(q.qid, p.group)) for p in parts for q in p.questions]
+    (out / "splits.json").write_text(json.dumps({p.group: p.assignment for p in parts}, indent=1,
+                                                ensure_ascii=False))
+    return write_stage(out, rows, questions, scheme.name, scheme.k_max,
+                       {"load": load, "groups": {p.group: p.reports for p in parts}}, meta)
 
 
 def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None = None,
@@ -112,7 +194,7 @@ def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None
     """THE data stage of a run (notebook 01 builds it; later notebooks reuse it).
 
     Source: cfg.hub_dataset (the authors' Binwei01 data) > cfg.movies_path (SNAP movie reviews)
-    > GlobalOpinionQA (cfg.goqa_path or the hub) for cfg.country under cfg.belief_scheme.
+    > the survey (cfg.survey) for the run's group(s) under cfg.belief_scheme (build_survey).
     `p_star_override` {qid: distribution (len K_MAX or |B|)} replaces the TRAINING target of
     those questions (e.g. GPO's prediction for few-shot GDPO); the true p* stays in
     `p_star_true` and in the eval prompts' `p_star`. Such data goes to its own stage
@@ -130,7 +212,7 @@ def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None
         elif cfg.movies_path:
             build_movies(cfg, out, p_star_override)
         else:
-            build_goqa(cfg, out, p_star_override)
+            build_survey(cfg, out, p_star_override)
 
     path = run.stage(name, key, build)
     data = load_run_data(path)

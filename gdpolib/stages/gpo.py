@@ -22,15 +22,15 @@ from gdpolib.countries import resolve_country
 from gdpolib.data import goqa
 from gdpolib.data.opinionqa import attribute_groups, load_opinionqa
 from gdpolib.embeddings import EmbeddingTable
-from gdpolib.gpo.groups import (GroupOpinions, from_goqa, from_opinionqa, split_groups,
-                                train_mean, with_group_prior)
+from gdpolib.gpo.groups import (GroupOpinions, from_goqa, from_opinionqa, from_survey,
+                                split_groups, train_mean, with_group_prior)
 from gdpolib.gpo.meta_train import GPOSettings, meta_train
 from gdpolib.gpo.model import GPOModel, load_model, save_model
 from gdpolib.gpo.predict import (EvalPlan, Job, eval_plans, fixed_baseline, knn_baseline,
                                  lm_option_distributions, predict, score, train_mean_baseline,
                                  uniform_baseline)
 from gdpolib.runs import Run, stable_hash
-from gdpolib.stages.data import base_model
+from gdpolib.stages.data import base_model, load_survey, target_groups
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,11 @@ class GPOExperiment:
 
 
 def load_groups(cfg: RunConfig, dataset: str = "goqa") -> GroupOpinions:
-    """GlobalOpinionQA countries (cfg.goqa_path or the hub) or OpinionQA groups
-    (cfg.opinionqa_path) as GroupOpinions."""
+    """GlobalOpinionQA countries (cfg.goqa_path or the hub), OpinionQA groups
+    (cfg.opinionqa_path) or the groups of the run's own survey ("survey": cfg.survey, read as
+    the data stage reads it) as GroupOpinions."""
+    if dataset == "survey":
+        return from_survey(load_survey(cfg), cfg.gpo_min_questions)
     if dataset == "goqa":
         source = goqa.local_path(cfg.goqa_path)
         return from_goqa(goqa.load_goqa(source, revision=cfg.goqa_revision, bad_rows=cfg.bad_rows),
@@ -125,13 +128,16 @@ def run_gpo(cfg: RunConfig, run: Run, dataset: str = "goqa", holdout: Sequence[s
     """Load the groups, embed, split, meta-train (run stage `stages/gpo_<dataset>`), plan.
 
     holdout: groups forced into the test split (default for GOQA: the run's country, so that
-    few-shot GDPO can use the same model; its "(Non-national sample)" twins go with it).
+    few-shot GDPO can use the same model; its "(Non-national sample)" twins go with it; for
+    "survey", the run's own survey: the run's group).
     """
     settings = GPOSettings.from_config(cfg)
     data = load_groups(cfg, dataset)
     if holdout is None:
         holdout = []
-        if dataset == "goqa":
+        if dataset == "survey":     # the run's own group, for few-shot GDPO
+            holdout = [g for g in target_groups(cfg, load_survey(cfg))[:1] if g in data.dists]
+        elif dataset == "goqa":
             try:
                 holdout = [resolve_country(cfg.country, available=data.groups)]
             except ValueError:
