@@ -102,6 +102,12 @@ def test_one_model_for_several_groups_keeps_each_groups_own_test_prompts(tmp_pat
                           for r in cond.sft["train"] if r["group"] == g)
         assert cond_sft == own_sft
     assert cond.counts["sft"]["train"] == len(cond.sft["train"]) > 0
+    # one split report for the run (notebooks and metrics.json read it): the groups' counts summed
+    split, per_group = cond.reports["split"], cond.reports["groups"]
+    assert split["protocol"] == "seen_questions"
+    for s in ("train", "eval", "test"):
+        assert split["prompts"][s] == sum(r["split"]["prompts"][s] for r in per_group.values())
+        assert split["prompts"][s] == len(cond.prompts[s])
     with pytest.raises(DataError, match="needs a run of one group"):
         prepare_data(cond_cfg, runs.Run.open(cond_cfg), p_star_override={"goqa-0@Pakistan": [1]})
 

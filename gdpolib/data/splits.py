@@ -179,3 +179,15 @@ def split_report(items: Sequence[PromptItem], split_by: str, fractions: Sequence
             "fractions": list(fractions), "seed": seed,
             "prompts": {s: sum(it.split == s for it in items) for s in SPLITS},
             "questions": {s: len({it.qid for it in items if it.split == s}) for s in SPLITS}}
+
+
+def merge_split_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The split report of a run conditioned on several groups: the groups share the protocol
+    (same parameters); prompts and questions per split are summed over the groups, and the
+    styles of a split are those of any group."""
+    first = reports[0]
+    return {**first,
+            "styles": {s: sorted({st for r in reports for st in r["styles"][s]}) for s in SPLITS},
+            "prompts": {s: sum(r["prompts"][s] for r in reports) for s in SPLITS},
+            "questions": {s: sum(r["questions"][s] for r in reports) for s in SPLITS}}
+

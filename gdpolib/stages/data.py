@@ -26,7 +26,8 @@ from gdpolib.data.records import (DATA_VERSION, DataError, RunData, apply_overri
                                   build_records, condition_on_group, goqa_items, group_qid,
                                   load_run_data, merge_groups, metrics_part, scheme_ordinals,
                                   write_stage)
-from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
+from gdpolib.data.splits import (assign_splits, check_splits, heldout_style_ids,
+                                 merge_split_reports, split_report)
 from gdpolib.data.generators import make_generator
 from gdpolib.data.survey import Survey, read_survey
 from gdpolib.runs import file_hash, stable_hash
@@ -186,7 +187,8 @@ def build_survey(cfg, out: Path, override: Mapping | None = None) -> dict[str, A
     (out / "splits.json").write_text(json.dumps({p.group: p.assignment for p in parts}, indent=1,
                                                 ensure_ascii=False))
     return write_stage(out, rows, questions, scheme.name, scheme.k_max,
-                       {"load": load, "groups": {p.group: p.reports for p in parts}}, meta)
+                       {"load": load, "groups": {p.group: p.reports for p in parts},
+                        "split": merge_split_reports([p.reports["split"] for p in parts])}, meta)
 
 
 def prepare_data(cfg, run, p_star_override: Mapping[str, Sequence[float]] | None = None,
