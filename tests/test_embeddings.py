@@ -61,13 +61,13 @@ def test_shared_prefix_states_equal_whole_text_states(tiny_lm, monkeypatch):
     plain = embeddings.mean_pooled_states
     monkeypatch.setattr(embeddings, "mean_pooled_states",
                         lambda m, t, x, **kw: fallback.append(len(x)) or plain(m, t, x, **kw))
-    shared = embeddings.option_pooled_states(model, tok, items, max_length=64)
+    shared = embeddings.option_pooled_states(model, tok, items, max_length=128)
     monkeypatch.undo()
-    assert fallback == [2]                  # only q3 (over 64 tokens) was embedded whole
+    assert fallback == [2]                  # only q3 (409 tokens > 128) was embedded whole
     assert shared.shape == whole.shape == (7, 16)
     np.testing.assert_allclose(shared[:5], whole[:5], atol=1e-5)
     np.testing.assert_allclose(shared[5:], embeddings.mean_pooled_states(model, tok, texts[5:],
-                                                                         max_length=64), atol=1e-6)
+                                                                         max_length=128), atol=1e-6)
 
 
 def test_the_computing_call_and_a_cached_reload_return_identical_arrays(tmp_path):

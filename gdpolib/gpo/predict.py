@@ -36,16 +36,21 @@ class Job:
 @torch.no_grad()
 def predict(model: GPOModel, emb: EmbeddingTable, data: GroupOpinions, jobs: Sequence[Job],
             batch_size: int = 32, ctx_dists: dict[str, dict] | None = None,
-            ) -> dict[str, dict[str, np.ndarray]]:
+            max_targets: int = 64) -> dict[str, dict[str, np.ndarray]]:
     """Predicted distributions {group: {qid: [K_q]}} for every job (one job per group; one
     forward per batch of jobs).
 
     The context's answers come from data.dists[group], or from ctx_dists[group] when given
-    (a new group's few answered questions). Targets' y is never read.
+    (a new group's few answered questions). Targets' y is never read. A job's targets go
+    through in pieces of at most `max_targets` questions: targets are independent given the
+    context, so the result is the same, and attention over hundreds of targets at once (which
+    the mask discards) is avoided.
     """
     model.eval()
     device = next(model.parameters()).device
     out: dict[str, dict[str, np.ndarray]] = {}
+    jobs = [Job(j.group, j.ctx, j.tar[i:i + max_targets]) for j in jobs
+            for i in range(0, max(len(j.tar), 1), max_targets)]
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
         eps = [make_episode(emb, None, j.ctx, j.tar,
