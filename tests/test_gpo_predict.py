@@ -81,6 +81,14 @@ def test_prediction_is_invariant_to_the_order_of_context_items(gpo_synthetic_run
     # one target alone = all targets together (targets are independent given the context)
     d = predict(res.model, emb, data, [Job(g, ctx, tar[:1])])[g]
     np.testing.assert_allclose(a[tar[0]], d[tar[0]], atol=1e-5)
+    # targets in pieces of 3 (two groups, one batch) = all at once
+    jobs = [Job(g, ctx, tar), Job(split["test"][1], ctx, tar)]
+    whole, pieces = predict(res.model, emb, data, jobs), predict(res.model, emb, data, jobs,
+                                                                   max_targets=3)
+    assert {g: set(p) for g, p in pieces.items()} == {g: set(p) for g, p in whole.items()}
+    for grp, by_q in whole.items():
+        for q in tar:
+            np.testing.assert_allclose(pieces[grp][q], by_q[q], atol=1e-5)
 
 
 def test_eval_plans_keep_the_same_targets_for_every_k(gpo_synthetic):
