@@ -289,8 +289,12 @@ class RunConfig:
     # --- GPO ---
     gpo_embedder: str = param("minilm", "Embedder of (question, option) pairs: minilm (offline), "
                                         "policy (the run's model), smollm2-135m or a hub id.")
-    gpo_loss: str = param("kl", "GPO loss: kl (per-question KL to the group's answers) or "
-                                "gaussian_nll (the paper's).", choices=("kl", "gaussian_nll"))
+    gpo_loss: str = param("gaussian_nll", "GPO loss: gaussian_nll (the paper's) or kl (ours: "
+                                          "per-question KL to the group's answers).",
+                          choices=("gaussian_nll", "kl"))
+    gpo_init: str = param("answer", "GPO initialisation: answer (ours: He init, the answer weighted "
+                                    "like all of x; leaves the mean from step 0) or torch (PyTorch's "
+                                    "default, the official code's).", choices=("answer", "torch"))
     gpo_steps: int = param(600, "GPO meta-training steps (CPU-sized; the paper ran 200k).", ge=1)
     gpo_lr: float = param(3.0e-4, "GPO meta-training learning rate.", gt=0)
     gpo_k: int = param(20, "Answered context questions k of a new group (evaluation, model "
@@ -311,14 +315,18 @@ class RunConfig:
                                             "model), smollm2-135m, a hub id, or none.")
     gpo_fewshot_gdpo: bool = param(True, "Notebook 05 also trains GDPO on GPO's predicted p* "
                                          "(few-shot GDPO).")
-    gpo_prior: str = param("train_groups", "train_groups = our group-prior GPO, none = the "
-                                           "paper's model.", choices=("train_groups", "none"))
+    gpo_prior: str = param("train_groups", "train_groups = also meta-train our group-prior GPO "
+                                           "(method gpo_prior) beside the paper's (gpo); none = "
+                                           "the paper's only.", choices=("train_groups", "none"))
+    gpo_seeds: int = param(1, "Seeds of notebook 05's seed table (seed, seed+1, ...; each its own "
+                              "group split and models); its cost grows linearly.", ge=1)
     opinionqa_path: str | None = param("../shared/data/opinionqa_tatsu/human_resp",
                                        "OpinionQA human_resp folder (notebook 05's US groups); "
                                        "null = skip them.",
                                        path="folder", allowed="an existing readable folder or null")
     opinionqa_groups: str = param("all", "OpinionQA groups: all single-attribute ones, or gpo "
-                                         "(the paper's 22).", choices=("all", "gpo"))
+                                         "(the paper's 22; 17 in the local data, which has no "
+                                         "religion file).", choices=("all", "gpo"))
 
     # ---- derived values ----
     @property

@@ -169,6 +169,59 @@ def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
     return out
 
 
+def option_pooled_states(model, tokenizer, items: Sequence[QuestionItem], batch_size: int = 8,
+                         max_length: int = 512) -> np.ndarray:
+    """mean_pooled_states of every option_prompt of `items` (rows in item, then option order),
+    with each question's shared prefix run once: float32 [n_options, d].
+
+    A causal LM's states over question_prompt(question, options) are the same for every option,
+    so the prefix runs once per question and its KV cache serves all options, whose suffixes
+    " L. option" run as one batch: about K times fewer tokens than embedding every text whole.
+    The pooled mean is (sum of prefix states + sum of suffix states) / tokens. A question whose
+    prefix + suffix tokens differ from its whole text's, or whose text exceeds the model's limit,
+    is embedded whole (mean_pooled_states), so the result never depends on the shortcut.
+    """
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    limit = token_limit(model, max_length)
+    rows: list[np.ndarray] = []
+    model.eval()
+    with torch.no_grad():
+        for it in tqdm(items, desc="LM embeddings (shared prefixes)"):
+            prefix = question_prompt(it.question, it.options)
+            suffixes = [f" {letter(k)}. {o}" for k, o in enumerate(it.options)]
+            p_ids = tokenizer(prefix).input_ids
+            s_ids = [tokenizer(s, add_special_tokens=False).input_ids for s in suffixes]
+            whole = [tokenizer(prefix + s).input_ids for s in suffixes]
+            if any(w != p_ids + s for w, s in zip(whole, s_ids)) or \
+                    max(map(len, whole)) > limit or min(map(len, s_ids)) == 0:
+                rows.append(mean_pooled_states(model, tokenizer, [prefix + s for s in suffixes],
+                                               batch_size=batch_size, max_length=max_length))
+                continue
+            out = model(input_ids=torch.tensor([p_ids], device=device), use_cache=True,
+                        output_hidden_states=True)
+            prefix_sum = out.hidden_states[-1][0].sum(0)                         # [d]
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(suffixes))
+            n_s = max(map(len, s_ids))
+            ids = torch.full((len(suffixes), n_s), tokenizer.pad_token_id, device=device)
+            mask = torch.zeros((len(suffixes), n_s), dtype=torch.long, device=device)
+            for k, s in enumerate(s_ids):
+                ids[k, :len(s)], mask[k, :len(s)] = torch.tensor(s, device=device), 1
+            full_mask = torch.cat([torch.ones(len(suffixes), len(p_ids), dtype=torch.long,
+                                              device=device), mask], dim=1)
+            positions = torch.arange(len(p_ids), len(p_ids) + n_s, device=device)
+            hidden = model(input_ids=ids, attention_mask=full_mask, past_key_values=cache,
+                           position_ids=positions.expand(len(suffixes), -1),
+                           output_hidden_states=True).hidden_states[-1]           # [K, S, d]
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (prefix_sum + (hidden * m).sum(1)) / (len(p_ids) + m.sum(1))
+            rows.append(pooled.float().cpu().numpy())
+    return np.concatenate(rows) if rows else np.zeros((0, model.config.hidden_size), np.float32)
+
+
 # ---------------------------------------------------------------------------- cache
 def cache_dir(cfg=None) -> Path:
     """`<model cache root>/gpo_embeddings` (shared by every run: embeddings do not depend on
@@ -254,7 +307,7 @@ def embed_questions(items: list[QuestionItem], embedder: str = "minilm", *,
         key = texts_key(name, "lm-mean-pool", texts)
 
         def compute() -> np.ndarray:
-            return mean_pooled_states(model, tokenizer, texts, batch_size=batch_size)
+            return option_pooled_states(model, tokenizer, items, batch_size=batch_size)
     vectors, meta = cached_array(directory, f"emb-{name}", key, compute,
                                  meta={"model": name, "index": [[it.qid, len(it.options)]
                                                                 for it in items]})

@@ -45,3 +45,36 @@ def test_sentence_embeddings_cache_is_reused(tmp_path, monkeypatch):
     assert calls == [4]            # cached
     np.testing.assert_allclose(t.rows("q1")[:, 0], [6, 6])     # question part
     np.testing.assert_allclose(t.rows("q1")[:, 4], [6, 5])     # "A. Yes", "B. No"
+
+
+def test_shared_prefix_states_equal_whole_text_states(tiny_lm, monkeypatch):
+    """option_pooled_states runs each question's prefix once; the pools equal those of the whole
+    texts, including a question whose text is too long for the shortcut (embedded whole)."""
+    model, tok = tiny_lm()
+    items = [QuestionItem("q1", "Is the sky blue?", ["Yes", "No", "Maybe"]),
+             QuestionItem("q2", "Is it raining today in the city?", ["Yes", "No, not at all"]),
+             QuestionItem("q3", "Long? " * 60, ["Yes", "No"])]
+    texts = [embeddings.option_prompt(it.question, it.options, k) for it in items
+             for k in range(len(it.options))]
+    whole = embeddings.mean_pooled_states(model, tok, texts)
+    fallback = []
+    plain = embeddings.mean_pooled_states
+    monkeypatch.setattr(embeddings, "mean_pooled_states",
+                        lambda m, t, x, **kw: fallback.append(len(x)) or plain(m, t, x, **kw))
+    shared = embeddings.option_pooled_states(model, tok, items, max_length=128)
+    monkeypatch.undo()
+    assert fallback == [2]                  # only q3 (409 tokens > 128) was embedded whole
+    assert shared.shape == whole.shape == (7, 16)
+    np.testing.assert_allclose(shared[:5], whole[:5], atol=1e-5)
+    np.testing.assert_allclose(shared[5:], embeddings.mean_pooled_states(model, tok, texts[5:],
+                                                                         max_length=128), atol=1e-6)
+
+
+def test_the_computing_call_and_a_cached_reload_return_identical_arrays(tmp_path):
+    values = np.random.default_rng(0).normal(size=(5, 3)) / 3       # not float16-exact
+    first, meta = embeddings.cached_array(tmp_path, "x", "k1", lambda: values)
+    again, _ = embeddings.cached_array(tmp_path, "x", "k1", lambda: 1 / 0)   # never computed
+    assert first.dtype == again.dtype == np.float32 and meta["shape"] == [5, 3]
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, values.astype(np.float16).astype(np.float32))
+    assert not np.array_equal(first, values.astype(np.float32))     # rounded to the stored dtype

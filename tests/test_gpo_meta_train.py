@@ -15,12 +15,14 @@ from gdpolib.gpo.predict import eval_plans, predict, score, train_mean_baseline
 
 
 def test_settings_are_the_run_configs_gpo_parameters():
-    cfg = load_config(overrides={"gpo_steps": 7, "gpo_ctx_range": [2, 4], "seed": 3})
+    cfg = load_config(overrides={"gpo_steps": 7, "gpo_ctx_range": [2, 4], "seed": 3,
+                                 "gpo_init": "torch"})
     s = GPOSettings.from_config(cfg)
     assert dataclasses.asdict(s) == {
         "steps": 7, "lr": cfg.gpo_lr, "loss": cfg.gpo_loss, "batch_groups": cfg.gpo_batch_groups,
         "ctx_range": (2, 4), "tar_range": tuple(cfg.gpo_tar_range),
-        "eval_every": cfg.gpo_eval_every, "eval_k": cfg.gpo_k, "seed": 3}
+        "eval_every": cfg.gpo_eval_every, "eval_k": cfg.gpo_k, "seed": 3, "init": "torch"}
+    assert load_config().gpo_loss == "gaussian_nll"          # the paper's loss by default
     with pytest.raises(TypeError):
         GPOSettings(steps=7)                       # no defaults of its own
     with pytest.raises(ConfigError, match="gpo_tar_range"):
@@ -41,26 +43,58 @@ def test_meta_training_converges_on_a_synthetic_task(gpo_synthetic_run):
     assert not res.model.uses_prior               # a plain table: the paper's model
 
 
-def test_meta_training_on_a_synthetic_task_with_the_group_prior(gpo_synthetic):
+def leaves_the_mean(gpo_synthetic, prior: bool, seed: int, threads: int, steps: int = 100):
+    """(GPO's test score, the meta-train mean's) after `steps` steps on the synthetic task whose
+    truth needs the context (a group's type can only be read off its answers)."""
     data, emb = gpo_synthetic(n_groups=16, n_q=60)
     split = split_groups(data, [0.75, 0.125, 0.125], seed=0)
-    # 300 steps on one thread: with 150 steps this seed read the context on 2 threads (0.956) but
-    # stayed at the prior on one (0.676, validation flat at 0.719); 300 reach 0.998 on validation.
-    settings = GPOSettings(steps=300, lr=1e-3, loss="kl", batch_groups=8, ctx_range=(3, 10),
-                           tar_range=(5, 10), eval_every=50, eval_k=5, seed=0)
-    table = with_group_prior(emb, data, split["train"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)        # the same float order on every machine
+    table = with_group_prior(emb, data, split["train"]) if prior else emb
+    settings = GPOSettings(steps=steps, lr=1e-3, loss="kl", batch_groups=8, ctx_range=(3, 10),
+                           tar_range=(5, 10), eval_every=50, eval_k=5, seed=seed, init="answer")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         res = meta_train(data, table, split["train"], split["val"], settings, progress=False)
     finally:
-        torch.set_num_threads(threads)
-    # the table's type alone decides the variant
-    assert res.model.uses_prior and res.model.deviation_scale == table.deviation_scale
+        torch.set_num_threads(before)
+    assert res.model.uses_prior == prior           # the table's type alone decides the variant
     jobs = [p.job(10) for p in eval_plans(data, split["test"], [10], seed=0).values()]
-    s_gpo = score(data, predict(res.model, table, data, jobs))["score"]
-    s_mean = score(data, train_mean_baseline(data, split["train"], jobs))["score"]
-    assert s_gpo > s_mean + 0.05, (s_gpo, s_mean)     # the context is read within 300 steps
+    return (score(data, predict(res.model, table, data, jobs))["score"],
+            score(data, train_mean_baseline(data, split["train"], jobs))["score"])
+
+
+@pytest.mark.parametrize("prior", [False, True], ids=["paper", "group_prior"])
+def test_meta_training_leaves_the_mean_for_most_seeds(gpo_synthetic, prior):
+    """Robust to the machine's float path: with PyTorch's default init, whether training left
+    the mean depended on rounding (the same seed did on one CPU and not on another); with our
+    init every seed of 5 did, on 1 and 2 threads (the slow test). Here: a majority of 3 seeds
+    within 100 steps, on one thread."""
+    scores = [leaves_the_mean(gpo_synthetic, prior, seed, threads=1) for seed in range(3)]
+    assert sum(g > m + 0.1 for g, m in scores) >= 2, scores
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("prior", [False, True], ids=["paper", "group_prior"])
+def test_meta_training_leaves_the_mean_for_every_seed_and_thread_count(gpo_synthetic, prior,
+                                                                       threads):
+    scores = [leaves_the_mean(gpo_synthetic, prior, seed, threads, steps=150) for seed in range(5)]
+    assert all(g > m + 0.1 for g, m in scores), scores
+
+
+def test_on_eval_gets_every_validation(gpo_synthetic):
+    data, emb = gpo_synthetic(n_groups=8, n_q=40)
+    split = split_groups(data, [0.75, 0.125, 0.125], seed=0)
+    settings = GPOSettings(steps=5, lr=1e-3, loss="gaussian_nll", batch_groups=4,
+                           ctx_range=(2, 5), tar_range=(2, 5), eval_every=2, eval_k=3, seed=0,
+                           init="answer")
+    calls = []
+    res = meta_train(data, emb, split["train"], split["val"], settings, progress=False,
+                     on_eval=lambda step, values: calls.append((step, values)))
+    assert [c[0] for c in calls] == [2, 4, 5]                  # every eval_every and the last
+    for step, values in calls:
+        row = res.history[step - 1]
+        assert values == {"loss": row["loss"], "val_score": row["val_score"], "lr": row["lr"]}
 
 
 def test_episodes_follow_the_seed_and_are_reproducible(gpo_synthetic):

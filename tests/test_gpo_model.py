@@ -78,6 +78,36 @@ def test_a_batch_row_without_context_is_an_error():
         small_model().head_outputs(b)
 
 
+# ---------------------------------------------------------------------------- initialisation
+def test_answer_init_weights_the_answer_like_all_of_x_and_zeroes_the_embedder_biases():
+    torch.manual_seed(0)
+    model = GPOModel(64, init="answer")
+    first = model.embedder[0].weight                       # [128, 64 + 1]
+    ratio = first[:, -1].norm() / first[:, :-1].norm(dim=0).mean()
+    assert 4 < ratio < 16                                  # sqrt(64) = 8, up to sampling noise
+    linears = [m for m in model.embedder if isinstance(m, torch.nn.Linear)]
+    assert all(bool((m.bias == 0).all()) for m in linears)
+    with pytest.raises(ValueError, match="unknown GPO init 'xavier'"):
+        GPOModel(8, init="xavier")
+
+
+def test_answer_init_lets_the_context_answers_move_the_prediction_from_step_0():
+    """With PyTorch's default init every token leaves the 4-layer embedder as nearly the same
+    vector, and the answers barely move the prediction: the saddle meta-training sat in."""
+    moved = {}
+    for init in ("answer", "torch"):
+        changes = []
+        for seed in range(5):
+            torch.manual_seed(seed)
+            model, b = GPOModel(8, init=init).eval(), random_batch(seed=seed)
+            flipped = EpisodeBatch(b.xc, 1 - b.yc, b.c_pad, b.xt, b.yt, b.t_pad, b.t_seg,
+                                   b.n_questions)
+            with torch.no_grad():
+                changes.append(float((model(b)[0] - model(flipped)[0]).abs().max()))
+        moved[init] = np.mean(changes)
+    assert moved["answer"] > 4 * moved["torch"], moved
+
+
 # ---------------------------------------------------------------------------- softmax per question
 def test_segment_softmax_sums_to_one_per_question():
     b = random_batch()
@@ -146,6 +176,7 @@ def test_save_and_load_give_the_same_predictions(tmp_path, gpo_synthetic_run):
     data, emb, split, res = gpo_synthetic_run
     save_model(res.model, tmp_path / "gpo.pt")
     again = load_model(tmp_path / "gpo.pt")
+    assert again.config == res.model.config and again.config["init"] == "answer"
     g = split["test"][0]
     job = [Job(g, data.qids(g)[:5], data.qids(g)[5:9])]
     a, b = predict(res.model, emb, data, job)[g], predict(again, emb, data, job)[g]

@@ -14,9 +14,9 @@ from gdpolib import embeddings
 from gdpolib.beliefs import QuestionBeliefs
 from gdpolib.embeddings import QuestionItem
 from gdpolib.gpo.groups import GroupOpinions, train_mean
-from gdpolib.gpo.predict import (Job, eval_plans, few_shot_p_star, knn_baseline,
-                                 lm_option_distributions, predict, to_beliefs,
-                                 train_mean_baseline, uniform_baseline)
+from gdpolib.gpo.predict import (RIDGE_ALPHAS, Job, eval_plans, few_shot_p_star, knn_baseline,
+                                 lm_option_distributions, predict, ridge_alpha, ridge_baseline,
+                                 score, to_beliefs, train_mean_baseline, uniform_baseline)
 from gdpolib.metrics import alignment_js, alignment_scores, alignment_wd, jsd_per_prompt
 
 
@@ -81,6 +81,14 @@ def test_prediction_is_invariant_to_the_order_of_context_items(gpo_synthetic_run
     # one target alone = all targets together (targets are independent given the context)
     d = predict(res.model, emb, data, [Job(g, ctx, tar[:1])])[g]
     np.testing.assert_allclose(a[tar[0]], d[tar[0]], atol=1e-5)
+    # targets in pieces of 3 (two groups, one batch) = all at once
+    jobs = [Job(g, ctx, tar), Job(split["test"][1], ctx, tar)]
+    whole, pieces = predict(res.model, emb, data, jobs), predict(res.model, emb, data, jobs,
+                                                                   max_targets=3)
+    assert {g: set(p) for g, p in pieces.items()} == {g: set(p) for g, p in whole.items()}
+    for grp, by_q in whole.items():
+        for q in tar:
+            np.testing.assert_allclose(pieces[grp][q], by_q[q], atol=1e-5)
 
 
 def test_eval_plans_keep_the_same_targets_for_every_k(gpo_synthetic):
@@ -113,6 +121,44 @@ def test_baselines_by_hand():
     # "none" is closest on c2 but never answered t: the next nearest that did lends its answer
     np.testing.assert_allclose(knn_baseline(data, ["far", "none"], job)["new"]["t"], [0.2, 0.8])
     np.testing.assert_allclose(train_mean(data, ["none"], "t"), [0.5, 0.5])   # fallback
+
+
+def test_ridge_by_hand():
+    items = {q: QuestionItem(q, q, ["a", "b"]) for q in ("c1", "c2", "t")}
+    a = {"c1": np.array([0.9, 0.1]), "c2": np.array([0.2, 0.8]), "t": np.array([0.7, 0.3])}
+    b = {"c1": np.array([0.5, 0.5]), "c2": np.array([0.6, 0.4]), "t": np.array([0.3, 0.7])}
+    new = {q: 0.75 * a[q] + 0.25 * b[q] for q in a}          # a mix of the two training groups
+    data = GroupOpinions("toy", items, {"a": a, "b": b, "new": new}, {g: g for g in "ab"} | {"new": "new"})
+    job = [Job("new", ["c1", "c2"], ["t"])]
+    # m = (a + b) / 2; new - m = 0.25 (a - b) = 0.5 d_a, so beta -> (0.5, 0) as alpha -> 0
+    # (d_b = -d_a: the minimum-norm mix, beta = (0.25, -0.25), predicts the same)
+    np.testing.assert_allclose(ridge_baseline(data, ["a", "b"], job, alpha=1e-9)["new"]["t"],
+                               new["t"], atol=1e-6)
+    # by hand for alpha = 1: rows of d_a over (c1, c2) options = +-0.2, +-0.2 -> |d_a|^2 = 0.16,
+    # the 2 x 2 dual form gives beta_a - beta_b = 0.5 * 0.32 / (0.32 + 1)
+    d_t = np.array([0.2, -0.2])                               # d_a on t
+    expect = (a["t"] + b["t"]) / 2 + d_t * 0.5 * 0.32 / (0.32 + 1)
+    np.testing.assert_allclose(ridge_baseline(data, ["a", "b"], job, alpha=1.0)["new"]["t"],
+                               expect, atol=1e-9)
+    # a huge penalty shrinks to the meta-train mean; alpha is chosen on validation jobs
+    np.testing.assert_allclose(ridge_baseline(data, ["a", "b"], job, alpha=1e9)["new"]["t"],
+                               [0.5, 0.5], atol=1e-6)
+    assert ridge_alpha(data, ["a", "b"], job) == min(RIDGE_ALPHAS)
+    assert ridge_alpha(data, ["a", "b"], []) == max(RIDGE_ALPHAS)
+    # floored and renormalised: never a negative share
+    far = {"new": {"c1": np.array([1.0, 0.0]), "c2": np.array([0.0, 1.0])}}
+    p = ridge_baseline(data, ["a", "b"], job, alpha=1e-9, ctx_dists=far)["new"]["t"]
+    assert np.all(p > 0) and math.isclose(p.sum(), 1.0)
+
+
+def test_ridge_reads_the_context_on_the_synthetic_task(gpo_synthetic):
+    data, _ = gpo_synthetic(n_groups=16, n_q=60)
+    train, test = data.groups[:12], data.groups[12:]
+    jobs = [p.job(10) for p in eval_plans(data, test, [10], seed=0).values()]
+    s_ridge = score(data, ridge_baseline(data, train, jobs, alpha=0.01))["score"]
+    s_mean = score(data, train_mean_baseline(data, train, jobs))["score"]
+    # each group is one of two types: ridge reads it off 10 answers, the mean cannot
+    assert s_ridge > 0.99 and s_ridge - s_mean > 0.25
 
 
 def test_lm_zero_shot_distribution_is_renormalised_over_options(tiny_lm):

@@ -1,5 +1,6 @@
 """gdpolib.stages.gpo (notebook 05's steps): run_gpo on the real GlobalOpinionQA file with each
-`gpo_prior` setting, and the tables, k curve, metrics and plot frames of an experiment."""
+`gpo_prior` setting, the seed table's pairs, and the tables, k curve, metrics and plot frames of
+an experiment."""
 from __future__ import annotations
 
 import json
@@ -11,44 +12,96 @@ import pandas as pd
 import pytest
 
 from gdpolib.config import load_config
+from gdpolib.gpo.compare import summarise
 from gdpolib.gpo.groups import GroupPriorTable
 from gdpolib.gpo.meta_train import GPOSettings
 from gdpolib.gpo.predict import eval_plans
 from gdpolib.runs import Run
-from gdpolib.stages.gpo import (GPOExperiment, alignment_table, gpo_metrics, k_curve,
-                                method_predictions, predicted_vs_true, run_gpo, save_results)
+from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, alignment_table, gpo_metrics, k_curve,
+                                method_predictions, predicted_vs_true, run_gpo, save_results,
+                                seed_pairs)
 
 
 @pytest.mark.parametrize("prior", ["none", "train_groups"])
-def test_run_gpo_on_real_data_builds_the_model_its_prior_setting_asks_for(tmp_path, goqa_csv, prior):
+def test_run_gpo_on_real_data_builds_the_models_its_prior_setting_asks_for(tmp_path, goqa_csv, prior):
     cfg = load_config(overrides={"output_root": str(tmp_path), "goqa_path": str(goqa_csv),
                                  "gpo_steps": 2, "gpo_prior": prior})
     run = Run.open(cfg)
     exp = run_gpo(cfg, run, "goqa", progress=False)
     with_prior = prior == "train_groups"
-    assert isinstance(exp.emb, GroupPriorTable) == with_prior
-    assert exp.model.uses_prior == with_prior == exp.info["group_prior"]
+    assert sorted(exp.gpos) == (["gpo", "gpo_prior"] if with_prior else ["gpo"])
+    paper = exp.gpos["gpo"]                  # the paper's model: a plain table, the paper's loss
+    assert not isinstance(paper.emb, GroupPriorTable) and not paper.model.uses_prior
+    assert paper.info["settings"]["loss"] == "gaussian_nll" and not paper.info["group_prior"]
+    if with_prior:
+        ours = exp.gpos["gpo_prior"]
+        assert isinstance(ours.emb, GroupPriorTable) and ours.model.uses_prior
+        assert ours.info["group_prior"] and ours.emb.key.startswith(exp.emb.key)
     # the run's country (and any other sample of it) is held out; the plans are the test groups'
     assert "S. Africa" in exp.split["test"]
     assert all(exp.data.family[g] != "S. Africa" for g in exp.split["train"] + exp.split["val"])
     assert sorted(exp.plans) == exp.split["test"]
-    assert exp.info["settings"] == json.loads(json.dumps(asdict(GPOSettings.from_config(cfg))))
-    assert [h["step"] for h in exp.history] == [1, 2]
-    again = run_gpo(cfg, run, "goqa", progress=False)      # the cached stage is reused
-    assert again.info == exp.info
+    assert paper.info["settings"] == json.loads(json.dumps(asdict(GPOSettings.from_config(cfg))))
+    assert [h["step"] for h in paper.history] == [1, 2]
+    assert exp.best in exp.gpos
+    again = run_gpo(cfg, run, "goqa", progress=False)      # the cached stages are reused
+    assert {m: g.info for m, g in again.gpos.items()} == {m: g.info for m, g in exp.gpos.items()}
+
+
+def test_seed_pairs_give_every_method_at_every_k_for_each_seed(tmp_path, goqa_csv):
+    cfg = load_config(overrides={"output_root": str(tmp_path), "goqa_path": str(goqa_csv),
+                                 "gpo_steps": 2, "gpo_eval_every": 1, "gpo_zero_shot_lm": "none"})
+    run = Run.open(cfg)
+    calls = []
+    run_gpo(cfg, run, "goqa", progress=False, on_eval=lambda step, v: calls.append((step, v)))
+    assert [c[0] for c in calls] == [1, 2, 1, 2]               # two models, two validations each
+    assert set(calls[0][1]) == {"gpo_goqa_seed0/loss", "gpo_goqa_seed0/val_score",
+                                "gpo_goqa_seed0/lr"}
+    pairs = seed_pairs(cfg, run, "goqa", [0, 1], [1, 20], progress=False)
+    assert set(pairs.method) == {"gpo", "gpo_prior", "ridge", "knn", "train_mean", "uniform"}
+    assert set(pairs.seed) == {0, 1} and set(pairs.k) == {1, 20}
+    # every method is scored on the same (seed, k, group, question) pairs; seeds split differently
+    keys = {m: set(map(tuple, f[["seed", "k", "group", "qid"]].values))
+            for m, f in pairs.groupby("method")}
+    assert len({frozenset(v) for v in keys.values()}) == 1
+    tests = {s: set(f.group) for s, f in pairs.groupby("seed")}
+    assert tests[0] != tests[1] and "S. Africa" in tests[0] & tests[1]
+    assert pairs.score.between(0, 1).all()
+    table = summarise(pairs, n_boot=50)
+    assert len(table) == 6 * 2 and table.seeds.eq(2).all()
+    seed0 = run_gpo(cfg, run, "goqa", progress=False)        # seed 0's stages were reused
+    assert (run.root / "stages" / "gpo_goqa_seed1").exists()
+    assert seed0.gpos["gpo"].info == json.loads(
+        (run.root / "stages" / "gpo_goqa_seed0" / "info.json").read_text())
+
+
+def test_validation_scores_reach_the_tracker_report_to_names(tmp_path, goqa_csv):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(overrides={"output_root": str(tmp_path), "goqa_path": str(goqa_csv),
+                                 "gpo_steps": 2, "gpo_eval_every": 1, "gpo_prior": "none",
+                                 "report_to": "tensorboard"})
+    run = Run.open(cfg)
+    exp = run_gpo(cfg, run, "goqa", progress=False)
+    events = EventAccumulator(str(run.root / "logs" / "gpo_goqa")).Reload()
+    scores = events.Scalars("gpo_goqa_seed0/val_score")
+    assert [s.step for s in scores] == [1, 2]
+    history = exp.gpos["gpo"].history                 # the same numbers as meta-training's record
+    assert [s.value for s in scores] == pytest.approx([h["val_score"] for h in history], abs=1e-6)
 
 
 @pytest.fixture(scope="module")
 def experiment(gpo_synthetic_run):
     data, emb, split, res = gpo_synthetic_run
     plans = eval_plans(data, split["test"], [1, 5], seed=0)
-    return GPOExperiment(data, emb, split, plans, res.model, res.history, {})
+    return GPOExperiment(data, emb, split, plans,
+                         {"gpo": TrainedGPO(res.model, emb, res.history, {"best_val": 0.9})})
 
 
 def test_alignment_table_k_curve_and_metrics_agree(experiment, tmp_cfg):
     exp = experiment
     table, curve = alignment_table(exp, 5), k_curve(exp, [1, 5])
-    assert set(table.method) == {"gpo", "uniform", "train_mean", "knn"}    # no LM distributions
+    assert set(table.method) == {"gpo", "ridge", "uniform", "train_mean", "knn"}   # no LM dists
     assert set(table.group) == set(exp.split["test"]) | {"ALL"}
     overall = table[table.group == "ALL"].set_index("method")["score"]
     at_5 = curve[curve.k == 5].set_index("method")["score"]
@@ -65,7 +118,7 @@ def test_lm_zero_shot_joins_the_methods_when_its_distributions_are_set(experimen
     exp = GPOExperiment(**{**experiment.__dict__,
                            "lm_dists": {q: np.array([0.5, 0.5]) for q in experiment.data.items}})
     preds = method_predictions(exp, 5)
-    assert set(preds) == {"gpo", "uniform", "train_mean", "knn", "lm_zero_shot"}
+    assert set(preds) == {"gpo", "ridge", "uniform", "train_mean", "knn", "lm_zero_shot"}
     for g, by_q in preds["lm_zero_shot"].items():
         for q, p in by_q.items():
             np.testing.assert_array_equal(p, preds["uniform"][g][q])
@@ -75,6 +128,7 @@ def test_predicted_vs_true_frames_distributions_of_a_test_group_only(experiment)
     exp = experiment
     frame = predicted_vs_true(exp, 5, exp.split["test"][0], n=4, seed=0)
     assert len(frame) == 4 * 2 * 3            # questions x options x {true, gpo, train_mean}
+    assert set(frame.source) == {"true", "gpo", "train_mean"}
     np.testing.assert_allclose(frame.groupby(["qid", "source"]).p.sum(), 1.0)
     assert set(frame.qid) <= set(exp.plans[exp.split["test"][0]].targets)
     with pytest.raises(KeyError, match="not a test group"):

@@ -18,11 +18,18 @@ Modules (each imports only those above it; none imports training code or a stage
               scores, GPO's p* in GDPO's belief space (few-shot p*)
   meta_train  GPOSettings (from the run config), meta_train (Adam + cosine, model selection on
               VALIDATION groups only)
+  experiment  GPOExperiment (the trained models, split, test episodes of one dataset and seed)
+              and method_predictions (every GPO model and baseline on the same episodes)
+  compare     scores per (group, question) pair and the seed table (mean, sd, bootstrap
+              interval over test groups, gain over the meta-train mean, share of groups beaten)
 The steps of notebooks/05_gpo.ipynb (load, embed, meta-train as a cached run stage, tables,
 k curve, few-shot GDPO) are in gdpolib.stages.gpo and gdpolib.stages.fewshot_gdpo.
 
-Whether the group prior is used (`gpo_prior: train_groups`) is decided by the embedding
+Two GPO models: `gpo`, the paper's model (with the paper's Gaussian NLL by default), and
+`gpo_prior`, our group-prior variant. Which one meta_train builds is decided by the embedding
 table's type alone: a GroupPriorTable gives the group-prior model, any other table the paper's.
+Both start from our initialisation (GPOModel init="answer"), under which the context moves the
+prediction from step 0; init="torch" is the official code's.
 
 Fixed here, unlike the official code (§7.2): padded targets are left out of the loss mean,
 sigma has a floor, seeds come from the run's seed (episodes too), selection never uses test

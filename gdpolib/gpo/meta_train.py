@@ -6,7 +6,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,18 +26,20 @@ class GPOSettings:
     parameters (from_config; params/defaults.yaml holds the defaults), or every field is given.
 
     ctx_range, tar_range: [min, max] questions per episode (context, targets); eval_k: context
-    questions of the validation episodes; seed: model init and episodes.
+    questions of the validation episodes; seed: model init and episodes; init: GPOModel's
+    initialisation (answer | torch).
     """
 
     steps: int
     lr: float
-    loss: str                         # kl | gaussian_nll (gpo_loss)
+    loss: str                         # gaussian_nll (the paper's) | kl (ours) (gpo_loss)
     batch_groups: int
     ctx_range: tuple[int, int]
     tar_range: tuple[int, int]
     eval_every: int
     eval_k: int
     seed: int
+    init: str
 
     @classmethod
     def from_config(cls, cfg: RunConfig) -> "GPOSettings":
@@ -50,7 +52,7 @@ class GPOSettings:
         return cls(steps=cfg.gpo_steps, lr=cfg.gpo_lr, loss=cfg.gpo_loss,
                    batch_groups=cfg.gpo_batch_groups, ctx_range=tuple(cfg.gpo_ctx_range),
                    tar_range=tuple(cfg.gpo_tar_range), eval_every=cfg.gpo_eval_every,
-                   eval_k=cfg.gpo_k, seed=cfg.seed)
+                   eval_k=cfg.gpo_k, seed=cfg.seed, init=cfg.gpo_init)
 
 
 @dataclass
@@ -69,16 +71,20 @@ class MetaTrainResult:
 
 def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[str],
                val_groups: Sequence[str], settings: GPOSettings,
-               device: torch.device | str = "cpu", progress: bool = True) -> MetaTrainResult:
+               device: torch.device | str = "cpu", progress: bool = True,
+               on_eval: Callable[[int, dict[str, float]], None] | None = None) -> MetaTrainResult:
     """Meta-train GPO on `train_groups`; keep the weights that score best on `val_groups`.
 
     Each step draws `batch_groups` training groups and one episode each (sample_sizes, then
     sample_episode per group), and takes an Adam step (CosineAnnealingLR over `steps`). Every
     `eval_every` steps and at the end the model predicts the validation groups' fixed targets
-    from k = eval_k context questions (eval_plans seeded by settings.seed). Model init and episodes are seeded by settings.seed
-    (bug §7.2.6: episodes must change with the seed), without touching the global RNGs.
+    from k = eval_k context questions (eval_plans seeded by settings.seed). Model init and
+    episodes are seeded by settings.seed (bug §7.2.6: episodes must change with the seed),
+    without touching the global RNGs.
     With no validation group the last weights are kept. A GroupPriorTable `emb` gives the
     group-prior model (GPOModel.deviation_scale), any other table the paper's model.
+    on_eval(step, {"loss", "val_score", "lr"}) is called at every validation (e.g. to forward
+    the score to the run's tracker; this module imports none).
     """
     device = torch.device(device)
     need = settings.ctx_range[0] + settings.tar_range[0]
@@ -89,7 +95,8 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
     has_prior = isinstance(emb, GroupPriorTable)        # the one switch of the group prior
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        model = GPOModel(emb.dim, deviation_scale=emb.deviation_scale if has_prior else None)
+        model = GPOModel(emb.dim, deviation_scale=emb.deviation_scale if has_prior else None,
+                         init=settings.init)
     model.set_normalisation(emb.vectors)
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=settings.lr)
@@ -128,6 +135,8 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
                 best_val, best_step = row["val_score"], step
                 best_state = copy.deepcopy(model.state_dict())
             bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{row['val_score']:.4f}")
+            if on_eval is not None:
+                on_eval(step, {k: row[k] for k in ("loss", "val_score", "lr")})
         history.append(row)
     if not val_jobs:
         best_state, best_step, best_val = copy.deepcopy(model.state_dict()), settings.steps, math.nan

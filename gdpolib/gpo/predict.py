@@ -1,7 +1,8 @@
 """GPO prediction and its comparisons: predict for (group, context, targets) jobs, the fixed
 evaluation plans (the same targets for every k), the baselines (uniform, meta-train mean,
-nearest neighbour, a fixed per-question distribution such as an LM's zero-shot one), the
-alignment score, and GPO's p* for a held-out group in GDPO's belief space (few-shot p*)."""
+nearest neighbour, ridge regression on the meta-train groups, a fixed per-question distribution
+such as an LM's zero-shot one), the alignment score, and GPO's p* for a held-out group in GDPO's
+belief space (few-shot p*)."""
 from __future__ import annotations
 
 import logging
@@ -35,16 +36,21 @@ class Job:
 @torch.no_grad()
 def predict(model: GPOModel, emb: EmbeddingTable, data: GroupOpinions, jobs: Sequence[Job],
             batch_size: int = 32, ctx_dists: dict[str, dict] | None = None,
-            ) -> dict[str, dict[str, np.ndarray]]:
+            max_targets: int = 64) -> dict[str, dict[str, np.ndarray]]:
     """Predicted distributions {group: {qid: [K_q]}} for every job (one job per group; one
     forward per batch of jobs).
 
     The context's answers come from data.dists[group], or from ctx_dists[group] when given
-    (a new group's few answered questions). Targets' y is never read.
+    (a new group's few answered questions). Targets' y is never read. A job's targets go
+    through in pieces of at most `max_targets` questions: targets are independent given the
+    context, so the result is the same, and attention over hundreds of targets at once (which
+    the mask discards) is avoided.
     """
     model.eval()
     device = next(model.parameters()).device
     out: dict[str, dict[str, np.ndarray]] = {}
+    jobs = [Job(j.group, j.ctx, j.tar[i:i + max_targets]) for j in jobs
+            for i in range(0, max(len(j.tar), 1), max_targets)]
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start:start + batch_size]
         eps = [make_episode(emb, None, j.ctx, j.tar,
@@ -137,6 +143,61 @@ def knn_baseline(data: GroupOpinions, train_groups: Sequence[str], jobs: Sequenc
             preds[q] = data.dists[nn_g][q] if nn_g else train_mean(data, train_groups, q)
         out[j.group] = preds
     return out
+
+
+RIDGE_ALPHAS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)   # the grid ridge_alpha selects from
+RIDGE_FLOOR = 1e-4        # smallest share of a ridge prediction before renormalising
+
+
+def _deviations(data: GroupOpinions, train_groups: Sequence[str], qids: Sequence[str],
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(m [rows], D [rows, G]) over the options of `qids` in order: m = the meta-train mean,
+    D[:, g] = group g's share minus m (0 where g did not answer the question)."""
+    means, devs = [], []
+    for q in qids:
+        m = train_mean(data, train_groups, q)
+        d = np.zeros((len(m), len(train_groups)))
+        for j, g in enumerate(train_groups):
+            if q in data.dists[g]:
+                d[:, j] = data.dists[g][q] - m
+        means.append(m)
+        devs.append(d)
+    return np.concatenate(means), np.concatenate(devs)
+
+
+def ridge_baseline(data: GroupOpinions, train_groups: Sequence[str], jobs: Sequence[Job],
+                   alpha: float, ctx_dists: dict[str, dict] | None = None) -> dict:
+    """Ridge regression on the meta-train groups: the new group's context answers, as deviations
+    from the meta-train mean, fitted as a mix of the meta-train groups' deviations,
+    beta = argmin |D_c beta - (y_c - m_c)|^2 + alpha |beta|^2; each target question gets
+    m_t + D_t beta, floored at RIDGE_FLOOR and renormalised. The strongest simple reader of
+    the context we know; it uses what the group-prior GPO is given (gpo.groups.with_group_prior).
+    """
+    out = {}
+    for j in jobs:
+        own = (ctx_dists or data.dists)[j.group]
+        m_c, d_c = _deviations(data, train_groups, j.ctx)
+        r_c = np.concatenate([own[q] for q in j.ctx]) - m_c
+        # the dual form: G may exceed the number of context rows
+        beta = d_c.T @ np.linalg.solve(d_c @ d_c.T + alpha * np.eye(len(r_c)), r_c)
+        preds = {}
+        for q in j.tar:
+            m_t, d_t = _deviations(data, train_groups, [q])
+            p = np.maximum(m_t + d_t @ beta, RIDGE_FLOOR)
+            preds[q] = p / p.sum()
+        out[j.group] = preds
+    return out
+
+
+def ridge_alpha(data: GroupOpinions, train_groups: Sequence[str], val_jobs: Sequence[Job],
+                alphas: Sequence[float] = RIDGE_ALPHAS) -> float:
+    """The alpha of ridge_baseline that scores best on VALIDATION jobs (the largest without
+    any: the most shrinkage towards the mean)."""
+    if not val_jobs:
+        return max(alphas)
+    scores = {a: score(data, ridge_baseline(data, train_groups, val_jobs, a))["score"]
+              for a in alphas}
+    return max(alphas, key=lambda a: (scores[a], a))
 
 
 def lm_option_distributions(model, tokenizer, items: Sequence[QuestionItem],

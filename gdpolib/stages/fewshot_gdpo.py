@@ -46,8 +46,9 @@ def gpo_experiment(cfg: RunConfig, run: runs.Run, goqa_exp: GPOExperiment,
 def few_shot_gdpo(cfg: RunConfig, run: runs.Run, exp: GPOExperiment, k: int | None = None,
                   ) -> tuple[pd.DataFrame, FewShotPrediction]:
     """Few-shot GDPO for the run's group (`exp`: GPO with that group held out, see
-    gpo_experiment): GDPO trained on GPO's p* (from k answered questions) vs GDPO trained on the
-    true p*, both scored against the TRUE p* on the run's test prompts of
+    gpo_experiment): GDPO trained on GPO's p* (from k answered questions; the GPO method with the
+    best validation score, GPOExperiment.best) vs GDPO trained on the true p*, both scored
+    against the TRUE p* on the run's test prompts of
     the questions GPO predicted (the k answered ones are left out of every mean); the GPO
     prediction itself is scored on the same questions.
 
@@ -59,7 +60,8 @@ def few_shot_gdpo(cfg: RunConfig, run: runs.Run, exp: GPOExperiment, k: int | No
     k = cfg.gpo_k if k is None else k
     data = prepare_data(cfg, run)
     group = data.groups[0] if data.groups else cfg.country_name    # the survey's spelling
-    fs = few_shot_p_star(exp.model, exp.emb, exp.data, exp.test_plan(group), data.questions, k)
+    best = exp.gpos[exp.best]           # the GPO model chosen on the validation groups
+    fs = few_shot_p_star(best.model, best.emb, exp.data, exp.test_plan(group), data.questions, k)
     sub_cfg = cfg.replace(run_name=f"{cfg.run_dir_name}-gpo-k{k}")
     sub_run = runs.Run.open(sub_cfg)
     sub_data = prepare_data(sub_cfg, sub_run, p_star_override=fs.override)

@@ -1,16 +1,22 @@
 """Notebook 05's GPO steps: load the groups (GlobalOpinionQA countries or OpinionQA groups),
-embed every (question, option), split, meta-train GPO as the cached run stage
-`stages/gpo_<dataset>`, the LM zero-shot baseline, alignment tables, the k curve, the `gpo` part
-of metrics.json, and the CSV results. The config's `gpo_prior` is read here only: it decides
-whether the embedding table gets the meta-train groups' answers (gpo.groups.with_group_prior).
+embed every (question, option), split, meta-train the GPO models as cached run stages
+`stages/<method>_<dataset>_seed<seed>`, the LM zero-shot baseline, alignment tables, the k
+curve, the seed table (every method at every k over several seeds and group splits), the `gpo`
+part of metrics.json, and the CSV results.
+
+Methods: `gpo` is the paper's model (its loss is gpo_loss, the paper's Gaussian NLL by default);
+`gpo_prior` is our group-prior variant, meta-trained beside it when gpo_prior is train_groups
+(the one place that reads that parameter: the variant is the model of a GroupPriorTable, built
+by gpo.groups.with_group_prior after the split). Baselines: uniform, train_mean, knn, ridge
+(alpha chosen on the validation groups) and lm_zero_shot.
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,38 +28,19 @@ from gdpolib.countries import resolve_country
 from gdpolib.data import goqa
 from gdpolib.data.opinionqa import attribute_groups, load_opinionqa
 from gdpolib.embeddings import EmbeddingTable
+from gdpolib.gpo.compare import pair_scores
+from gdpolib.gpo.experiment import GPOExperiment, TrainedGPO, method_predictions
 from gdpolib.gpo.groups import (GroupOpinions, from_goqa, from_opinionqa, from_survey,
                                 split_groups, train_mean, with_group_prior)
 from gdpolib.gpo.meta_train import GPOSettings, meta_train
-from gdpolib.gpo.model import GPOModel, load_model, save_model
-from gdpolib.gpo.predict import (EvalPlan, Job, eval_plans, fixed_baseline, knn_baseline,
-                                 lm_option_distributions, predict, score, train_mean_baseline,
-                                 uniform_baseline)
+from gdpolib.gpo.model import load_model, save_model
+from gdpolib.gpo.predict import (Job, eval_plans, lm_option_distributions, predict, ridge_alpha,
+                                 score)
 from gdpolib.runs import Run, stable_hash
 from gdpolib.stages.data import base_model, load_survey, target_groups
+from gdpolib.trackers import open_tracker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class GPOExperiment:
-    """A meta-trained GPO on one dataset, with what is needed to evaluate it."""
-
-    data: GroupOpinions
-    emb: EmbeddingTable
-    split: dict[str, list[str]]      # train / val / test groups
-    plans: dict[str, EvalPlan]       # the test groups' fixed evaluation episodes
-    model: GPOModel
-    history: list[dict]
-    info: dict                       # best_step, best_val, seconds, settings, embedder, ...
-    lm_dists: dict[str, np.ndarray] | None = None   # the LM's zero-shot distribution per qid
-
-    def test_plan(self, group: str) -> EvalPlan:
-        """The fixed evaluation episodes of a test group (a clear error for any other group)."""
-        if group not in self.plans:
-            raise KeyError(f"{group!r} is not a test group of this GPO experiment "
-                           f"(test groups: {sorted(self.plans)})")
-        return self.plans[group]
 
 
 def load_groups(cfg: RunConfig, dataset: str = "goqa") -> GroupOpinions:
@@ -100,7 +87,8 @@ def embed_groups(cfg: RunConfig, run: Run, data: GroupOpinions) -> EmbeddingTabl
 def lm_zero_shot(cfg: RunConfig, run: Run, data: GroupOpinions,
                  qids: Sequence[str]) -> dict[str, np.ndarray] | None:
     """The zero-shot option distributions of cfg.gpo_zero_shot_lm for `qids`, cached on disk
-    (None when the parameter is 'none')."""
+    (None when the parameter is 'none'). Ask for every question of a dataset once (one cache
+    entry) rather than for each split's targets."""
     name = cfg.gpo_zero_shot_lm
     if name == "none":
         return None
@@ -123,15 +111,57 @@ def lm_zero_shot(cfg: RunConfig, run: Run, data: GroupOpinions,
     return out
 
 
+GPO_METHODS = ("gpo", "gpo_prior")
+
+
+def _meta_train_stage(cfg: RunConfig, run: Run, dataset: str, method: str, data: GroupOpinions,
+                      emb: EmbeddingTable, split: dict[str, list[str]], device, progress: bool,
+                      on_eval: Callable[[int, dict[str, float]], None] | None) -> TrainedGPO:
+    """Meta-train one GPO model as the cached stage `stages/<method>_<dataset>_seed<seed>`."""
+    settings = GPOSettings.from_config(cfg)
+    name = f"{method}_{dataset}_seed{cfg.seed}"
+    key = {"dataset": dataset, "method": method, "settings": asdict(settings), "split": split,
+           "embeddings": emb.key, "version": 2,
+           "groups": stable_hash({g: sorted(d) for g, d in data.dists.items()}),
+           "data_values": stable_hash({g: {q: np.round(p, 6).tolist() for q, p in d.items()}
+                                       for g, d in data.dists.items()})}
+    forward = None if on_eval is None else (
+        lambda step, values: on_eval(step, {f"{name}/{k}": v for k, v in values.items()}))
+
+    def build(out: Path) -> None:
+        res = meta_train(data, emb, split["train"], split["val"], settings, device, progress,
+                         on_eval=forward)
+        save_model(res.model, out / "gpo.pt")
+        (out / "history.json").write_text(json.dumps(res.history))
+        (out / "split.json").write_text(json.dumps(split, indent=1))
+        (out / "info.json").write_text(json.dumps({
+            "method": method, "best_step": res.best_step, "best_val": res.best_val,
+            "seconds": res.seconds, "cpu_seconds": res.cpu_seconds,
+            "torch_threads": torch.get_num_threads(), "device": str(device),
+            "settings": asdict(settings), "embedder": emb.model, "dim": emb.dim,
+            "group_prior": res.model.uses_prior, "skipped_groups": res.skipped_groups,
+            "parameters": sum(p.numel() for p in res.model.parameters())}, indent=1))
+
+    stage = run.stage(f"stages/{name}", key, build)
+    return TrainedGPO(load_model(stage / "gpo.pt", device), emb,
+                      json.loads((stage / "history.json").read_text()),
+                      json.loads((stage / "info.json").read_text()))
+
+
 def run_gpo(cfg: RunConfig, run: Run, dataset: str = "goqa", holdout: Sequence[str] | None = None,
-            device=None, progress: bool = True) -> GPOExperiment:
-    """Load the groups, embed, split, meta-train (run stage `stages/gpo_<dataset>`), plan.
+            device=None, progress: bool = True,
+            on_eval: Callable[[int, dict[str, float]], None] | None = None) -> GPOExperiment:
+    """Load the groups, embed, split (seeded by cfg.seed), meta-train the paper's GPO and (if
+    gpo_prior is train_groups) the group-prior variant, each a cached run stage; plan the test
+    episodes; choose the ridge baseline's alpha on the validation groups.
 
     holdout: groups forced into the test split (default for GOQA: the run's country, so that
     few-shot GDPO can use the same model; its "(Non-national sample)" twins go with it; for
     "survey", the run's own survey: the run's group).
+    on_eval(step, {"<stage>/loss", "<stage>/val_score", "<stage>/lr"}): called at every
+    validation of meta-training; by default the numbers go to the tracker `report_to` names
+    (the loop `gpo_<dataset>` of the run).
     """
-    settings = GPOSettings.from_config(cfg)
     data = load_groups(cfg, dataset)
     if holdout is None:
         holdout = []
@@ -145,47 +175,22 @@ def run_gpo(cfg: RunConfig, run: Run, dataset: str = "goqa", holdout: Sequence[s
                             cfg.gpo_min_questions)
     emb = embed_groups(cfg, run, data)
     split = split_groups(data, cfg.gpo_group_split, cfg.seed, holdout=holdout)
-    if cfg.gpo_prior == "train_groups":      # the table's type is what meta_train reads
-        emb = with_group_prior(emb, data, split["train"])
-    plans = eval_plans(data, split["test"], cfg.gpo_k_values, cfg.seed)
     device = torch.device(device) if device is not None else models.resolve_device(cfg)
-    signature = stable_hash({g: sorted(d) for g, d in data.dists.items()})
-    key = {"dataset": dataset, "settings": asdict(settings), "split": split,
-           "embeddings": emb.key, "groups": signature, "version": 1,
-           "data_values": stable_hash({g: {q: np.round(p, 6).tolist() for q, p in d.items()}
-                                       for g, d in data.dists.items()})}
-
-    def build(out: Path) -> None:
-        res = meta_train(data, emb, split["train"], split["val"], settings, device, progress)
-        save_model(res.model, out / "gpo.pt")
-        (out / "history.json").write_text(json.dumps(res.history))
-        (out / "split.json").write_text(json.dumps(split, indent=1))
-        (out / "info.json").write_text(json.dumps({
-            "best_step": res.best_step, "best_val": res.best_val, "seconds": res.seconds,
-            "cpu_seconds": res.cpu_seconds, "torch_threads": torch.get_num_threads(),
-            "device": str(device), "settings": asdict(settings), "embedder": emb.model,
-            "dim": emb.dim, "group_prior": res.model.uses_prior,
-            "skipped_groups": res.skipped_groups,
-            "parameters": sum(p.numel() for p in res.model.parameters())}, indent=1))
-
-    stage = run.stage(f"stages/gpo_{dataset}", key, build)
-    model = load_model(stage / "gpo.pt", device)
-    history = json.loads((stage / "history.json").read_text())
-    info = json.loads((stage / "info.json").read_text())
-    return GPOExperiment(data, emb, split, plans, model, history, info)
-
-
-def method_predictions(exp: GPOExperiment, k: int) -> dict[str, dict]:
-    """Every method's predictions for the test groups' fixed targets with k context questions."""
-    jobs = [p.job(k) for p in exp.plans.values()]
-    train = exp.split["train"]
-    preds = {"gpo": predict(exp.model, exp.emb, exp.data, jobs),
-             "uniform": uniform_baseline(exp.data, jobs),
-             "train_mean": train_mean_baseline(exp.data, train, jobs),
-             "knn": knn_baseline(exp.data, train, jobs)}
-    if exp.lm_dists is not None:
-        preds["lm_zero_shot"] = fixed_baseline(exp.lm_dists, jobs)
-    return preds
+    tables = {"gpo": emb}
+    if cfg.gpo_prior == "train_groups":      # the table's type is what meta_train reads
+        tables["gpo_prior"] = with_group_prior(emb, data, split["train"])
+    tracker = open_tracker(cfg, run, f"gpo_{dataset}")    # report_to: the validation scores
+    try:
+        log_eval = on_eval or (lambda step, values: tracker.log(values, step))
+        gpos = {m: _meta_train_stage(cfg, run, dataset, m, data, t, split, device, progress,
+                                     log_eval) for m, t in tables.items()}
+    finally:
+        tracker.close()
+    val_jobs = [p.job(cfg.gpo_k) for p in eval_plans(data, split["val"], [cfg.gpo_k],
+                                                      cfg.seed).values()]
+    alpha = ridge_alpha(data, split["train"], val_jobs)
+    plans = eval_plans(data, split["test"], cfg.gpo_k_values, cfg.seed)
+    return GPOExperiment(data, emb, split, plans, gpos, alpha)
 
 
 def alignment_table(exp: GPOExperiment, k: int):
@@ -210,6 +215,24 @@ def k_curve(exp: GPOExperiment, k_values: Sequence[int]):
     return pd.DataFrame(rows)
 
 
+def seed_pairs(cfg: RunConfig, run: Run, dataset: str, seeds: Sequence[int],
+               k_values: Sequence[int], progress: bool = True):
+    """Every method's score on every (test group, target question) pair, for each seed (each
+    its own group split and models, cached stages) and k: a long DataFrame with columns seed,
+    k, method, group, qid, score (gpo.compare.summarise turns it into the seed table)."""
+    frames, lm = [], None
+    for seed in seeds:
+        exp = run_gpo(cfg.replace(seed=seed), run, dataset, progress=progress)
+        if lm is None:
+            lm = lm_zero_shot(cfg, run, exp.data, sorted(exp.data.items))
+        exp.lm_dists = lm
+        for k in k_values:
+            for method, preds in method_predictions(exp, k).items():
+                frames.append(pair_scores(exp.data, preds).assign(seed=seed, k=k, method=method))
+    cols = ["seed", "k", "method", "group", "qid", "score"]
+    return pd.concat(frames, ignore_index=True)[cols]
+
+
 def gpo_metrics(table, k: int) -> dict:
     """The `gpo` part of metrics.json (GUIDE.md §6) from an alignment_table."""
     overall = table[table.group == "ALL"].set_index("method")["score"]
@@ -217,28 +240,32 @@ def gpo_metrics(table, k: int) -> dict:
 
 
 def predicted_vs_true(exp: GPOExperiment, k: int, group: str, n: int = 4, seed: int = 0):
-    """A long DataFrame (qid, question, option, source in {true, gpo, train_mean}, p) for n of
-    the group's target questions, for plots."""
+    """A long DataFrame (qid, question, option, source in {true, <each GPO method>,
+    train_mean}, p) for n of the group's target questions, for plots."""
     job = exp.test_plan(group).job(k)
     rng = np.random.default_rng(seed)
     qids = [job.tar[i] for i in sorted(rng.choice(len(job.tar), min(n, len(job.tar)),
                                                   replace=False))]
-    pred = predict(exp.model, exp.emb, exp.data, [Job(group, job.ctx, qids)])[group]
+    preds = {m: predict(g.model, g.emb, exp.data, [Job(group, job.ctx, qids)])[group]
+             for m, g in exp.gpos.items()}
     rows = []
     for q in qids:
         it = exp.data.items[q]
-        mean = train_mean(exp.data, exp.split["train"], q)
+        sources = [("true", exp.data.dists[group][q])] + [(m, p[q]) for m, p in preds.items()]
+        sources.append(("train_mean", train_mean(exp.data, exp.split["train"], q)))
         for o, opt in enumerate(it.options):
-            for src, p in (("true", exp.data.dists[group][q]), ("gpo", pred[q]),
-                           ("train_mean", mean)):
+            for src, p in sources:
                 rows.append({"qid": q, "question": it.question, "option": opt, "source": src,
                              "p": float(p[o])})
     return pd.DataFrame(rows)
 
 
-def save_results(run: Run, dataset: str, table, curve) -> Path:
-    """Write the alignment table and the k curve as CSV under `<run>/stages/gpo_<dataset>_results/`."""
+def save_results(run: Run, dataset: str, table, curve, seed_table=None) -> Path:
+    """Write the alignment table, the k curve and (if given) the seed table as CSV under
+    `<run>/stages/gpo_<dataset>_results/`."""
     folder = run.path("stages", f"gpo_{dataset}_results", "x").parent
     table.to_csv(folder / "alignment.csv", index=False)
     curve.to_csv(folder / "k_curve.csv", index=False)
+    if seed_table is not None:
+        seed_table.to_csv(folder / "seed_table.csv", index=False)
     return folder
