@@ -9,6 +9,7 @@ keeps the step with the lowest eval-subset JSD; never a method's own loss (bug B
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -65,6 +66,7 @@ def train_sft(cfg, run, data: RunData, dataset: Dataset | None = None, name: str
     stage = f"checkpoints/{name}"
     if run.stage_done(stage, key):
         return run.stage_dir(stage)
+    started = time.time()
     progress = progress_dir(run, name, stable_hash(key))
     model, tok = models.load_policy(base, cfg, train=True)
     length = sequence_length(cfg, data, tok, max_context(model))
@@ -78,7 +80,7 @@ def train_sft(cfg, run, data: RunData, dataset: Dataset | None = None, name: str
                          peft_config=peft_config(cfg))
     cb = _callback(cfg, tracker, progress, name, trainer)
     fit(trainer, progress, tok, cb, {"method": name, "rows": len(train)})
-    return finish_stage(run, stage, key, progress)
+    return finish_stage(run, stage, key, progress, started)
 
 
 def train_preference(cfg, run, data: RunData, method: str) -> Path:
@@ -104,6 +106,7 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
     stage = f"checkpoints/{method}"
     if run.stage_done(stage, key):
         return run.stage_dir(stage)
+    started = time.time()
     progress = progress_dir(run, method, stable_hash(key))
     model, tok = models.load_policy(sft_dir, cfg, train=True)
     length = sequence_length(cfg, data, tok, max_context(model))
@@ -130,4 +133,4 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
     trainer = DPOTrainer(**kwargs) if is_dpo else GDPOTrainer(**kwargs, belief_token_ids=ids)
     cb = _callback(cfg, tracker, progress, method, trainer)
     fit(trainer, progress, tok, cb, {"method": method, "pairs": len(train), **key})
-    return finish_stage(run, stage, key, progress)
+    return finish_stage(run, stage, key, progress, started)
