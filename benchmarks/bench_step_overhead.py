@@ -2,8 +2,8 @@
 maths of the same batches in plain PyTorch, before and after the cuts of the step overhead.
 
 Trainers (`--kinds`), each built as the training stages build it (the run's parameters):
-  sft-trl   TRL's SFTTrainer (before: its fused LM head scores every position on a CPU)
-  sft       gdpolib's SFTTrainer (after: the LM head scores the completion tokens only)
+  sft-random  TRL's SFTTrainer with random batches (before: padding to the longest row)
+  sft       TRL's SFTTrainer as the SFT stage runs it (after: rows of similar length batched)
   dpo       TRL's DPOTrainer, unchanged (the baseline method runs TRL as it is)
   gdpo-trl  GDPOTrainer with TRL's DPO head outputs (before: entropy, mean logits, top-1 too)
   gdpo      GDPOTrainer (after: its head computes the log-probs only)
@@ -16,7 +16,7 @@ the stages (gdpolib.trainers.tracking, every `eval_every` steps) is timed once a
 step. Padding is reported as padded / real tokens of the batches.
 
     python benchmarks/bench_step_overhead.py --label after          # the demo's parameters
-    OMP_NUM_THREADS=1 python benchmarks/bench_step_overhead.py -p tiny_bpe words --kinds sft-trl,dpo
+    OMP_NUM_THREADS=1 python benchmarks/bench_step_overhead.py -p batch_size 8 --kinds sft,dpo
 Writes benchmarks/results/bench_step_overhead-<model>-cpu-t<threads>[-<label>].json: CPU seconds
 of this process per step (the main figure: robust to other jobs, with one torch thread) and wall
 seconds, medians over the steps.
@@ -133,7 +133,7 @@ def bare_steps(kind: str, model, ref, batches: list[dict], lr: float, beta: floa
     for batch in batches:
         c0, t0 = time.process_time(), time.perf_counter()
         ids, mask = batch["input_ids"], batch["attention_mask"]
-        if kind == "sft":
+        if kind.startswith("sft"):
             labels = batch["labels"]
             logits = model(input_ids=ids, attention_mask=mask).logits
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
@@ -176,12 +176,11 @@ def main() -> None:
     add_params_arguments(ap)
     ap.add_argument("--steps", type=int, default=30, help="timed trainer steps per trainer")
     ap.add_argument("--label", default="", help="suffix of the result file (e.g. before, after)")
-    ap.add_argument("--kinds", default="sft-trl,sft,dpo,gdpo-trl,gdpo")
+    ap.add_argument("--kinds", default="sft-random,sft,dpo,gdpo-trl,gdpo")
     args = ap.parse_args()
 
     import torch
-    from trl import DPOConfig, DPOTrainer, SFTConfig
-    from trl import SFTTrainer as TRLSFTTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
     from trl.trainer.utils import add_fused_lm_head
 
     from gdpolib import beliefs, config, models, runs
@@ -190,7 +189,6 @@ def main() -> None:
     from gdpolib.stages.data import base_model, prepare_data, sequence_length
     from gdpolib.trainers.fit import training_args
     from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
-    from gdpolib.trainers.sft_trainer import SFTTrainer
     from gdpolib.trainers.tracking import Tracker
 
     overrides = {"run_name": "bench-step-overhead", "update_run": True, **dict(args.params)}
@@ -208,9 +206,11 @@ def main() -> None:
         out_dir = run.path("logs", "bench", kind)
         common = dict(save_strategy="no", max_length=length)
         if kind.startswith("sft"):
+            sampling = "random" if kind == "sft-random" else "group_by_length"
             targs = training_args(cfg, SFTConfig, out_dir, n, cfg.sft_lr, out_dir, **common,
-                                  completion_only_loss=True, packing=False)
-            trainer = (TRLSFTTrainer if kind == "sft-trl" else SFTTrainer)(
+                                  completion_only_loss=True, packing=False,
+                                  train_sampling_strategy=sampling)
+            trainer = SFTTrainer(
                 model=model, args=targs, processing_class=tok,
                 train_dataset=data.sft["train"].select_columns(["prompt", "completion"]))
             tracker = Tracker(tok, ids, eval_set, batch_size=cfg.eval_batch_size)

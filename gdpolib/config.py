@@ -240,7 +240,7 @@ class RunConfig:
                                    "with the lowest eval JSD (never the loss).",
                            choices=("last", "eval_jsd"))
     # --- evaluation ---
-    methods: list[str] = param(["sft", "dpo", "gdpo", "kshot", "icf"],
+    methods: list[str] = param(["sft", "dpo", "gdpo"],
                                "Methods notebook 04 scores (plus ablations and any trained "
                                "preference method).",
                                choices=("sft", "dpo", "gdpo", "cdpo", "mft", "kshot", "icf"))
@@ -281,7 +281,7 @@ class RunConfig:
     gpo_eval_every: int = param(100, "Steps between validation-group evaluations.", ge=1)
     gpo_zero_shot_lm: str = param("policy", "LM of the zero-shot baseline: policy (the run's "
                                             "model), smollm2-135m, a hub id, or none.")
-    gpo_fewshot_gdpo: bool = param(True, "Notebook 05 also trains GDPO on GPO's predicted p* "
+    gpo_fewshot_gdpo: bool = param(False, "Notebook 05 also trains GDPO on GPO's predicted p* "
                                          "(few-shot GDPO).")
     gpo_prior: str = param("train_groups", "train_groups = our group-prior GPO, none = the "
                                            "paper's model.", choices=("train_groups", "none"))

@@ -74,7 +74,10 @@ def train_sft(cfg, run, data: RunData, dataset: Dataset | None = None, name: str
     tracker = Tracker(tok, ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset, cfg.seed),
                       batch_size=cfg.eval_batch_size)
     args = training_args(cfg, SFTConfig, progress, cfg.sft_steps, cfg.sft_lr, run.path("logs", name),
-                         completion_only_loss=True, packing=False, max_length=length)
+                         completion_only_loss=True, packing=False, max_length=length,
+                         # Rows of similar length share a batch: padding to the longest row
+                         # had doubled the tokens an SFT step computes (bench_step_overhead.py).
+                         train_sampling_strategy="group_by_length")
     trainer = SFTTrainer(model=model, args=args, processing_class=tok,
                          train_dataset=train.select_columns(["prompt", "completion"]),
                          peft_config=peft_config(cfg))
