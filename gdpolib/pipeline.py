@@ -106,8 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.update(kernel_environment(threads))
     start, cpu_start = time.time(), cpu_seconds()
     with console.Console(log_path) as con:
-        con.show(f"run {cfg.run_dir_name}: {len(books)} notebooks, {threads} torch thread"
-                 f"{'s' if threads > 1 else ''}; full log {log_path}")
+        plural = lambda n: "s" if n > 1 else ""   # noqa: E731
+        con.show(f"run {cfg.run_dir_name}: {len(books)} notebook{plural(len(books))}, "
+                 f"{threads} torch thread{plural(threads)}; full log {log_path}")
         for i, book in enumerate(books, 1):
             out = out_dir / book.name
             t0, c0 = time.time(), cpu_seconds()
