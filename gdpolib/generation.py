@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from gdpolib import console
 
 
 @contextmanager
@@ -121,10 +122,9 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], n: int = 8, *,
     eos = tokenizer.eos_token_id
     out: list[list[str]] = []
     starts = range(0, len(prompts), batch_size)
-    if progress:
-        starts = tqdm(starts, desc="sampling", unit="batch")
+    bar = console.Progress("sampling", len(starts)) if progress else None
     try:
-        for start in starts:
+        for done, start in enumerate(starts, 1):
             batch = encode_left(tokenizer, prompts[start:start + batch_size], device,
                                 max_tokens=limit)
             batch.pop("position_ids")   # generate() derives them from the attention mask
@@ -139,6 +139,10 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], n: int = 8, *,
             texts = tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:],
                                            skip_special_tokens=True)
             out += [texts[i * n:(i + 1) * n] for i in range(len(texts) // n)]
+            if bar is not None:
+                bar.update(done)
     finally:
         model.train(was_training)
+        if bar is not None:
+            bar.close()
     return out

@@ -10,6 +10,7 @@ directory is printed last, so scripts can read it with `tail -n 1`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from gdpolib import console
 from gdpolib.config import (PROJECT_ROOT, ConfigError, add_params_arguments, load_config,
                             read_yaml)
 from gdpolib.checks import ModelLoadError
@@ -56,6 +58,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def torch_threads(cfg) -> int:
+    """Threads each kernel's torch uses: OMP_NUM_THREADS when the user set it; else one for the
+    tiny model, whose matrices are too small for a second thread to pay (THREADS_NOTE), and every
+    core for the others."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    return 1 if cfg.model == "tiny" else max(1, os.cpu_count() or 1)
+
+
+def kernel_environment(threads: int) -> dict[str, str]:
+    """What the pipeline's kernels inherit: the thread count, the console protocol, no bars
+    (the console draws its own) and no tokenizers fork warning."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            console.ENV: "1", "TQDM_DISABLE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the kernels)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = {k: parse_value(v) for k, v in args.params}
@@ -76,23 +100,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     books = numbered_notebooks(args.only)
     out_dir = cfg.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"run {cfg.run_dir_name}: {len(books)} notebooks -> {cfg.run_dir}", flush=True)
-    start = time.time()
-    for i, book in enumerate(books, 1):
-        out = out_dir / book.name
-        t0 = time.time()
-        print(f"[{i}/{len(books)}] {book.name} ...", flush=True)
-        try:
-            pm.execute_notebook(str(book), str(out), parameters=parameters,
-                                kernel_name=args.kernel, cwd=str(PROJECT_ROOT),
-                                progress_bar=True, log_output=True, stdout_file=sys.stdout,
-                                stderr_file=sys.stderr)
-        except pm.PapermillExecutionError as err:
-            print(f"\nFAILED: {book.name}, cell {err.exec_count}: {err.ename}: {err.evalue}\n"
-                  f"The executed copy (with the traceback) is {out}", file=sys.stderr)
-            return 1
-        print(f"[{i}/{len(books)}] {book.name} done in {time.time() - t0:.0f} s "
-              f"(elapsed {time.time() - start:.0f} s)", flush=True)
+    log_path = cfg.run_dir / "logs" / "pipeline.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    threads = torch_threads(cfg)
+    os.environ.update(kernel_environment(threads))
+    start, cpu_start = time.time(), cpu_seconds()
+    with console.Console(log_path) as con:
+        plural = lambda n: "s" if n > 1 else ""   # noqa: E731
+        con.show(f"run {cfg.run_dir_name}: {len(books)} notebook{plural(len(books))}, "
+                 f"{threads} torch thread{plural(threads)}; full log {log_path}")
+        for i, book in enumerate(books, 1):
+            out = out_dir / book.name
+            t0, c0 = time.time(), cpu_seconds()
+            con.show(f"[{i}/{len(books)}] {book.stem}")
+            try:
+                pm.execute_notebook(str(book), str(out), parameters=parameters,
+                                    kernel_name=args.kernel, cwd=str(PROJECT_ROOT),
+                                    progress_bar=False, log_output=False,
+                                    stdout_file=con.stream(), stderr_file=con.stream())
+            except pm.PapermillExecutionError as err:
+                con.show(f"FAILED: {book.name}, cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+                         f"The executed copy (with the traceback) is {out}; the log {log_path}",
+                         error=True)
+                return 1
+            con.show(f"{console.INDENT}done in {time.time() - t0:.0f} s "
+                     f"(CPU {cpu_seconds() - c0:.0f} s)")
+        con.show(f"all done in {time.time() - start:.0f} s (CPU {cpu_seconds() - cpu_start:.0f} s)")
     print(cfg.run_dir)
     return 0
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from gdpolib import metrics
+from gdpolib import console, metrics
 from gdpolib.scoring import EvalSet
 
 # Reference §7.1 (the poster's Table 2, small sets). Keys: (country, model family).
@@ -414,3 +414,76 @@ def load_tracks(run, methods: Sequence[str]) -> pd.DataFrame:
     frames = [pd.read_json(p, lines=True) for m in methods
               if (p := run.stage_dir(f"checkpoints/{m}") / "tracking.jsonl").exists()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ----------------------------------------------------------------------------- the demo's findings
+WELL_FORMED = {"invalid_rate": 0.05, "cbc": 0.9}   # a model that writes its outputs (item 2 bars)
+
+
+def paper_findings(metrics: dict) -> list[tuple[str, bool | None, str]]:
+    """The paper's findings checked on a run's metrics.json (test split): a list of
+    (claim, holds, the numbers); holds is None when the run lacks the numbers.
+
+    - DPO skews: JSD(DPO) - JSD(SFT) >= 0.05; its mean reward margin on majority-chosen pairs is
+      at least twice the one on minority-chosen pairs.
+    - GDPO calibrates: JSD(GDPO) < JSD(SFT); its minority/majority margin ratio is closer to 1
+      than DPO's.
+    - The model writes its outputs (so CBC, BPC and RS mean something): invalid rate <= 0.05 and
+      CBC >= 0.9 for SFT, DPO and GDPO.
+    """
+    meth, skew = metrics.get("methods", {}), metrics.get("skew", {})
+
+    def get(part: dict, m: str, k: str) -> float | None:
+        v = part.get(m, {}).get(k)
+        return None if v is None or not np.isfinite(v) else float(v)
+
+    out: list[tuple[str, bool | None, str]] = []
+    sft, dpo, gdpo = (get(meth, m, "jsd") for m in ("sft", "dpo", "gdpo"))
+    if sft is None or dpo is None:
+        out.append(("DPO raises JSD over SFT by >= 0.05", None, "not measured"))
+    else:
+        out.append(("DPO raises JSD over SFT by >= 0.05", dpo - sft >= 0.05,
+                    f"SFT {sft:.3f}, DPO {dpo:.3f} ({dpo - sft:+.3f})"))
+    if sft is None or gdpo is None:
+        out.append(("GDPO's JSD is below SFT's", None, "not measured"))
+    else:
+        out.append(("GDPO's JSD is below SFT's", gdpo < sft,
+                    f"GDPO {gdpo:.3f} vs SFT {sft:.3f} ({gdpo - sft:+.3f})"))
+    maj = {m: get(skew, m, "margin_majority") for m in ("dpo", "gdpo")}
+    mino = {m: get(skew, m, "margin_minority") for m in ("dpo", "gdpo")}
+    claim = "DPO's majority-chosen margin is >= 2x its minority-chosen one"
+    if maj["dpo"] is None or mino["dpo"] is None:
+        out.append((claim, None, "not measured"))
+    else:
+        out.append((claim, maj["dpo"] >= 2 * mino["dpo"],
+                    f"{maj['dpo']:.3f} vs {mino['dpo']:.3f}"))
+    claim = "GDPO's minority/majority margin ratio is closer to 1 than DPO's"
+    if any(v is None for v in (*maj.values(), *mino.values())) or not all(maj.values()):
+        out.append((claim, None, "not measured"))
+    else:
+        ratio = {m: mino[m] / maj[m] for m in ("dpo", "gdpo")}
+        out.append((claim, abs(ratio["gdpo"] - 1) < abs(ratio["dpo"] - 1),
+                    f"GDPO {ratio['gdpo']:.2f}, DPO {ratio['dpo']:.2f}"))
+    for m in ("sft", "dpo", "gdpo"):
+        inv, cbc_ = get(meth, m, "invalid_rate"), get(meth, m, "cbc")
+        claim = (f"{m.upper()} writes well-formed outputs (invalid <= "
+                 f"{WELL_FORMED['invalid_rate']:.2f}, CBC >= {WELL_FORMED['cbc']:.1f})")
+        if inv is None or cbc_ is None:
+            out.append((claim, None, "not measured"))
+        else:
+            out.append((claim, inv <= WELL_FORMED["invalid_rate"] and cbc_ >= WELL_FORMED["cbc"],
+                        f"invalid {inv:.3f}, CBC {cbc_:.3f}"))
+    return out
+
+
+def show_findings(run) -> list[str]:
+    """Print the paper's findings on this run (paper_findings) and the run directory; in a
+    pipeline run these are console lines. Returns the lines."""
+    mark = {True: "yes", False: "NO ", None: " - "}
+    lines = [f"findings ({run.cfg.country_name}, {run.cfg.model}, test split):"]
+    lines += [f"  [{mark[ok]}] {claim}: {numbers}"
+              for claim, ok, numbers in paper_findings(run.metrics())]
+    lines.append(f"run directory: {run.root}")
+    for line in lines:
+        console.say(line)
+    return lines

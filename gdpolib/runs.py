@@ -21,6 +21,7 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,6 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import yaml
 
+from gdpolib import console
 from gdpolib.checks import check_groups, check_model
 from gdpolib.config import PROJECT_ROOT, RunConfig
 
@@ -142,6 +144,62 @@ def preflight(cfg: RunConfig) -> None:
     check_groups(cfg)
 
 
+class _LogFormat(logging.Formatter):
+    """`HH:MM:SS name: message`; in a pipeline kernel, records logged with extra={"console":
+    True} are console lines (gdpolib.console.MARK in front)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "console", False) and console.piped():
+            return console.MARK + record.getMessage()
+        return super().format(record)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the CURRENT sys.stderr (a kernel replaces it after imports)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(_LogFormat("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):   # logging.StreamHandler sets it; the current sys.stderr wins
+        pass
+
+
+def setup_logging() -> None:
+    """gdpolib's log records (INFO and up) go to stderr once, with a time stamp; other
+    libraries' records keep their own settings. Idempotent (a notebook may open several runs).
+    In a pipeline kernel stderr goes to the run's log file; console records are shown too."""
+    logger = logging.getLogger("gdpolib")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False      # one copy of each line, whatever the root logger does
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Bars that say nothing to a user: transformers' "Loading weights" / "Writing model
+    shards" (for checkpoints of a few MB) and datasets' map bars. Download bars are kept."""
+    # Deferred: a light import path (the pipeline's preflight) must not pay for these.
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hidden = ("Loading weights", "Writing model shards")
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") in hidden:
+            kwargs = {**kwargs, "disable": True}
+        return factory(*args, **kwargs)
+
+    hf_logging.set_tqdm_hook(hook)
+
+
 def remove_leftovers(root: Path) -> None:
     """Temporary stage folders (`.<stage>.building`, `.<stage>.old`) left by a killed build."""
     for p in [*root.rglob(".*.building"), *root.rglob(".*.old")]:
@@ -201,7 +259,7 @@ class Run:
             remove_leftovers(root)
         _write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
         seed_everything(cfg.seed)
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        setup_logging()
         log.info("run directory %s", root)
         return cls(cfg=cfg, root=root)
 
@@ -241,12 +299,15 @@ class Run:
         info = self.stage_dir(name) / "stage.json"
         return info.exists() and json.loads(info.read_text())["hash"] == stable_hash(key)
 
-    def stage(self, name: str, key: Mapping, build: Callable[[Path], None]) -> Path:
+    def stage(self, name: str, key: Mapping, build: Callable[[Path], None],
+              started: float | None = None) -> Path:
         """Reuse the folder `<run>/<name>/` when its key is unchanged, otherwise build it atomically.
 
         `build(tmp_dir)` writes the stage's files into `tmp_dir`; on success the folder replaces
         the old stage. `key` must hold everything the stage depends on (parameters and upstream
-        stage hashes), so that a changed input rebuilds it.
+        stage hashes), so that a changed input rebuilds it. `started`: time.time() when the
+        stage's work began, if before `build` (a training stage only moves its result in here);
+        the seconds recorded in stage.json and shown on the console count from it.
         """
         final = self.stage_dir(name)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +319,7 @@ class Run:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         log.info("stage %s: building (%s)", name, digest)
-        start = time.time()
+        start = time.time() if started is None else started
         try:
             build(tmp)
         except BaseException:
@@ -274,5 +335,5 @@ class Run:
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
-        log.info("stage %s: built in %.1f s", name, seconds)
+        log.info("stage %s: built in %.1f s", name, seconds, extra={"console": True})
         return final

@@ -116,6 +116,11 @@ def test_pipeline_runs_every_notebook_on_real_data(tmp_path, goqa_csv):
     assert "uniform | zeroshot | kshot" in (run_dir / "tables" / "table2.md").read_text()
     assert set(metrics["gpo"]["alignment"]) >= {"gpo", "uniform", "train_mean"}
     assert list((run_dir / "figures").glob("*.png"))
+    # The console shows the pipeline's lines, not the kernels' logs (those go to the run's log).
+    log = run_dir / "logs" / "pipeline.log"
+    assert "Kernel is running over TCP" not in res.stdout + res.stderr
+    assert "findings (S. Africa" in res.stdout and "stage checkpoints/sft: built" in log.read_text()
     # A second run with the same params reuses every stage instead of redoing it.
+    built = log.read_text().count("building")
     again = _pipeline("-f", "params/ci.yaml", "-p", "output_root", str(tmp_path), "--only", "01,03")
-    assert again.returncode == 0 and "building" not in again.stdout + again.stderr
+    assert again.returncode == 0 and log.read_text().count("building") == built

@@ -80,7 +80,7 @@ def test_a_run_folder_made_with_other_parameters_is_never_rewritten(tmp_cfg):
     run.merge_metrics({"methods": {"sft": {"jsd": 0.2}}})
     before = (run.root / "config.yaml").read_text()
     other = tmp_cfg.replace(gdpo_steps=7, seed=3)
-    with pytest.raises(runs.RunError, match=r"gdpo_steps: 150 -> 7.*update_run"):
+    with pytest.raises(runs.RunError, match=rf"gdpo_steps: {tmp_cfg.gdpo_steps} -> 7.*update_run"):
         Run.open(other)
     assert (run.root / "config.yaml").read_text() == before
     assert run.metrics() == {"methods": {"sft": {"jsd": 0.2}}}

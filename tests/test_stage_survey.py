@@ -143,12 +143,13 @@ def test_few_shot_gdpo_says_why_a_small_survey_cannot_have_it(tmp_path):
 
     rows = [SurveyRow(g, f"q{i}", f"Question {i}?", ["Yes", "No"], np.array([0.3, 0.7]))
             for g in ("A", "B", "C") for i in range(40)]
-    cfg = _cfg(tmp_path, survey_path=str(write_survey(rows, tmp_path / "abc.csv")), group="A")
+    cfg = _cfg(tmp_path, survey_path=str(write_survey(rows, tmp_path / "abc.csv")), group="A",
+               gpo_fewshot_gdpo=True)      # off in the demo's defaults
     exp, why = gpo_experiment(cfg, runs.Run.open(cfg), None)
     assert exp is None and why == f"survey {cfg.survey_path} has 0 groups with at least " \
                                   f"gpo_min_questions questions; GPO needs 4"
     exp, why = gpo_experiment(cfg.replace(gpo_min_questions=40), runs.Run.open(cfg), None)
     assert exp is None and "has 3 groups" in why
-    cond = _cfg(tmp_path, survey_path=cfg.survey_path, groups=["A", "B"])
+    cond = _cfg(tmp_path, survey_path=cfg.survey_path, groups=["A", "B"], gpo_fewshot_gdpo=True)
     assert gpo_experiment(cond, None, None) == (None, "a run of several groups (groups) has no "
                                                       "one group to predict")

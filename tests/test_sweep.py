@@ -68,7 +68,7 @@ def test_complete_needs_same_params_marker_and_metrics(tmp_path):
     sweep.mark_complete(cell, ["sft", "gdpo"], 12.0)
     assert sweep.is_complete(cell, ["gdpo"]) and sweep.is_complete(cell, ["sft", "gdpo"])
     assert not sweep.is_complete(cell, ["dpo"])                # not trained by that sweep
-    other = cell.cfg.replace(gdpo_lr=3e-4)                     # the folder now holds other params
+    other = cell.cfg.replace(gdpo_lr=cell.cfg.gdpo_lr * 3)     # the folder now holds other params
     (root / "config.yaml").write_text(yaml.safe_dump(other.to_dict(), sort_keys=False))
     assert not sweep.is_complete(cell, ["gdpo"])
 

@@ -9,6 +9,7 @@ keeps the step with the lowest eval-subset JSD; never a method's own loss (bug B
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,20 +45,23 @@ def _dataset_hash(ds: Dataset, columns: Sequence[str]) -> str:
 @dataclass
 class _Start:
     """What a training stage starts from: its progress folder, the policy (trainable) and its
-    tokenizer, the run's checked sequence length and the belief token ids."""
+    tokenizer, the run's checked sequence length, the belief token ids and when it started."""
 
     progress: Path
     model: Any
     tok: Any
     length: int
     ids: list[int]
+    started: float
 
 
 def _start(cfg, run, data: RunData, name: str, key: dict, checkpoint: str | Path) -> _Start:
+    started = time.time()
     progress = progress_dir(run, name, stable_hash(key))
     model, tok = models.load_policy(checkpoint, cfg, train=True)
     length = sequence_length(cfg, data, tok, max_context(model))   # before any step
-    return _Start(progress, model, tok, length, beliefs.check_belief_tokens(tok, data.k_max))
+    return _Start(progress, model, tok, length, beliefs.check_belief_tokens(tok, data.k_max),
+                  started)
 
 
 def _callback(cfg, tracker: Tracker, progress: Path, name: str, trainer) -> TrackingCallback:
@@ -90,13 +94,16 @@ def train_sft(cfg, run, data: RunData, dataset: Dataset | None = None, name: str
                                                        cfg.seed), batch_size=cfg.eval_batch_size)
     args = training_args(cfg, SFTConfig, s.progress, cfg.sft_steps, cfg.sft_lr,
                          run.path("logs", name), completion_only_loss=True, packing=False,
-                         max_length=s.length)
+                         max_length=s.length,
+                         # Rows of similar length share a batch: padding to the longest row
+                         # had doubled the tokens an SFT step computes (bench_step_overhead.py).
+                         train_sampling_strategy="group_by_length")
     trainer = SFTTrainer(model=s.model, args=args, processing_class=s.tok,
                          train_dataset=train.select_columns(["prompt", "completion"]),
                          peft_config=peft_config(cfg))
     cb = _callback(cfg, tracker, s.progress, name, trainer)
     fit(trainer, s.progress, s.tok, cb, {"method": name, "rows": len(train)})
-    return finish_stage(run, stage, key, s.progress)
+    return finish_stage(run, stage, key, s.progress, s.started)
 
 
 def train_preference(cfg, run, data: RunData, method: str) -> Path:
@@ -147,4 +154,4 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
     trainer = DPOTrainer(**kwargs) if is_dpo else GDPOTrainer(**kwargs, belief_token_ids=s.ids)
     cb = _callback(cfg, tracker, s.progress, method, trainer)
     fit(trainer, s.progress, s.tok, cb, {"method": method, "pairs": len(train), **key})
-    return finish_stage(run, stage, key, s.progress)
+    return finish_stage(run, stage, key, s.progress, s.started)

@@ -21,8 +21,10 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import is_peft_model
 from peft import LoraConfig
+from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from gdpolib import console
 from gdpolib.models import resolve_device
 
 log = logging.getLogger("gdpolib.trainers")
@@ -64,7 +66,7 @@ def training_args(cfg, cls, out_dir: Path, steps: int, lr: float, logs_dir: Path
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         project=cfg.run_dir_name, run_name=Path(logs_dir).name,
         seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length,
-        dataloader_num_workers=0, disable_tqdm=False, **_device_flags(cfg))
+        dataloader_num_workers=0, disable_tqdm=console.piped(), **_device_flags(cfg))
     return cls(**{**kwargs, **extra})
 
 
@@ -106,17 +108,35 @@ def last_checkpoint(d: Path) -> str | None:
     return None
 
 
-def finish_stage(run, name: str, key: dict, progress: Path) -> Path:
-    """Move progress/final into the cached stage folder (main process), then drop progress."""
+def finish_stage(run, name: str, key: dict, progress: Path, started: float | None = None) -> Path:
+    """Move progress/final into the cached stage folder (main process), then drop progress.
+    `started`: when the stage's work began (its seconds count from there)."""
     state = PartialState()
     if state.is_main_process:
         def build(out: Path) -> None:
             for item in (progress / "final").iterdir():
                 shutil.move(str(item), out / item.name)
-        run.stage(name, key, build)
+        run.stage(name, key, build, started=started)
         shutil.rmtree(progress, ignore_errors=True)
     state.wait_for_everyone()
     return run.stage_dir(name)
+
+
+class ConsoleProgress(TrainerCallback):
+    """The steps of a training stage as a console bar (pipeline kernels, where the Trainer's own
+    tqdm bar is off)."""
+
+    def __init__(self, label: str):
+        self.label, self.bar = label, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = console.Progress(f"{self.label} steps", state.max_steps)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.bar.update(state.global_step)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
 
 
 def fit(trainer, progress: Path, tokenizer, callback, summary: dict) -> None:
@@ -126,6 +146,8 @@ def fit(trainer, progress: Path, tokenizer, callback, summary: dict) -> None:
     resume = last_checkpoint(progress)
     if resume:
         log.info("resuming from %s", resume)
+    if console.piped():
+        trainer.add_callback(ConsoleProgress(str(summary.get("method", "training"))))
     start = time.time()
     result = trainer.train(resume_from_checkpoint=resume)
     final = progress / "final"
