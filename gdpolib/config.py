@@ -311,13 +311,14 @@ class RunConfig:
     gpo_tar_range: list[int] = param([10, 30], "Target questions per training episode.",
                                      check=_check_min_max, allowed=MIN_MAX)
     gpo_eval_every: int = param(50, "Steps between validation-group evaluations.", ge=1)
-    gpo_zero_shot_lm: str = param("policy", "LM of the zero-shot baseline: policy (the run's "
-                                            "model), smollm2-135m, a hub id, or none.")
+    gpo_zero_shot_lm: str = param("none", "LM of the zero-shot baseline: policy (the run's "
+                                          "model), smollm2-135m, a hub id, or none (the demo: "
+                                          "its untrained tiny policy says nothing).")
     gpo_fewshot_gdpo: bool = param(False, "Notebook 05 also trains GDPO on GPO's predicted p* "
                                          "(few-shot GDPO).")
-    gpo_prior: str = param("train_groups", "train_groups = also meta-train our group-prior GPO "
-                                           "(method gpo_prior) beside the paper's (gpo); none = "
-                                           "the paper's only.", choices=("train_groups", "none"))
+    gpo_prior: str = param("none", "train_groups = also meta-train our group-prior GPO "
+                                   "(method gpo_prior) beside the paper's (gpo); none = the "
+                                   "paper's only (the demo).", choices=("train_groups", "none"))
     gpo_seeds: int = param(1, "Seeds of notebook 05's seed table (seed, seed+1, ...; each its own "
                               "group split and models); its cost grows linearly.", ge=1)
     opinionqa_path: str | None = param("../shared/data/opinionqa_tatsu/human_resp",

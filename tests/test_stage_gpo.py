@@ -50,7 +50,8 @@ def test_run_gpo_on_real_data_builds_the_models_its_prior_setting_asks_for(tmp_p
 
 def test_seed_pairs_give_every_method_at_every_k_for_each_seed(tmp_path, goqa_csv):
     cfg = load_config(overrides={"output_root": str(tmp_path), "goqa_path": str(goqa_csv),
-                                 "gpo_steps": 2, "gpo_eval_every": 1, "gpo_zero_shot_lm": "none"})
+                                 "gpo_steps": 2, "gpo_eval_every": 1, "gpo_zero_shot_lm": "none",
+                                 "gpo_prior": "train_groups"})
     run = Run.open(cfg)
     calls = []
     run_gpo(cfg, run, "goqa", progress=False, on_eval=lambda step, v: calls.append((step, v)))
