@@ -5,8 +5,8 @@ Trainers (`--kinds`), each built as the training stages build it (the run's para
   sft-random  TRL's SFTTrainer with random batches (before: padding to the longest row)
   sft       TRL's SFTTrainer as the SFT stage runs it (after: rows of similar length batched)
   dpo       TRL's DPOTrainer, unchanged (the baseline method runs TRL as it is)
-  gdpo-trl  GDPOTrainer with TRL's DPO head outputs (before: entropy, mean logits, top-1 too)
-  gdpo      GDPOTrainer (after: its head computes the log-probs only)
+  gdpo      GDPOTrainer (TRL's DPO head; a log-probs-only head was measured in
+            bench_step_overhead-tiny-cpu-t1-after.json at ~2 %, within noise, and not kept)
 `--steps` steps of `trainer.train()` are timed step by step, split into collation, forward +
 loss (policy forward and, for DPO/GDPO, the reference forward), backward, optimizer step (with
 clipping), Trainer logging and the rest. The bare step runs batches of the trainer's own
@@ -176,12 +176,11 @@ def main() -> None:
     add_params_arguments(ap)
     ap.add_argument("--steps", type=int, default=30, help="timed trainer steps per trainer")
     ap.add_argument("--label", default="", help="suffix of the result file (e.g. before, after)")
-    ap.add_argument("--kinds", default="sft-random,sft,dpo,gdpo-trl,gdpo")
+    ap.add_argument("--kinds", default="sft-random,sft,dpo,gdpo")
     args = ap.parse_args()
 
     import torch
     from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
-    from trl.trainer.utils import add_fused_lm_head
 
     from gdpolib import beliefs, config, models, runs
     from gdpolib.generation import max_context
@@ -216,7 +215,7 @@ def main() -> None:
             tracker = Tracker(tok, ids, eval_set, batch_size=cfg.eval_batch_size)
             lr = cfg.sft_lr
         else:
-            pairs = data.dpo if kind == "dpo" else data.gdpo   # gdpo and gdpo-trl: GDPO pairs
+            pairs = data.dpo if kind == "dpo" else data.gdpo
             cols = ["prompt", "chosen", "rejected"] + ([] if kind == "dpo" else ["p_star", "belief_mask"])
             ref = copy.deepcopy(base)
             lr = cfg.dpo_lr if kind == "dpo" else cfg.gdpo_lr
@@ -229,9 +228,6 @@ def main() -> None:
                 trainer = GDPOTrainer(model=model, ref_model=ref, args=targs, processing_class=tok,
                                       train_dataset=pairs["train"].select_columns(cols),
                                       belief_token_ids=ids)
-                if kind == "gdpo-trl":      # the head TRL's DPOTrainer gives the policy
-                    del model.forward
-                    add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
             ev = pairs["eval"].shuffle(seed=cfg.seed).select(range(min(cfg.eval_subset, len(pairs["eval"]))))
             tracker = Tracker(tok, ids, eval_set, pairs=ev, ref_model=ref, beta=cfg.beta,
                               batch_size=cfg.eval_batch_size, max_length=length)

@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
-from accelerate.utils import is_peft_model
 from trl import DPOConfig, DPOTrainer
 from trl.data_utils import common_prefix_length
 from trl.trainer.dpo_trainer import DataCollatorForPreference
-from trl.trainer.utils import add_fused_lm_head, global_then_local_main_first
+from trl.trainer.utils import global_then_local_main_first
 
 from gdpolib import beliefs, losses
 from gdpolib.models import plain_lm
@@ -162,12 +161,6 @@ class GDPOTrainer(DPOTrainer):
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             kwargs["data_collator"] = GDPOCollator(pad_token_id=pad, max_length=train_args.max_length)
         super().__init__(*args, **kwargs)
-        # TRL's DPO head also computes entropy, mean logits and top-1 flags for its own logs;
-        # GDPO logs none of them, and on a small model they are a visible share of each step
-        # (benchmarks/bench_step_overhead.py): the policy's head computes log-probs only.
-        policy = self.model.get_base_model() if is_peft_model(self.model) else self.model
-        del policy.forward
-        add_fused_lm_head(policy, outputs=("log_probs",))
         cfg = self.model.config.get_text_config()
         if getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None):
             raise NotImplementedError("GDPOTrainer reads answer-position logits through lm_head; "
