@@ -376,7 +376,7 @@ def seed_markdown(summary: pd.DataFrame, keys: Sequence[str],
     return "\n".join(lines)
 
 
-def seed_findings(runs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+def seed_findings(runs: pd.DataFrame, keys: Sequence[str], claims: Sequence = CLAIMS) -> list[str]:
     """Each finding of CLAIMS per cell of `keys`, with the number of seeds it holds in and the
     mean ± sd of its difference: "S. Africa / seen_questions: GDPO lowers jsd below DPO: holds
     in 3 of 3 seeds (difference 0.081 ± 0.012)". A claim whose numbers a seed lacks is not
@@ -385,7 +385,8 @@ def seed_findings(runs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     for cell in _order(list(runs[list(keys)].itertuples(index=False, name=None))):
         sub = runs[(runs[list(keys)] == pd.Series(cell, index=list(keys))).all(axis=1)]
         label = " / ".join(str(c) for c in cell)
-        for text, diff in CLAIMS:
+        for text, diff, *rest in claims:   # CLAIMS, or PAPER_CLAIMS (the demo's bars)
+            inclusive = bool(rest and rest[-1])
             values = []
             for _, one in sub.groupby("seed"):
                 table = one.set_index("method")
@@ -397,12 +398,13 @@ def seed_findings(runs: pd.DataFrame, keys: Sequence[str]) -> list[str]:
                     return x
                 try:
                     values.append(diff(v))
-                except KeyError:
+                except (KeyError, ZeroDivisionError):
                     continue
             if values:
                 d = np.asarray(values)
                 sd = f" ± {d.std(ddof=1):.3f}" if len(d) > 1 else ""
-                out.append(f"{label}: {text}: holds in {int((d > 0).sum())} of {len(d)} seeds "
+                held = int((d >= 0).sum() if inclusive else (d > 0).sum())
+                out.append(f"{label}: {text}: holds in {held} of {len(d)} seeds "
                            f"(difference {d.mean():+.3f}{sd})")
     return out
 
@@ -420,59 +422,66 @@ def load_tracks(run, methods: Sequence[str]) -> pd.DataFrame:
 WELL_FORMED = {"invalid_rate": 0.05, "cbc": 0.9}   # a model that writes its outputs (item 2 bars)
 
 
+def _ratio_gap(v: Callable[[str, str], float]) -> float:
+    """|1 - DPO's minority/majority margin ratio| - |1 - GDPO's| (> 0: GDPO's is closer to 1)."""
+    def ratio(m: str) -> float:
+        return v(m, "margin_minority") / v(m, "margin_majority")
+    return abs(ratio("dpo") - 1) - abs(ratio("gdpo") - 1)
+
+
+def _well_formed(m: str) -> tuple[str, Callable, Callable, bool]:
+    bars = WELL_FORMED
+    return (f"{m.upper()} writes well-formed outputs (invalid <= {bars['invalid_rate']:.2f}, "
+            f"CBC >= {bars['cbc']:.1f})",
+            lambda v: min(bars["invalid_rate"] - v(m, "invalid_rate"), v(m, "cbc") - bars["cbc"]),
+            lambda v: f"invalid {v(m, 'invalid_rate'):.3f}, CBC {v(m, 'cbc'):.3f}", True)
+
+
+# The paper's findings as the demo checks them on one run (issue 13's bars), in CLAIMS' form
+# plus the numbers to show: (sentence, difference, numbers, inclusive). A claim holds when its
+# difference is > 0 (>= 0 when inclusive: the bars written with >=).
+PAPER_CLAIMS: tuple[tuple[str, Callable, Callable, bool], ...] = (
+    ("DPO raises JSD over SFT by >= 0.05",
+     lambda v: v("dpo", "jsd") - v("sft", "jsd") - 0.05,
+     lambda v: f"SFT {v('sft', 'jsd'):.3f}, DPO {v('dpo', 'jsd'):.3f} "
+               f"({v('dpo', 'jsd') - v('sft', 'jsd'):+.3f})", True),
+    ("GDPO's JSD is below SFT's",
+     lambda v: v("sft", "jsd") - v("gdpo", "jsd"),
+     lambda v: f"GDPO {v('gdpo', 'jsd'):.3f} vs SFT {v('sft', 'jsd'):.3f} "
+               f"({v('gdpo', 'jsd') - v('sft', 'jsd'):+.3f})", False),
+    ("DPO's majority-chosen margin is >= 2x its minority-chosen one",
+     lambda v: v("dpo", "margin_majority") - 2 * v("dpo", "margin_minority"),
+     lambda v: f"{v('dpo', 'margin_majority'):.3f} vs {v('dpo', 'margin_minority'):.3f}", True),
+    ("GDPO's minority/majority margin ratio is closer to 1 than DPO's", _ratio_gap,
+     lambda v: "GDPO {:.2f}, DPO {:.2f}".format(
+         *(v(m, "margin_minority") / v(m, "margin_majority") for m in ("gdpo", "dpo"))), False),
+    *(_well_formed(m) for m in ("sft", "dpo", "gdpo")),
+)
+
+
+def metrics_reader(metrics: Mapping[str, Any]) -> Callable[[str, str], float]:
+    """`v(method, metric)` over a run's metrics.json (methods.* and skew.*), the reader CLAIMS
+    take; KeyError when the number is absent or not finite."""
+    def v(method: str, metric: str) -> float:
+        x = {**metrics.get("methods", {}).get(method, {}),
+             **metrics.get("skew", {}).get(method, {})}.get(metric)
+        if x is None or not np.isfinite(x):
+            raise KeyError(f"{method}.{metric}")
+        return float(x)
+    return v
+
+
 def paper_findings(metrics: dict) -> list[tuple[str, bool | None, str]]:
-    """The paper's findings checked on a run's metrics.json (test split): a list of
-    (claim, holds, the numbers); holds is None when the run lacks the numbers.
-
-    - DPO skews: JSD(DPO) - JSD(SFT) >= 0.05; its mean reward margin on majority-chosen pairs is
-      at least twice the one on minority-chosen pairs.
-    - GDPO calibrates: JSD(GDPO) < JSD(SFT); its minority/majority margin ratio is closer to 1
-      than DPO's.
-    - The model writes its outputs (so CBC, BPC and RS mean something): invalid rate <= 0.05 and
-      CBC >= 0.9 for SFT, DPO and GDPO.
-    """
-    meth, skew = metrics.get("methods", {}), metrics.get("skew", {})
-
-    def get(part: dict, m: str, k: str) -> float | None:
-        v = part.get(m, {}).get(k)
-        return None if v is None or not np.isfinite(v) else float(v)
-
+    """PAPER_CLAIMS checked on a run's metrics.json (test split): (claim, holds, the numbers);
+    holds is None ("not measured") when the run lacks a number or a margin is zero."""
+    v = metrics_reader(metrics)
     out: list[tuple[str, bool | None, str]] = []
-    sft, dpo, gdpo = (get(meth, m, "jsd") for m in ("sft", "dpo", "gdpo"))
-    if sft is None or dpo is None:
-        out.append(("DPO raises JSD over SFT by >= 0.05", None, "not measured"))
-    else:
-        out.append(("DPO raises JSD over SFT by >= 0.05", dpo - sft >= 0.05,
-                    f"SFT {sft:.3f}, DPO {dpo:.3f} ({dpo - sft:+.3f})"))
-    if sft is None or gdpo is None:
-        out.append(("GDPO's JSD is below SFT's", None, "not measured"))
-    else:
-        out.append(("GDPO's JSD is below SFT's", gdpo < sft,
-                    f"GDPO {gdpo:.3f} vs SFT {sft:.3f} ({gdpo - sft:+.3f})"))
-    maj = {m: get(skew, m, "margin_majority") for m in ("dpo", "gdpo")}
-    mino = {m: get(skew, m, "margin_minority") for m in ("dpo", "gdpo")}
-    claim = "DPO's majority-chosen margin is >= 2x its minority-chosen one"
-    if maj["dpo"] is None or mino["dpo"] is None:
-        out.append((claim, None, "not measured"))
-    else:
-        out.append((claim, maj["dpo"] >= 2 * mino["dpo"],
-                    f"{maj['dpo']:.3f} vs {mino['dpo']:.3f}"))
-    claim = "GDPO's minority/majority margin ratio is closer to 1 than DPO's"
-    if any(v is None for v in (*maj.values(), *mino.values())) or not all(maj.values()):
-        out.append((claim, None, "not measured"))
-    else:
-        ratio = {m: mino[m] / maj[m] for m in ("dpo", "gdpo")}
-        out.append((claim, abs(ratio["gdpo"] - 1) < abs(ratio["dpo"] - 1),
-                    f"GDPO {ratio['gdpo']:.2f}, DPO {ratio['dpo']:.2f}"))
-    for m in ("sft", "dpo", "gdpo"):
-        inv, cbc_ = get(meth, m, "invalid_rate"), get(meth, m, "cbc")
-        claim = (f"{m.upper()} writes well-formed outputs (invalid <= "
-                 f"{WELL_FORMED['invalid_rate']:.2f}, CBC >= {WELL_FORMED['cbc']:.1f})")
-        if inv is None or cbc_ is None:
+    for claim, diff, numbers, inclusive in PAPER_CLAIMS:
+        try:
+            d = diff(v)
+            out.append((claim, d >= 0 if inclusive else d > 0, numbers(v)))
+        except (KeyError, ZeroDivisionError):
             out.append((claim, None, "not measured"))
-        else:
-            out.append((claim, inv <= WELL_FORMED["invalid_rate"] and cbc_ >= WELL_FORMED["cbc"],
-                        f"invalid {inv:.3f}, CBC {cbc_:.3f}"))
     return out
 
 
@@ -480,7 +489,7 @@ def show_findings(run) -> list[str]:
     """Print the paper's findings on this run (paper_findings) and the run directory; in a
     pipeline run these are console lines. Returns the lines."""
     mark = {True: "yes", False: "NO ", None: " - "}
-    lines = [f"findings ({run.cfg.country_name}, {run.cfg.model}, test split):"]
+    lines = [f"findings ({run.cfg.group_label}, {run.cfg.model}, test split):"]
     lines += [f"  [{mark[ok]}] {claim}: {numbers}"
               for claim, ok, numbers in paper_findings(run.metrics())]
     lines.append(f"run directory: {run.root}")

@@ -79,6 +79,22 @@ def test_seed_findings_count_the_seeds_a_finding_holds_in():
     assert not any("jsd_digits" in x for x in lines)
 
 
+def test_the_demos_claims_count_over_seeds_and_a_zero_margin_is_not_measured():
+    lines = report.seed_findings(_seed_runs(), ["protocol", "country"], report.PAPER_CLAIMS)
+    # seed 0: DPO - SFT = 0.06 >= 0.05; seed 1: 0.03 (difference to the bar: +0.010, -0.020)
+    assert ("seen_questions / S. Africa: DPO raises JSD over SFT by >= 0.05: holds in 1 of 2 "
+            "seeds (difference -0.005 ± 0.021)") in lines
+    assert any("DPO's majority-chosen margin is >= 2x its minority-chosen one: holds in 2 of 2"
+               in x for x in lines)
+    assert not any("well-formed" in x for x in lines)          # no CBC in these runs
+    metrics = {"methods": {"sft": {"jsd": 0.2}, "dpo": {"jsd": 0.3}, "gdpo": {"jsd": 0.1}},
+               "skew": {"dpo": {"margin_majority": 0.0, "margin_minority": 0.1},
+                        "gdpo": {"margin_majority": 0.2, "margin_minority": 0.1}}}
+    found = {claim: ok for claim, ok, _ in report.paper_findings(metrics)}
+    assert found["GDPO's minority/majority margin ratio is closer to 1 than DPO's"] is None
+    assert found["DPO raises JSD over SFT by >= 0.05"] is True
+
+
 def test_findings_state_each_claim_with_its_numbers_and_skip_missing_ones():
     table = pd.DataFrame({"jsd": [0.20, 0.26, 0.18], "belief_mass": [0.98, 0.80, 0.97],
                           "margin_majority": [np.nan, 0.41, 0.13],
