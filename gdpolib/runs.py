@@ -134,14 +134,15 @@ def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     return changed
 
 
-def preflight(cfg: RunConfig) -> None:
+def preflight(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     """Everything checked before a run folder is touched, beyond the parameters themselves
     (gdpolib.config validates those): the run folder's recorded parameters, the model's
-    availability on this machine and the survey's group(s). Raises RunError,
-    checks.ModelLoadError or ConfigError."""
-    check_run_folder(cfg)
+    availability on this machine and the survey's group(s). Returns check_run_folder's changed
+    parameters; raises RunError, checks.ModelLoadError or ConfigError."""
+    changed = check_run_folder(cfg)
     check_model(cfg)
     check_groups(cfg)
+    return changed
 
 
 class _LogFormat(logging.Formatter):
@@ -241,9 +242,7 @@ class Run:
         reusing every stage whose inputs are unchanged). Leftovers of killed builds are removed.
         """
         root = cfg.run_dir
-        changed = check_run_folder(cfg)
-        check_model(cfg)
-        check_groups(cfg)
+        changed = preflight(cfg)
         try:
             for sub in SUBDIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)
