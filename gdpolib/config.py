@@ -203,12 +203,16 @@ class RunConfig:
     pairs_per_prompt: int = param(10, "DPO and GDPO pairs per prompt, chosen belief drawn from "
                                       "p*.", ge=1)
     # --- model ---
-    model: str = param("tiny", "Policy: tiny (a small GPT-2 built from the run's text), "
+    model: str = param("tiny", "Policy: tiny (a small LM built from the run's text), "
                                "smollm2-135m (offline), a hub id or a local folder.",
                        check=_check_model,
                        allowed="tiny, smollm2-135m, a hub id 'org/name' or an existing folder")
     model_cache_dir: str | None = param(None, "Cache of converted checkpoints and embeddings; "
                                               "null = $GDPO_CACHE or ~/.cache/gdpo.")
+    tiny_arch: str = param("llama", "tiny model: llama (rotary positions, RMSNorm, SwiGLU; "
+                                    "SmolLM2's design, scaled down) or gpt2 (learned positions; "
+                                    "the tiny model before 2026-11-30).",
+                           choices=("llama", "gpt2"))
     tiny_n_layer: int = param(4, "tiny model: transformer layers.", ge=1)
     tiny_n_embd: int = param(64, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
     tiny_n_head: int = param(4, "tiny model: attention heads.", ge=1)

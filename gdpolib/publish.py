@@ -187,8 +187,9 @@ def model_card(run_dir: Path, method: str, repo_id: str) -> str:
     params = "\n".join(f"| `{k}` | {_public(cfg.get(k))} |" for k in PARAM_KEYS if k in cfg)
     meta = _read_json(run_dir / "data" / "meta.json", {})
     group = " + ".join(meta.get("groups", [])) or meta.get("country") or cfg.get("country")
-    base_text = ("a small GPT-2 built from a config (random start) with a BPE tokenizer trained on "
-                 "the run's own text" if base == "tiny" else f"`{base}`")
+    base_text = (f"a small {cfg.get('tiny_arch', 'gpt2')} model built from a config (random start) "
+                 "with a BPE tokenizer trained on the run's own text" if base == "tiny"
+                 else f"`{base}`")
     full_cfg = yaml.safe_dump({k: _public(v) for k, v in cfg.items()}, sort_keys=False)
     example = _example_prompt(run_dir / "data")
     train_line = (f"{summary.get('steps')} steps in {summary.get('train_seconds')} s, final training "

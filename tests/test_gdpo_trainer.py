@@ -156,7 +156,7 @@ def test_belief_spans_by_offsets_and_prefix_cancels(tiny, tmp_path):
 def test_one_policy_forward_per_step(tiny, tmp_path):
     tr = _trainer(tiny, tmp_path)
     calls = []
-    h = tr.model.transformer.register_forward_hook(lambda *a: calls.append(1))
+    h = tr.model.base_model.register_forward_hook(lambda *a: calls.append(1))
     try:
         tr.train()
     finally:
@@ -184,7 +184,7 @@ def test_cached_and_live_reference_logps_give_the_same_loss(tiny, tmp_path):
     assert a.item() == pytest.approx(b.item(), rel=1e-5)
     # cached: no reference forward at all, still one policy forward
     calls = []
-    h = cached.model.transformer.register_forward_hook(lambda *a_: calls.append(1))
+    h = cached.model.base_model.register_forward_hook(lambda *a_: calls.append(1))
     try:
         cached.compute_loss(cached.model, dict(b_cached))
     finally:

@@ -36,7 +36,7 @@ def test_tiny_base_model_is_a_cached_run_stage_sized_from_the_data(tmp_cfg):
         assert torch.equal(a, b)
     # the context holds the longest sequence and the longest prompt plus the generated tokens
     longest = data.longest(t1)
-    window = m1.config.n_positions
+    window = m1.config.max_position_embeddings
     assert window % 64 == 0 and window == models.context_window(path)
     assert longest["sequence"][0] <= window and longest["prompt"][0] + cfg.max_new_tokens <= window
     assert window - 64 < max(longest["sequence"][0], longest["prompt"][0] + cfg.max_new_tokens, 64)

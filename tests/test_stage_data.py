@@ -111,8 +111,8 @@ def test_japan_with_the_defaults_fits_the_tiny_model(tmp_path):
     longest = data.longest(tok)
     assert longest["prompt"][0] > 256                   # the case that failed before
     length = sequence_length(cfg, data, tok, max_context(model))
-    assert length == longest["sequence"][0] <= model.config.n_positions
-    assert longest["prompt"][0] + cfg.max_new_tokens <= model.config.n_positions
+    assert length == longest["sequence"][0] <= model.config.max_position_embeddings
+    assert longest["prompt"][0] + cfg.max_new_tokens <= model.config.max_position_embeddings
     # a max_length that is set and too small is an error naming the question, before any step
     with pytest.raises(stage_data.ContextError, match=r"question goqa-\d+: a training sequence "
                                                       r"has \d+ tokens, more than max_length 128"):
