@@ -27,13 +27,24 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 
 import torch  # noqa: E402
 from accelerate import PartialState  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 from gdpolib.beliefs import check_belief_tokens  # noqa: E402
 from gdpolib.data.records import load_run_data  # noqa: E402
 from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer  # noqa: E402
 
 COLUMNS = ["prompt", "chosen", "rejected", "p_star", "belief_mask"]
-NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}  # masks differ per process
+# Dropout masks differ per process: every dropout rate of the config (GPT-2's *_pdrop, Llama's
+# attention_dropout, ...) is set to 0.
+DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout",
+                "mlp_dropout")
+
+
+def without_dropout(path: str):
+    config = AutoConfig.from_pretrained(path)
+    for key in DROPOUT_KEYS:
+        if hasattr(config, key):
+            setattr(config, key, 0.0)
+    return config
 
 
 def train(mode: str, args, state: PartialState, model, tok, train_ds, belief_ids) -> None:
@@ -83,7 +94,7 @@ def main() -> None:
                          f"{state.num_processes} processes (one global batch = every pair)")
     data = load_run_data(args.data)
     train_ds = data.gdpo["train"].select(range(args.pairs)).select_columns(COLUMNS)
-    model = AutoModelForCausalLM.from_pretrained(args.model, **NO_DROPOUT)
+    model = AutoModelForCausalLM.from_pretrained(args.model, config=without_dropout(args.model))
     tok = AutoTokenizer.from_pretrained(args.model)
     belief_ids = check_belief_tokens(tok, data.k_max)
     for mode in ("live", "precomputed"):
