@@ -7,9 +7,8 @@ up front, before a run writes anything: unknown names, types, choices, ranges, t
 model, and that input files and folders exist and are readable. Each failure is a ConfigError of
 one line naming the key, where its value came from, the value, and what is allowed.
 
-`params/defaults.yaml` and the parameter table in README.md are GENERATED from `RunConfig`
-(`python -m gdpolib.paramdocs --write`; without `--write` it checks them and exits 1 when stale).
-Runs never read defaults.yaml: it documents the defaults and works as a `-f` file.
+`params/defaults.yaml` and README.md's parameter table are GENERATED from `RunConfig` (`python -m
+gdpolib.paramdocs --write`); runs never read defaults.yaml (it documents them; usable with -f).
 
 Adding a parameter
 ------------------
@@ -24,9 +23,8 @@ Adding a parameter
    list: of each item), `path="file"` or `path="folder"` (an input that must exist and be
    readable; `not_paths=(...)` are values that are not paths, one ending in "://" a prefix),
    `pattern=` (a regex for the whole value) or `check=` (a function value -> problem or None),
-   and `allowed=` (the text that errors and the docs show for a pattern, check or path rule).
-2. Run `python -m gdpolib.paramdocs --write` (regenerates params/defaults.yaml and the README
-   table; a test fails while they are stale).
+   `allowed=` (the text that errors and the docs show for a pattern, check or path rule).
+2. Run `python -m gdpolib.paramdocs --write` (regenerates defaults.yaml and the README table).
 3. Read it as `cfg.my_steps`, and add it to the cache key of every stage whose output it changes.
 """
 from __future__ import annotations
@@ -209,9 +207,8 @@ class RunConfig:
                        allowed="tiny, smollm2-135m, a hub id 'org/name' or an existing folder")
     model_cache_dir: str | None = param(None, "Cache of converted checkpoints and embeddings; "
                                               "null = $GDPO_CACHE or ~/.cache/gdpo.")
-    tiny_arch: str = param("llama", "tiny model: llama (rotary positions, RMSNorm, SwiGLU; "
-                                    "SmolLM2's design, scaled down) or gpt2 (learned positions; "
-                                    "the tiny model before 2026-11-30).",
+    tiny_arch: str = param("llama", "tiny model: llama (rotary positions, RMSNorm, SwiGLU) or "
+                                    "gpt2 (learned positions; the tiny model before 2026-11-30).",
                            choices=("llama", "gpt2"))
     tiny_n_layer: int = param(4, "tiny model: transformer layers.", ge=1)
     tiny_n_embd: int = param(64, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
