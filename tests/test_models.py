@@ -1,4 +1,4 @@
-"""Model loading: tiny GPT-2 with in-process BPE, SmolLM2 offline conversion, hub errors."""
+"""Model loading: the tiny model with in-process BPE, SmolLM2 offline conversion, hub errors."""
 from __future__ import annotations
 
 import pytest
@@ -18,6 +18,23 @@ def test_tiny_model_digits_are_single_tokens_and_it_generates(tmp_cfg):
     prompt = tok(TEXTS[0], return_tensors="pt")
     out = model.generate(**prompt, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] == prompt["input_ids"].shape[1] + 5
+
+
+@pytest.mark.parametrize("arch, family", [("llama", "LlamaForCausalLM"),
+                                          ("gpt2", "GPT2LMHeadModel")])
+def test_tiny_arch_builds_the_named_model_seeded_with_its_shape(tmp_cfg, arch, family):
+    cfg = tmp_cfg.replace(tiny_arch=arch, tiny_n_layer=2, tiny_n_embd=32, tiny_n_head=2)
+    model, tok = models.build_tiny(TEXTS, cfg, n_positions=128)
+    again, _ = models.build_tiny(TEXTS, cfg, n_positions=128)
+    assert type(model).__name__ == family
+    c = model.config
+    assert (c.num_hidden_layers, c.hidden_size, c.num_attention_heads) == (2, 32, 2)
+    assert c.max_position_embeddings == 128 and c.vocab_size == len(tok)
+    # tied input and output embeddings (the LM head adds no parameters at this scale)
+    assert model.get_output_embeddings().weight.data_ptr() == \
+        model.get_input_embeddings().weight.data_ptr()
+    for a, b in zip(model.parameters(), again.parameters()):   # seeded by cfg.seed
+        assert torch.equal(a, b)
 
 
 def test_tiny_base_model_is_a_cached_run_stage_sized_from_the_data(tmp_cfg):
@@ -43,6 +60,9 @@ def test_tiny_base_model_is_a_cached_run_stage_sized_from_the_data(tmp_cfg):
     # another model never asks for the run's data
     assert models.base_checkpoint(cfg.replace(model="smollm2-135m"), run, None) == \
         ("smollm2-135m", "smollm2-135m")
+    # another architecture is another stage: the cached base is rebuilt, never reused
+    gpt2_path, gpt2_key = models.base_checkpoint(cfg.replace(tiny_arch="gpt2"), run, lambda: data)
+    assert gpt2_key != key and models.load_pretrained(gpt2_path, cfg)[0].config.model_type == "gpt2"
 
 
 def test_device_and_dtype_auto_and_override(tmp_cfg):
