@@ -407,24 +407,21 @@ def alignment_wd(pred, true, ordinals) -> float | None:
     return float(1.0 - wasserstein_distance(o, o, p, q) / top)
 
 
-def alignment_scores(pred: dict, true: dict, ordinals: dict | None = None,
-                     on_invalid: str = "raise") -> dict:
-    """Alignment score of predictions against group distributions.
+def alignment_pairs(pred: dict, true: dict, ordinals: dict | None = None,
+                    on_invalid: str = "raise") -> tuple[list[tuple[str, str, float]], int, int]:
+    """The alignment score of every predicted (group, question) pair.
 
     pred, true: {group: {qid: [K_q]}}; every (group, qid) of `pred` must be in `true`.
     ordinals: {qid: [K_q]} -> the WD score (OpinionQA); None -> the JS score (GlobalOpinionQA).
     on_invalid: "raise" (default) on a NaN/invalid prediction, or "exclude" it and count it.
-    Returns {"score": micro mean over (group, question) pairs, "group_mean": mean of the
-    per-group means, "per_group": {group: mean}, "n": pairs scored, "skipped_wd_max0": n,
-    "invalid": n}.
+    Returns ([(group, qid, score)], skipped_wd_max0, invalid): WD pairs whose options all share
+    one ordinal value have no score and are counted, never scored.
     """
     if on_invalid not in ("raise", "exclude"):
         raise ValueError(f"on_invalid must be 'raise' or 'exclude', got {on_invalid!r}")
-    per_group: dict[str, float] = {}
-    scores: list[float] = []
+    rows: list[tuple[str, str, float]] = []
     skipped = invalid = 0
     for group, preds in pred.items():
-        vals = []
         for qid, p in preds.items():
             if group not in true or qid not in true[group]:
                 raise KeyError(f"no true distribution for group {group!r}, question {qid!r}")
@@ -438,11 +435,25 @@ def alignment_scores(pred: dict, true: dict, ordinals: dict | None = None,
                 continue
             if s is None:
                 skipped += 1
-                continue
-            vals.append(s)
-        if vals:
-            per_group[group] = float(np.mean(vals))
-            scores.extend(vals)
+            else:
+                rows.append((group, qid, float(s)))
+    return rows, skipped, invalid
+
+
+def alignment_scores(pred: dict, true: dict, ordinals: dict | None = None,
+                     on_invalid: str = "raise") -> dict:
+    """Alignment score of predictions against group distributions (alignment_pairs, averaged).
+
+    Returns {"score": micro mean over (group, question) pairs, "group_mean": mean of the
+    per-group means, "per_group": {group: mean}, "n": pairs scored, "skipped_wd_max0": n,
+    "invalid": n}.
+    """
+    rows, skipped, invalid = alignment_pairs(pred, true, ordinals, on_invalid)
+    by_group: dict[str, list[float]] = {}
+    for group, _, s in rows:
+        by_group.setdefault(group, []).append(s)
+    per_group = {g: float(np.mean(v)) for g, v in by_group.items()}
+    scores = [s for _, _, s in rows]
     return {"score": float(np.mean(scores)) if scores else float("nan"),
             "group_mean": float(np.mean(list(per_group.values()))) if per_group else float("nan"),
             "per_group": per_group, "n": len(scores), "skipped_wd_max0": skipped,

@@ -7,24 +7,14 @@ import numpy as np
 import pandas as pd
 
 from gdpolib.gpo.groups import GroupOpinions
-from gdpolib.metrics import alignment_js, alignment_wd
+from gdpolib.metrics import alignment_pairs
 
 
 def pair_scores(data: GroupOpinions, preds: dict) -> pd.DataFrame:
-    """Alignment of every predicted (group, question) pair: columns group, qid, score.
-
-    The same score as predict.score (JS for GOQA, WD for OpinionQA), pair by pair; WD pairs
-    whose options all share one ordinal value are left out (as alignment_scores does), a NaN
-    prediction raises.
-    """
-    rows = []
-    for group, by_q in preds.items():
-        for qid, p in by_q.items():
-            true = data.dists[group][qid]
-            s = (alignment_js(p, true) if data.ordinals is None
-                 else alignment_wd(p, true, data.ordinals[qid]))
-            if s is not None:
-                rows.append((group, qid, float(s)))
+    """Alignment of every predicted (group, question) pair: columns group, qid, score (the pairs
+    behind predict.score: JS for GOQA, WD for OpinionQA; WD pairs without a score are left out,
+    a NaN prediction raises)."""
+    rows, _, _ = alignment_pairs(preds, data.dists, data.ordinals)
     return pd.DataFrame(rows, columns=["group", "qid", "score"])
 
 
