@@ -32,10 +32,11 @@ from gdpolib.config import load_config  # noqa: E402
 from gdpolib.gpo.compare import pair_scores, seed_table_text, summarise  # noqa: E402
 from gdpolib.gpo.groups import split_groups, with_group_prior  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
-from gdpolib.gpo.predict import eval_plans, ridge_alpha  # noqa: E402
+from gdpolib.gpo.predict import eval_plans  # noqa: E402
+from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, embed_groups, load_groups,  # noqa: E402
-                                method_predictions, seed_pairs)
+                                method_predictions, seed_pairs, validation_ridge_alpha)
 
 BASELINES = "baselines"      # the variant name of the rows that hold the baselines
 
@@ -63,10 +64,8 @@ def validation_job(job: dict) -> list[dict]:
                          progress=False)
         gpos[job["method"]] = TrainedGPO(res.model, table, res.history,
                                          {"best_step": res.best_step, "best_val": res.best_val})
-    val_jobs = [p.job(cfg.gpo_k) for p in eval_plans(data, split["val"], [cfg.gpo_k],
-                                                      cfg.seed).values()]
     exp = GPOExperiment(data, emb, split, eval_plans(data, split["val"], job["k_values"], cfg.seed),
-                        gpos, ridge_alpha(data, split["train"], val_jobs))
+                        gpos, validation_ridge_alpha(cfg, data, split))
     cpu = time.process_time() - cpu
     rows = []
     for k in job["k_values"]:
@@ -105,15 +104,10 @@ def parse_variants(argv: list[str]) -> list[tuple[str, str, dict]]:
             cur[1] = next(it)
         elif a == "-p" and cur is not None:
             key, value = next(it), next(it)
-            cur[2][key] = yaml_value(value)
+            cur[2][key] = parse_value(value)
         else:
             raise SystemExit(f"unexpected argument {a!r} in the variants")
     return [tuple(v) for v in out]
-
-
-def yaml_value(text: str):
-    import yaml
-    return yaml.safe_load(text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-root", default="outputs/gpo_study")
     ap.add_argument("--out", required=True, help="JSON lines (validation) or a folder (test)")
     args = ap.parse_args(argv[:split_at])
-    common = {k: yaml_value(v) for k, v in args.overrides}
+    common = {k: parse_value(v) for k, v in args.overrides}
     if args.mode == "validation":
         variants = [(BASELINES, "", {})] + [(n, m, {**common, **o})
                                               for n, m, o in parse_variants(argv[split_at:])]

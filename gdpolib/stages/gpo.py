@@ -186,11 +186,16 @@ def run_gpo(cfg: RunConfig, run: Run, dataset: str = "goqa", holdout: Sequence[s
                                      log_eval) for m, t in tables.items()}
     finally:
         tracker.close()
+    plans = eval_plans(data, split["test"], cfg.gpo_k_values, cfg.seed)
+    return GPOExperiment(data, emb, split, plans, gpos, validation_ridge_alpha(cfg, data, split))
+
+
+def validation_ridge_alpha(cfg: RunConfig, data: GroupOpinions, split: dict[str, list[str]]
+                           ) -> float:
+    """The ridge baseline's alpha, chosen on the VALIDATION groups' episodes at k = gpo_k."""
     val_jobs = [p.job(cfg.gpo_k) for p in eval_plans(data, split["val"], [cfg.gpo_k],
                                                       cfg.seed).values()]
-    alpha = ridge_alpha(data, split["train"], val_jobs)
-    plans = eval_plans(data, split["test"], cfg.gpo_k_values, cfg.seed)
-    return GPOExperiment(data, emb, split, plans, gpos, alpha)
+    return ridge_alpha(data, split["train"], val_jobs)
 
 
 def alignment_table(exp: GPOExperiment, k: int):
