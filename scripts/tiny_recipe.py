@@ -7,14 +7,13 @@ training and the evaluation of notebook 04, in a run folder per recipe.
     python scripts/tiny_recipe.py --name gpt2 -p tiny_arch gpt2 --methods sft,dpo,gdpo
     python scripts/tiny_recipe.py --name w128 -p tiny_n_embd 128 -p tiny_n_layer 2 -p sft_lr 1e-2
 
-One torch thread unless OMP_NUM_THREADS says otherwise. One JSON line per method goes to stdout
+Torch threads as the pipeline picks them (one for the tiny model unless OMP_NUM_THREADS is set). One JSON line per method goes to stdout
 (and to <output_root>/<name>/recipe.jsonl).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdpolib import config, runs  # noqa: E402
+from gdpolib.pipeline import torch_threads  # noqa: E402
 from gdpolib.stages.data import base_model, prepare_data  # noqa: E402
 from gdpolib.stages.evaluate import Judging, evaluate_method  # noqa: E402
 from gdpolib.stages.train import train_preference, train_sft  # noqa: E402
@@ -38,7 +38,6 @@ def main(argv=None) -> int:
     ap.add_argument("--output-root", default="outputs/tiny_recipe")
     config.add_params_arguments(ap)
     args = ap.parse_args(argv)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     overrides = {**dict(args.params), "output_root": args.output_root, "run_name": args.name}
     try:
         cfg = config.load_config(args.files, overrides)
@@ -46,6 +45,7 @@ def main(argv=None) -> int:
     except (config.ConfigError, runs.RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    torch.set_num_threads(torch_threads(cfg))     # the pipeline's choice: 1 for the tiny model
     run = runs.Run.open(cfg)
     data = prepare_data(cfg, run)
     base_model(cfg, run, data)
