@@ -1,7 +1,7 @@
 """GDPO under DDP (2 CPU processes, gloo) equals one process over the same global batch.
 
 tests/scripts/ddp_gdpo.py trains GDPOTrainer for 2 steps on 8 real GDPO pairs (GlobalOpinionQA,
-S. Africa) from a tiny GPT-2 with dropout off: once as one process with 8 pairs per step, once
+S. Africa) from the tiny model with dropout off: once as one process with 8 pairs per step, once
 under `accelerate launch --multi_gpu --num_processes 2` with 4 pairs per process. On a machine
 without CUDA, accelerate starts the 2 processes with torchrun and the Trainer (use_cpu) joins them
 with gloo. (`accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is set up,

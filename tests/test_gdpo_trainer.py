@@ -1,4 +1,4 @@
-"""GDPOTrainer on a tiny GPT-2 + in-process BPE: same loss as the pure functions, one policy
+"""GDPOTrainer on the tiny model + in-process BPE: same loss as the pure functions, one policy
 forward per step, cached = live reference log-probs, every parameter trained, spans by offsets;
 the tracker's margins equal the trainer's rewards."""
 from __future__ import annotations

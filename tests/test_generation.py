@@ -1,4 +1,5 @@
-"""Generation on a tiny random GPT-2: batched read-out equals one-at-a-time (left padding),
+"""Generation on a tiny random model (Llama-style and GPT-2: rotary and learned positions):
+batched read-out equals one-at-a-time (left padding),
 seeded samples are reproducible and independent, only the generated slice is decoded, and the
 data engineer's parser puts malformed outputs in the invalid bucket (never class 0)."""
 from __future__ import annotations
@@ -17,9 +18,10 @@ PROMPTS = ["<Q>Question 1: is the weather good today?\n0. Yes\n1. No\n<A>",
            "<Q>Question 22: is the weather bad today or tomorrow or later?\n0. Yes\n1. No\n<A>"]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    cfg = RunConfig(tiny_n_layer=2, tiny_n_embd=32, tiny_n_head=2, tiny_vocab_size=300)
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def tiny(request):
+    cfg = RunConfig(tiny_arch=request.param, tiny_n_layer=2, tiny_n_embd=32, tiny_n_head=2,
+                    tiny_vocab_size=300)
     model, tok = models.build_tiny(TEXTS, cfg)
     # a few random steps so that the output distribution is not flat
     torch.manual_seed(0)
