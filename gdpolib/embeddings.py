@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from gdpolib.generation import padding_sides
 from gdpolib.models import cache_root
 
 log = logging.getLogger("gdpolib.embeddings")
@@ -151,13 +152,10 @@ def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
     answer at the end of a long prompt is never cut off.
     """
     device = next(model.parameters()).device
-    tokenizer.padding_side, tokenizer.truncation_side = "right", "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     order = np.argsort([len(t) for t in texts])[::-1]
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), padding_sides(tokenizer, "right", "left"):
         for start in tqdm(range(0, len(texts), batch_size), desc="LM embeddings"):
             idx = order[start:start + batch_size]
             batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
@@ -182,13 +180,10 @@ def option_pooled_states(model, tokenizer, items: Sequence[QuestionItem], batch_
     is embedded whole (mean_pooled_states), so the result never depends on the shortcut.
     """
     device = next(model.parameters()).device
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     limit = token_limit(model, max_length)
     rows: list[np.ndarray] = []
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), padding_sides(tokenizer, "right"):   # pad_token_id fills the suffixes
         for it in tqdm(items, desc="LM embeddings (shared prefixes)"):
             prefix = question_prompt(it.question, it.options)
             suffixes = [f" {letter(k)}. {o}" for k, o in enumerate(it.options)]

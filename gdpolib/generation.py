@@ -17,18 +17,25 @@ from gdpolib import console
 
 
 @contextmanager
-def left_padding(tokenizer):
-    """Temporarily pad on the left (and give the tokenizer a pad token if it has none)."""
-    side, pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
+def padding_sides(tokenizer, padding: str, truncation: str | None = None):
+    """Temporarily pad (and truncate) on the given sides, with a pad token if the tokenizer has
+    none; the caller's tokenizer settings are restored on exit."""
+    saved = tokenizer.padding_side, tokenizer.truncation_side, tokenizer.pad_token
+    tokenizer.padding_side = padding
+    tokenizer.truncation_side = truncation or tokenizer.truncation_side
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
         yield tokenizer
     finally:
-        tokenizer.padding_side = side
-        if pad is None:
-            tokenizer.pad_token = pad
+        tokenizer.padding_side, tokenizer.truncation_side = saved[:2]
+        if saved[2] is None:
+            tokenizer.pad_token = None
+
+
+def left_padding(tokenizer):
+    """Temporarily pad on the left (padding_sides)."""
+    return padding_sides(tokenizer, "left")
 
 
 def _device(model) -> torch.device:

@@ -51,6 +51,7 @@ def test_shared_prefix_states_equal_whole_text_states(tiny_lm, monkeypatch):
     """option_pooled_states runs each question's prefix once; the pools equal those of the whole
     texts, including a question whose text is too long for the shortcut (embedded whole)."""
     model, tok = tiny_lm()
+    tok.padding_side, tok.truncation_side = "left", "right"     # the caller's settings
     items = [QuestionItem("q1", "Is the sky blue?", ["Yes", "No", "Maybe"]),
              QuestionItem("q2", "Is it raining today in the city?", ["Yes", "No, not at all"]),
              QuestionItem("q3", "Long? " * 60, ["Yes", "No"])]
@@ -63,6 +64,7 @@ def test_shared_prefix_states_equal_whole_text_states(tiny_lm, monkeypatch):
                         lambda m, t, x, **kw: fallback.append(len(x)) or plain(m, t, x, **kw))
     shared = embeddings.option_pooled_states(model, tok, items, max_length=128)
     monkeypatch.undo()
+    assert (tok.padding_side, tok.truncation_side) == ("left", "right")   # restored
     assert fallback == [2]                  # only q3 (409 tokens > 128) was embedded whole
     assert shared.shape == whole.shape == (7, 16)
     np.testing.assert_allclose(shared[:5], whole[:5], atol=1e-5)

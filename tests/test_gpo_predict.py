@@ -173,9 +173,11 @@ def test_lm_zero_shot_distribution_is_renormalised_over_options(tiny_lm):
 
 def test_prompts_longer_than_the_model_context_are_truncated_on_the_left(tiny_lm):
     model, tok = tiny_lm(n_positions=24)
+    tok.padding_side, tok.truncation_side = "right", "right"     # the caller's settings
     items = [QuestionItem("q1", "Is the sky blue? " * 20, ["Yes", "No", "Maybe"])]
     d = lm_option_distributions(model, tok, items)
     assert d["q1"].shape == (3,) and math.isclose(d["q1"].sum(), 1.0)
+    assert (tok.padding_side, tok.truncation_side) == ("right", "right")   # restored
     texts = [embeddings.option_prompt(items[0].question, items[0].options, k) for k in range(3)]
     vecs = embeddings.mean_pooled_states(model, tok, texts)
     assert vecs.shape == (3, 16) and np.isfinite(vecs).all()

@@ -16,6 +16,7 @@ from scipy.spatial.distance import jensenshannon
 from tqdm.auto import tqdm
 
 from gdpolib.embeddings import LETTERS, EmbeddingTable, QuestionItem, question_prompt, token_limit
+from gdpolib.generation import padding_sides
 from gdpolib.gpo.episodes import collate, make_episode
 from gdpolib.gpo.groups import GroupOpinions, train_mean
 from gdpolib.gpo.model import GPOModel
@@ -215,12 +216,9 @@ def lm_option_distributions(model, tokenizer, items: Sequence[QuestionItem],
         ids = {t[0] for t in (tokenizer.encode(" " + L, add_special_tokens=False),
                               tokenizer.encode(L, add_special_tokens=False)) if len(t) == 1}
         letter_ids.append(sorted(ids))
-    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     out = {}
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), padding_sides(tokenizer, "left", "left"):
         for start in tqdm(range(0, len(items), batch_size), desc="LM zero-shot"):
             chunk = items[start:start + batch_size]
             batch = tokenizer([question_prompt(it.question, it.options) for it in chunk],
