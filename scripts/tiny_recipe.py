@@ -6,6 +6,7 @@ training and the evaluation of notebook 04, in a run folder per recipe.
     python scripts/tiny_recipe.py --name llama-600 -p sft_steps 600
     python scripts/tiny_recipe.py --name gpt2 -p tiny_arch gpt2 --methods sft,dpo,gdpo
     python scripts/tiny_recipe.py --name w128 -p tiny_n_embd 128 -p tiny_n_layer 2 -p sft_lr 1e-2
+    python scripts/tiny_recipe.py --name wf -f params/cpu-full.yaml -f params/tiny-wellformed.yaml
 
 Torch threads as the pipeline picks them (one for the tiny model unless OMP_NUM_THREADS is set). One JSON line per method goes to stdout
 (and to <output_root>/<name>/recipe.jsonl).
