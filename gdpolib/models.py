@@ -237,8 +237,9 @@ def base_checkpoint(cfg: RunConfig, run, corpus: Callable[[], Any]) -> tuple[str
     data = corpus()
     text_list = list(data.texts())
     full, prompts = data.sequences()
-    key = {**cfg.subset("seed", "tiny_arch", "tiny_n_layer", "tiny_n_embd", "tiny_n_head", "tiny_vocab_size",
-                        "max_length", "max_new_tokens"), "texts": _texts_hash(text_list),
+    key = {**cfg.subset("seed", "tiny_arch", "tiny_n_layer", "tiny_n_embd", "tiny_n_head",
+                        "tiny_vocab_size", "max_length", "max_new_tokens"),
+           "texts": _texts_hash(text_list),
            "sequences": _texts_hash(sorted(full) + sorted(prompts))}
 
     def build(out: Path) -> None:

@@ -8,8 +8,8 @@ training and the evaluation of notebook 04, in a run folder per recipe.
     python scripts/tiny_recipe.py --name w128 -p tiny_n_embd 128 -p tiny_n_layer 2 -p sft_lr 1e-2
     python scripts/tiny_recipe.py --name wf -f params/cpu-full.yaml -f params/tiny-wellformed.yaml
 
-Torch threads as the pipeline picks them (one for the tiny model unless OMP_NUM_THREADS is set). One JSON line per method goes to stdout
-(and to <output_root>/<name>/recipe.jsonl).
+Torch threads as the pipeline picks them (one for the tiny model unless OMP_NUM_THREADS is set).
+One JSON line per method goes to stdout (and to <output_root>/<name>/recipe.jsonl).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdpolib import config, runs  # noqa: E402
-from gdpolib.pipeline import torch_threads  # noqa: E402
+from gdpolib.pipeline import parse_value, torch_threads  # noqa: E402
 from gdpolib.stages.data import base_model, prepare_data  # noqa: E402
 from gdpolib.stages.evaluate import Judging, evaluate_method  # noqa: E402
-from gdpolib.stages.train import train_preference, train_sft  # noqa: E402
+from gdpolib.stages.train import PREFERENCE_METHODS, train_preference, train_sft  # noqa: E402
 
 REPORTED = ("jsd", "belief_mass", "jsd_sampled", "invalid_rate", "cbc", "rs", "bpc")
 
@@ -39,26 +39,32 @@ def main(argv=None) -> int:
     ap.add_argument("--output-root", default="outputs/tiny_recipe")
     config.add_params_arguments(ap)
     args = ap.parse_args(argv)
-    overrides = {**dict(args.params), "output_root": args.output_root, "run_name": args.name}
+    methods = [m.strip() for m in args.methods.split(",")]
+    unknown = [m for m in methods if m != "sft" and m not in PREFERENCE_METHODS]
+    if unknown:
+        print(f"error: --methods: unknown {', '.join(unknown)} (allowed: sft, "
+              f"{', '.join(PREFERENCE_METHODS)})", file=sys.stderr)
+        return 2
+    params = {k: parse_value(v) for k, v in args.params}     # YAML scalars, as the pipeline's -p
+    overrides = {**params, "output_root": args.output_root, "run_name": args.name}
     try:
         cfg = config.load_config(args.files, overrides)
-        runs.preflight(cfg)
+        run = runs.Run.open(cfg)                   # checks the run folder (preflight) first
     except (config.ConfigError, runs.RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     torch.set_num_threads(torch_threads(cfg))     # the pipeline's choice: 1 for the tiny model
-    run = runs.Run.open(cfg)
     data = prepare_data(cfg, run)
     base_model(cfg, run, data)
     judging = Judging(cfg)
     with open(run.path("recipe.jsonl"), "a", encoding="utf-8") as out:
-        for method in args.methods.split(","):
+        for method in methods:
             start = time.time()
             train_sft(cfg, run, data) if method == "sft" else train_preference(cfg, run, data,
                                                                                 method)
             trained = time.time() - start
             summary = evaluate_method(cfg, run, data, method, judging)
-            row = {"name": args.name, "method": method, "params": dict(args.params),
+            row = {"name": args.name, "method": method, "params": params,
                    **{k: round(summary[k], 4) for k in REPORTED if k in summary},
                    "train_s": round(trained, 1)}
             print(json.dumps(row), flush=True)

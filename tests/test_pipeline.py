@@ -89,8 +89,8 @@ def test_pipeline_runs_every_notebook_on_real_data(tmp_path, goqa_csv):
         assert (run_dir / "notebooks" / book.name).exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     # Known values of this run (1 thread; re-measured when the demo's learning rates, SFT's
-    # length-grouped batches and the tiny model's architecture (tiny_arch llama) changed). The data split and the
-    # uniform row involve no training: exact. Trained models: a tolerance for other CPUs' float
+    # length-grouped batches and the tiny model's architecture (tiny_arch llama) changed). The
+    # data split and the uniform row involve no training: exact. Trained models: a tolerance for other CPUs' float
     # rounding (2e-3 on distances and mass, 5e-3 on margins); a change of the data, the split,
     # the schedule or the metrics moves them by far more.
     assert metrics["data"] == {"questions": 16, "train": 320, "eval": 80, "test": 80,

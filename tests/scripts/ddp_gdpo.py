@@ -33,16 +33,14 @@ from gdpolib.data.records import load_run_data  # noqa: E402
 from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer  # noqa: E402
 
 COLUMNS = ["prompt", "chosen", "rejected", "p_star", "belief_mask"]
-# Dropout masks differ per process: every dropout rate of the config (GPT-2's *_pdrop, Llama's
-# attention_dropout, ...) is set to 0.
-DROPOUT_KEYS = ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout", "hidden_dropout",
-                "mlp_dropout")
 
 
 def without_dropout(path: str):
+    """The checkpoint's config with every dropout rate at 0 (GPT-2's *_pdrop, Llama's
+    attention_dropout, ...): dropout masks differ per process."""
     config = AutoConfig.from_pretrained(path)
-    for key in DROPOUT_KEYS:
-        if hasattr(config, key):
+    for key, value in config.to_dict().items():
+        if ("drop" in key) and isinstance(value, float):
             setattr(config, key, 0.0)
     return config
 
