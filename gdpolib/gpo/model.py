@@ -113,8 +113,6 @@ class GPOModel(nn.Module):
                            init=init)
         self.register_buffer("x_mean", torch.zeros(dim_x))
         self.register_buffer("x_std", torch.ones(dim_x))
-        self.register_buffer("y_mean", torch.zeros(()))
-        self.register_buffer("y_std", torch.ones(()))
         self.embedder = build_mlp(dim_x + 1, d_model, d_model, depth=4)
         if self.uses_prior:
             # As one input among d + 1 the answer barely moves its token, and meta-training
@@ -158,7 +156,7 @@ class GPOModel(nn.Module):
         n_ctx, n_tar = b.xc.shape[1], b.xt.shape[1]
         xc = (b.xc - self.x_mean) / self.x_std
         xt = (b.xt - self.x_mean) / self.x_std
-        yc = ((b.yc - self.y_mean) / self.y_std).unsqueeze(-1)              # [B, Nc, 1]
+        yc = b.yc.unsqueeze(-1)                                             # [B, Nc, 1]
         if self.uses_prior:
             yc = (yc - b.xc[..., -1:]) * self.deviation_scale
         hc = self.embedder(torch.cat([xc, yc], -1))                         # [B, Nc, 128]
