@@ -315,8 +315,10 @@ class RunConfig:
     gpo_steps: int = param(80, "GPO meta-training steps (CPU-sized; the paper ran 200k).", ge=1)
     gpo_lr: float = param(3.0e-4, "GPO meta-training learning rate.", gt=0)
     gpo_k: int = param(20, "Answered context questions k of a new group (evaluation, model "
-                           "selection, few-shot GDPO).", ge=1)
-    gpo_k_values: list[int] = param([1, 5, 20], "Context sizes of the k curve.", ge=1)
+                           "selection, few-shot GDPO); within gpo_ctx_range.", ge=1)
+    gpo_k_values: list[int] = param([1, 5, 20], "Context sizes of the k curve; each within "
+                                                "gpo_ctx_range (GPO is never scored outside its "
+                                                "training range).", ge=1)
     gpo_group_split: list[float] = param([0.6, 0.2, 0.2], "Meta-train / validation / test "
                                                           "fractions of the groups.",
                                          check=_check_fractions, allowed=FRACTIONS)
@@ -335,8 +337,9 @@ class RunConfig:
     gpo_zero_shot_lm: str = param("none", "LM of the zero-shot baseline: policy (the run's "
                                           "model), smollm2-135m, a hub id, or none (the demo: "
                                           "its untrained tiny policy says nothing).")
-    gpo_fewshot_gdpo: bool = param(False, "Notebook 05 also trains GDPO on GPO's predicted p* "
-                                         "(few-shot GDPO).")
+    gpo_fewshot_gdpo: bool = param(False, "Notebook 05 also trains GDPO on the p* predicted from "
+                                         "gpo_k answers by the predictor best on validation "
+                                         "groups, and on the meta-train mean's (few-shot GDPO).")
     gpo_prior: str = param("none", "train_groups = also meta-train our group-prior GPO "
                                    "(method gpo_prior) beside the paper's (gpo); none = the "
                                    "paper's only (the demo).", choices=("train_groups", "none"))

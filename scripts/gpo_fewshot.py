@@ -33,7 +33,7 @@ from scipy.stats import bootstrap
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdpolib.config import load_config  # noqa: E402
-from gdpolib.gpo.results import write_results  # noqa: E402
+from gdpolib.gpo.results import provenance, write_results  # noqa: E402
 from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.fewshot_gdpo import few_shot_gdpo  # noqa: E402
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-root", default="outputs/gpo_fewshot")
     ap.add_argument("--out", required=True, help="the JSON results file")
     args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    record = provenance()
     overrides = {k: parse_value(v) for k, v in args.overrides}
     cfg = load_config(files=args.files, overrides={**overrides, "gpo_k": args.k})  # fails fast
     specs = [{"files": args.files, "overrides": overrides, "country": c, "seed": s, "k": args.k,
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
                   "answered ones left out); lower is better",
         "cells": cells.join(counts).reset_index().to_dict("records"),
         "summary": summary, "paired": contrasts, "jobs": results,
-        "rows": per_q.to_dict("records")})
+        "rows": per_q.to_dict("records")}, record)
     print(f"wrote {args.out}")
 
 

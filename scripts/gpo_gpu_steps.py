@@ -41,7 +41,7 @@ from gdpolib.gpo.experiment import GPOExperiment, predictions  # noqa: E402
 from gdpolib.gpo.groups import split_groups  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
 from gdpolib.gpo.predict import eval_plans, predict, score  # noqa: E402
-from gdpolib.gpo.results import write_results  # noqa: E402
+from gdpolib.gpo.results import provenance, write_results  # noqa: E402
 from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import embed_groups, load_groups, validated  # noqa: E402
@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     if (problem := gpo_k_problem(args.k, cfg.gpo_ctx_range)):
         raise SystemExit(f"--k: {problem}")
     torch.set_num_threads(1)      # a CPU run (the dry run): GPO's matrices are small
+    record = provenance()
     logging.disable(logging.WARNING)
     device = models.resolve_device(cfg)
     data = load_groups(cfg, args.dataset)
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "groups": {s: len(g) for s, g in split.items()}, "baselines": baselines,
         "params": {k: v for k, v in cfg.to_dict().items() if k.startswith("gpo_")},
         "score": "1 - JS distance" if data.metric == "js" else "1 - WD / WD_max",
-        "rows": rows, "figure": out.with_suffix(".png").name})
+        "rows": rows, "figure": out.with_suffix(".png").name}, record)
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

@@ -37,7 +37,7 @@ from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
 from gdpolib.gpo.planted import (between_group_sd, factor_table, first_factor,  # noqa: E402
                                  planted_groups)
 from gdpolib.gpo.predict import eval_plans, score  # noqa: E402
-from gdpolib.gpo.results import write_results  # noqa: E402
+from gdpolib.gpo.results import provenance, write_results  # noqa: E402
 from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import embed_groups, load_groups, validated  # noqa: E402
@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-root", default="outputs/gpo_planted")
     ap.add_argument("--out", required=True, help="the JSON results file")
     args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    record = provenance()
     overrides = {k: parse_value(v) for k, v in args.overrides}
     cfg = load_config(files=args.files, overrides=overrides)
     if (problem := gpo_k_problem(args.k, cfg.gpo_ctx_range)):
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         "score": "1 - JS distance" if real.metric == "js" else "1 - WD / WD_max",
         "unit": "mean over the test groups' (group, question) pairs; mean ± sd over seeds",
         "table": {" | ".join(map(str, i)): r.to_dict() for i, r in summary.iterrows()},
-        "rows": rows.to_dict("records")})
+        "rows": rows.to_dict("records")}, record)
     print(f"wrote {args.out}")
 
 

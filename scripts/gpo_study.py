@@ -35,7 +35,7 @@ from gdpolib.gpo.compare import pair_scores, seed_table_text, summarise  # noqa:
 from gdpolib.gpo.groups import split_groups, with_group_prior  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
 from gdpolib.gpo.predict import eval_plans  # noqa: E402
-from gdpolib.gpo.results import write_results  # noqa: E402
+from gdpolib.gpo.results import provenance, write_results  # noqa: E402
 from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, embed_groups, load_groups,  # noqa: E402
@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-root", default="outputs/gpo_study")
     ap.add_argument("--out", required=True, help="a .json file (validation) or a folder (test)")
     args = ap.parse_args(argv[:split_at])
+    torch.set_num_threads(1)
+    record = provenance()
     if args.mode == "validation" and not args.out.endswith(".json"):
         raise SystemExit(f"--out {args.out}: validation writes a .json file")
     common = {k: parse_value(v) for k, v in args.overrides}
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
             "groups": "validation", "unit": "mean over the validation groups' (group, question) "
                       "pairs; mean ± sd over seeds",
             "table": {" | ".join(map(str, i)): r.to_dict() for i, r in table.iterrows()},
-            "rows": rows})
+            "rows": rows}, record)
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,8 @@ from gdpolib.runs import environment_record
 
 def provenance(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """{command, date (UTC, ISO), torch_threads, environment (runs.environment_record:
-    versions, platform, commit, CPU count, CUDA devices)} of this process."""
+    versions, platform, commit, CPU count, CUDA devices)} of this process. Take it when the
+    study starts: the commit it ran (the working tree may change while it runs)."""
     argv = list(sys.argv if argv is None else argv)
     script = argv[0] if argv else ""
     if script and os.path.exists(script):
@@ -43,12 +44,14 @@ def _clean(value: Any) -> Any:
 
 
 def write_results(path: str | Path, study: str, description: str, data: dict[str, Any],
-                  argv: Sequence[str] | None = None) -> Path:
-    """Write {"study", "description", **provenance(argv), **data} to `path` atomically (a
-    temporary file renamed into place: a killed run leaves no partial file)."""
+                  record: dict[str, Any]) -> Path:
+    """Write {"study", "description", **record (provenance() taken at the start), "finished"
+    (UTC), **data} to `path` atomically (a temporary file renamed into place: a killed run
+    leaves no partial file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"study": study, "description": description, **provenance(argv), **data}
+    finished = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    body = {"study": study, "description": description, **record, "finished": finished, **data}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(_clean(body), indent=1) + "\n")
     os.replace(tmp, path)
