@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     print(pd.DataFrame(contrasts).round(4).to_string())
     write_results(args.out, "gpo-fewshot-gdpo", __doc__.split("\n")[0], {
         "k": args.k, "countries": sorted({r["country"] for r in results}), "seeds": args.seeds,
-        "params": {k: v for k, v in cfg.to_dict().items()
-                   if k.startswith(("gpo_", "model", "sft_", "gdpo_", "belief_scheme", "split"))},
+        "params": cfg.to_dict(),
         "metric": "JS distance (natural log) of the trained policy's belief distribution to the "
                   "TRUE p*, mean over the test prompts of the predicted questions (the k "
                   "answered ones left out); lower is better",

@@ -1,5 +1,7 @@
-"""GPO's paper configuration for as many steps as a time budget allows: the k = 20 -> 50 slope
-and the gain over the meta-train mean against meta-training steps (one JSON, one figure).
+"""GPO's paper configuration for as many steps as a time budget allows, scored against steps.
+
+The k = 20 -> 50 slope and the gain over the meta-train mean against meta-training steps (one
+JSON, one figure).
 
 The schedule is fixed before training (the cosine schedule needs its length): a short timed
 warm-up measures a step and a probe, and --seconds sets the steps (a multiple of
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
                      probe=probe)
     rows = [{k: v for k, v in h.items() if k != "tokens"} for h in res.history if "slope" in h]
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     figure(rows, args.k, baselines, out.with_suffix(".png"))
     write_results(out, "gpo-gpu-steps", __doc__.split("\n")[0], {
         "dataset": args.dataset, "device": str(device),
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
         "embedder": emb.model, "dim": emb.dim, "k": args.k, "steps": steps, "warmup": warmup,
         "selected_step": res.best_step, "best_val": res.best_val, "seconds": res.seconds,
         "groups": {s: len(g) for s, g in split.items()}, "baselines": baselines,
-        "params": {k: v for k, v in cfg.to_dict().items() if k.startswith("gpo_")},
+        "params": cfg.to_dict(),
         "score": "1 - JS distance" if data.metric == "js" else "1 - WD / WD_max",
         "rows": rows, "figure": out.with_suffix(".png").name}, record)
     print(f"wrote {out} and {out.with_suffix('.png')}")

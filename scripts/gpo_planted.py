@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     write_results(args.out, "gpo-planted-signal", __doc__.split("\n")[0], {
         "dataset": args.dataset, "real_groups": len(real.groups), "questions": len(real.items),
         "real_between_group_sd": between_group_sd(real), "first_factor_share": share,
-        "params": {k: v for k, v in cfg.to_dict().items() if k.startswith("gpo_")},
+        "params": cfg.to_dict(),
         "score": "1 - JS distance" if real.metric == "js" else "1 - WD / WD_max",
         "unit": "mean over the test groups' (group, question) pairs; mean ± sd over seeds",
         "table": {" | ".join(map(str, i)): r.to_dict() for i, r in summary.iterrows()},

@@ -3,9 +3,9 @@
 validation: each variant (run parameters) is meta-trained for each seed (each its own group
     split) and scored on the VALIDATION groups at every k, beside the baselines (ridge alpha
     and the GPO checkpoint are chosen on the same validation groups, at k = gpo_k). Each job's
-    rows (one per dataset, variant, seed, method, k) are appended to <out>.jsonl as it ends;
-    at the end --out (a .json) gets every row, the table, and the command, commit, machine and
-    date; the table is printed.
+    rows (one per dataset, variant, seed, method, k) are appended to <out>.jsonl as it ends
+    (progress; removed at the end), then --out (a .json) gets every row, the table, and the
+    command, commit, machine and date; the table is printed.
 test: the seed table of notebook 05 (stages.gpo.seed_pairs + gpo.compare.summarise) on the
     TEST groups, the seeds run in parallel (one run folder per seed); CSVs go to --out.
 
@@ -161,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                       "pairs; mean ± sd over seeds",
             "table": {" | ".join(map(str, i)): r.to_dict() for i, r in table.iterrows()},
             "rows": rows}, record)
+        partial.unlink()           # every row is in the JSON now
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
