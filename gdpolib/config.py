@@ -32,6 +32,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import json
+import os
 import re
 import types
 import typing
@@ -42,8 +44,9 @@ import yaml
 
 from gdpolib import groupnames
 from gdpolib.countries import UnknownCountryError, resolve_country
-from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, param, path_problem,
-                               resolve_path, rule_problem)
+from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, load_yaml, name_problem,
+                               param, path_problem, resolve_path, rule_problem, yaml_problem)
+from gdpolib.scrub import scrub
 
 DEFAULTS_FILE = PROJECT_ROOT / "params" / "defaults.yaml"
 
@@ -58,6 +61,10 @@ KNOWN_HUB_MODELS = (
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 N_STYLES_MAX = 6          # len(gdpolib.data.responses.STYLES), not imported: config stays light
+MAX_PARAMS_FILE = 1 << 20     # bytes of a params file (ours are about 2 KB)
+# The pipeline hands values holding a credential to its kernels here rather than in the
+# executed notebooks it writes (from_notebook puts them back).
+SECRETS_ENV = "GDPO_SECRET_PARAMETERS"
 DEFAULT_ORIGIN = "the defaults (gdpolib/config.py)"
 NOTEBOOK_ORIGIN = "the notebook parameters (papermill -f/-p)"
 
@@ -114,13 +121,17 @@ class RunConfig:
 
     # --- run ---
     run_name: str | None = param(None, 'Run folder under output_root; null = '
-                                       '"<country slug>-<model slug>" (e.g. sa-tiny).')
+                                       '"<country slug>-<model slug>" (e.g. sa-tiny).',
+                                 check=name_problem,
+                                 allowed="a folder name (one path component, not starting with "
+                                         "'.' or '~') or null")
     update_run: bool = param(False, "Reuse a run folder whose config.yaml holds other parameters "
                                     "(its metrics.json is cleared; unchanged stages are reused); "
                                     "false = refuse, so no run's record is ever rewritten.")
-    output_root: str = param("outputs", "Folder that holds the run folders.")
+    output_root: str = param("outputs", "Folder that holds the run folders (anywhere; an existing "
+                                        "folder in it is used only when it is a run folder).")
     seed: int = param(0, "Seed of every random draw (data, splits, training, sampling, GPO).",
-                      ge=0)
+                      ge=0, lt=2**32)
     device: str = param("auto", "Where models run; auto = CUDA if available, else MPS, else CPU.",
                         pattern=r"auto|cpu|mps|cuda(:\d+)?", allowed="auto, cpu, mps, cuda or cuda:N")
     dtype: str = param("auto", "Dtype of loaded weights; auto = bfloat16 on a CUDA device that has "
@@ -166,6 +177,9 @@ class RunConfig:
                                  "(beliefs are single digit tokens).", ge=1, le=10)
     max_questions: int | None = param(None, "Use the first N questions only (quick runs, CI); "
                                             "null = all.", ge=1)
+    max_text_chars: int = param(2000, "Longest question or answer option (characters) a run "
+                                      "accepts; a longer one is an error naming it (one long "
+                                      "row would slow every batch of the run).", ge=1)
     min_questions: int = param(30, "Fewest usable questions the group must have (counted before "
                                    "max_questions); fewer is an error naming the count.", ge=1)
     hub_dataset: str | None = param(None, "The authors' GDPO data from the hub instead "
@@ -423,12 +437,6 @@ def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None
 
 
 # ---------------------------------------------------------------- sources of values
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    what = getattr(err, "problem", None) or str(err)
-    return (f"line {mark.line + 1}, column {mark.column + 1}: " if mark else "") + what
-
-
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A params file as a flat dict; a one-line ConfigError naming the file otherwise."""
     path = Path(path)
@@ -438,6 +446,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"params file {name} is not a file")
     try:
+        size = path.stat().st_size
+        if size > MAX_PARAMS_FILE:
+            raise ConfigError(f"params file {name} has {size} bytes, more than a params file "
+                              f"may ({MAX_PARAMS_FILE})")
         raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"params file {name} cannot be read: {err.strerror}") from None
@@ -447,10 +459,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"params file {name} is not UTF-8 text (byte 0x{raw[err.start]:02x} "
                           f"at offset {err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
-        problem = " ".join(_yaml_problem(err).split())
-        raise ConfigError(f"params file {name} is not valid YAML: {problem}") from None
+        raise ConfigError(f"params file {name} is not valid YAML: {yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -490,11 +501,15 @@ def from_notebook(namespace: Mapping[str, Any]) -> RunConfig:
 
     Call it right after the `parameters` cell, before any other variable is defined: every
     public, non-module, non-callable name in the namespace is taken as a parameter, so a
-    misspelled `-p`/`-f` key is caught here.
+    misspelled `-p`/`-f` key is caught here. A value the pipeline scrubbed of a credential
+    (gdpolib.scrub) is put back from its kernel's environment (SECRETS_ENV).
     """
     injected = {k: v for k, v in namespace.items()
                 if not k.startswith("_") and k not in _IPYTHON_NAMES
                 and not isinstance(v, types.ModuleType) and not callable(v)}
+    for key, value in json.loads(os.environ.get(SECRETS_ENV) or "{}").items():
+        if key in injected and injected[key] == scrub(value):
+            injected[key] = value
     return validate(injected, {k: NOTEBOOK_ORIGIN for k in injected})
 
 

@@ -13,7 +13,9 @@
     targets (`questions.jsonl`), counts and splits.
 `push(folder, repo_id)` creates the repository if needed and uploads the folder with
 huggingface_hub. The run parameter `push_to_hub: <repo id>` (off by default) names the
-repository; absolute local paths never leave the machine (they are shortened to file names).
+repository; absolute local paths never leave the machine (they are shortened to file names), nor
+do credentials (gdpolib.scrub). What is packaged is checked first against what its stages wrote
+(gdpolib.integrity), and the run folder's lock is held while the folder is written.
 """
 from __future__ import annotations
 
@@ -30,7 +32,12 @@ import datasets as ds
 import yaml
 from huggingface_hub import HfApi
 
+from gdpolib import folders, integrity
+from gdpolib.scrub import scrub, scrub_text
+
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Stages with a model to publish (checkpoints/<method>): the trained methods and ICF's SFT.
+METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "icf")
 # Stage bookkeeping that goes to training/ (or nowhere) rather than next to the weights.
 TRAINING_FILES = ("summary.json", "log_history.json", "tracking.jsonl")
 SKIP_FILES = ("stage.json",)
@@ -82,7 +89,36 @@ class PublishError(RuntimeError):
 
 # ============================================================== reading the run
 def _read_json(path: Path, default: Any = None) -> Any:
-    return json.loads(path.read_text()) if path.exists() else default
+    try:
+        return integrity.read_json(path) if path.exists() else default
+    except integrity.RecordError as err:
+        raise PublishError(str(err)) from None
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml; PublishError when `run_dir` is not a run folder or it is damaged."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise PublishError(f"{run_dir} is not a run folder (no config.yaml)")
+    try:
+        cfg = integrity.read_yaml(path)
+    except integrity.RecordError as err:
+        raise PublishError(str(err)) from None
+    if not isinstance(cfg, dict):
+        raise PublishError(f"{path} is not a run's record (not a mapping)")
+    return cfg
+
+
+def check_stage(stage: Path, method: str) -> None:
+    """PublishError naming the file when the stage's files are not those it wrote."""
+    info = stage / integrity.STAGE_RECORD
+    how = (f"rebuild it: python -m gdpolib.train -f <the run's params> --method {method}"
+           if stage.parent.name == "checkpoints" else "rebuild it: run notebook 01 again")
+    record = _read_json(info, None)
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        raise PublishError(f"{info} lists no file hashes to check the stage against; {how}")
+    if (problem := integrity.damage(stage, record["files"])):
+        raise PublishError(f"{stage / problem}; {how}")
 
 
 def _public(value: Any) -> Any:
@@ -172,8 +208,12 @@ def provenance(cfg: Mapping[str, Any], data_dir: Path) -> tuple[str, list[str], 
 
 
 def model_card(run_dir: Path, method: str, repo_id: str) -> str:
-    """The README.md of the upload folder, from the run folder's records."""
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    """The README.md of the upload folder, from the run folder's records (credentials masked)."""
+    return scrub_text(_model_card(run_dir, method, repo_id))
+
+
+def _model_card(run_dir: Path, method: str, repo_id: str) -> str:
+    cfg = scrub(read_run_config(run_dir))
     metrics = _read_json(run_dir / "metrics.json", {})
     env = _read_json(run_dir / "environment.json", {})
     summary = _read_json(run_dir / "checkpoints" / method / "summary.json", {})
@@ -318,12 +358,20 @@ def prepare_upload(run_dir: str | Path, method: str, repo_id: str) -> Path:
     data/) and return it. Raises PublishError when the run has no such trained stage."""
     run_dir = Path(run_dir)
     check_repo_id(repo_id)
+    if method not in METHODS:
+        raise PublishError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    read_run_config(run_dir)
     ckpt = run_dir / "checkpoints" / method
-    if not (run_dir / "config.yaml").exists():
-        raise PublishError(f"{run_dir} is not a run folder (no config.yaml)")
     if not (ckpt / "config.json").exists():
         raise PublishError(f"{ckpt} holds no trained model: train it first "
                            f"(python -m gdpolib.train ... --method {method})")
+    try:
+        folders.hold(run_dir, "run")
+    except folders.FolderError as err:
+        raise PublishError(str(err)) from None
+    check_stage(ckpt, method)
+    if (run_dir / "data" / "meta.json").exists():
+        check_stage(run_dir / "data", method)
     out = run_dir / "publish" / method
     tmp = out.with_name(f".{method}.building")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -368,7 +416,7 @@ def push(folder: str | Path, repo_id: str, private: bool = False, token: str | N
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gdpolib.publish", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dir", help="a run folder, e.g. outputs/sa-tiny")
-    ap.add_argument("--method", default="gdpo")
+    ap.add_argument("--method", default="gdpo", choices=METHODS)
     ap.add_argument("--repo-id", help="default: the run's push_to_hub parameter")
     ap.add_argument("--private", action="store_true")
     ap.add_argument("--dry-run", action="store_true", help="write the folder, upload nothing")
@@ -376,8 +424,8 @@ def main(argv=None) -> int:
     run_dir = Path(args.run_dir)
     try:
         repo_id = args.repo_id
-        if repo_id is None and (run_dir / "config.yaml").exists():
-            repo_id = yaml.safe_load((run_dir / "config.yaml").read_text()).get("push_to_hub")
+        if repo_id is None:
+            repo_id = read_run_config(run_dir).get("push_to_hub")
         if not repo_id:
             raise PublishError("no repository: pass --repo-id or set push_to_hub in the params")
         folder = prepare_upload(run_dir, args.method, repo_id)

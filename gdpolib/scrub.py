@@ -1,0 +1,54 @@
+"""Credentials kept out of what a run records (config.yaml, stage records, logs, model cards,
+sweep records): `scrub(value)` masks the user-info of URLs (`https://user:key@host`), the values
+of secret-looking URL query parameters (`?api_key=...`) and strings shaped like the API tokens of
+common providers (`sk-...`, `hf_...`, `ghp_...`, ...), in a string or anywhere inside lists and
+dicts. Keys belong in the environment (the `api_key_env` parameter names the variable), where
+nothing of a run records them. This module imports nothing of gdpolib, so every layer may use it.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MASK = "***"
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&][^=&\s#]*(?:token|key|secret|password|passwd|pwd|auth|signature|sig)[^=&\s#]*=)"
+    r"[^&\s#]+")
+# Provider tokens, each as its provider shapes it (a prefix, then a body of a known alphabet and
+# length: so that a path such as hf_checkpoints/ is not taken for one): OpenAI and compatible
+# APIs, Anthropic, Hugging Face, GitHub, Slack, AWS access keys, Google API keys; then JSON web
+# tokens and bearer headers.
+_TOKENS = re.compile(
+    r"\b(sk-(?:ant-|proj-)?)[A-Za-z0-9_-]{20,}"
+    r"|\b(hf_)[A-Za-z0-9]{30,}"
+    r"|\b(gh[pousr]_)[A-Za-z0-9]{30,}|\b(github_pat_)[A-Za-z0-9_]{22,}"
+    r"|\b(xox[abprs]-)[A-Za-z0-9-]{10,}"
+    r"|\b(AKIA)[0-9A-Z]{16}\b|\b(AIza)[0-9A-Za-z_-]{35}"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"
+    r"|(?i:\b(bearer\s+))[A-Za-z0-9._~+/=-]{12,}")
+
+
+def _token(match: re.Match) -> str:
+    """A token's prefix (sk-, hf_, Bearer ...) kept, its body masked."""
+    prefix = next((g for g in match.groups() if g), "")
+    return prefix + MASK
+
+
+def scrub_text(text: str) -> str:
+    """`text` with every credential-looking part masked (MASK)."""
+    text = _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
+    text = _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, text)
+    return _TOKENS.sub(_token, text)
+
+
+def scrub(value: Any) -> Any:
+    """`value` with every string in it scrubbed (scrub_text); lists, tuples and dicts are
+    rebuilt, other values returned as they are."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub(v) for v in value)
+    return value
