@@ -7,14 +7,14 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-
-from huggingface_hub import model_info, try_to_load_from_cache
+from typing import TYPE_CHECKING
 
 from gdpolib import groupnames
 from gdpolib.beliefs import make_scheme
 from gdpolib.config import ConfigError, RunConfig, resolve_path
-from gdpolib.data.opinionqa import attribute_groups, group_aliases
-from gdpolib.data.survey import Survey, SurveyError, read_survey, resolve_group
+
+if TYPE_CHECKING:
+    from gdpolib.data.survey import Survey
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -71,6 +71,10 @@ def check_model(cfg: RunConfig) -> None:
             raise ModelLoadError(f"model {name!r}: {resolve_path(name)} holds no config.json "
                                  "(a folder written by save_pretrained is expected)")
         return
+    # Deferred (as the survey readers below): the run folder's checks come first and must answer
+    # at once, before the hub client and pandas load.
+    from huggingface_hub import model_info, try_to_load_from_cache
+
     if try_to_load_from_cache(name, "config.json") is not None:
         return
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -93,6 +97,9 @@ def check_groups(cfg: RunConfig) -> None:
     a malformed file fails here, before anything is written)."""
     if cfg.survey not in ("opinionqa", "file"):
         return
+    from gdpolib.data.opinionqa import attribute_groups, group_aliases
+    from gdpolib.data.survey import SurveyError, read_survey, resolve_group
+
     source = "opinionqa_path" if cfg.survey == "opinionqa" else "survey_path"
     try:
         if cfg.survey == "opinionqa":

@@ -11,12 +11,14 @@ holder's record (JSON), which a refused command quotes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from filelock import FileLock, Timeout
 
@@ -98,10 +100,17 @@ def busy_problem(folder: Path, what: str) -> str | None:
 def _record_holder(fd: int) -> None:
     """Write this process's record into the lock file (called by filelock once it is locked)."""
     record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-              "command": scrub_text(" ".join(sys.argv))[:300]}
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
+
+
+def _command() -> str:
+    """This process's command line, short: `python -m gdpolib.train ...` for our entry points."""
+    first = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("python")
+    head = (f"python -m gdpolib.{first.stem}" if first.parent.name == "gdpolib" and
+            first.suffix == ".py" else first.name)
+    return scrub_text(" ".join([head, *sys.argv[1:]]))[:300]
 
 
 def hold(folder: Path, what: str) -> None:
@@ -117,6 +126,18 @@ def hold(folder: Path, what: str) -> None:
     except Timeout:
         raise _busy(folder, what) from None
     _HELD[str(path)] = lock
+
+
+@contextlib.contextmanager
+def holding(folder: Path, what: str) -> Iterator[None]:
+    """`hold` for the length of a `with` block (left held if this process held it before)."""
+    before = _held(_lock_path(folder))
+    hold(folder, what)
+    try:
+        yield
+    finally:
+        if not before:
+            release(folder)
 
 
 def release(folder: Path) -> None:

@@ -4,8 +4,8 @@ is named instead of being read; records (JSON, JSON lines, YAML) are read with a
 naming the file.
 
 Checking costs one sha256 pass over the stage's files (about 1 s per GB here); a process checks
-each file once and afterwards trusts it while its inode, size and mtime stay those it hashed
-(`_TRUSTED`; a rename keeps them), so a stage that several steps of one notebook reuse, or that
+each file once and afterwards trusts it while its inode, size, mtime and ctime stay those it
+hashed (`_TRUSTED`; a rename keeps them, any write changes them), so a stage that several steps of one notebook reuse, or that
 it has just built, is hashed once per process.
 """
 from __future__ import annotations
@@ -21,17 +21,17 @@ import yaml
 from gdpolib.paramspec import load_yaml, yaml_problem
 
 STAGE_RECORD = "stage.json"     # the stage's own record, which holds the manifest
-# (device, inode, size, mtime_ns) of the files this process hashed -> their sha256
-_TRUSTED: dict[tuple[int, int, int, int], str] = {}
+# (device, inode, size, mtime_ns, ctime_ns) of the files this process hashed -> their sha256
+_TRUSTED: dict[tuple[int, ...], str] = {}
 
 
 class RecordError(ValueError):
     """A record file that cannot be read (cut short, not JSON/YAML); names the file."""
 
 
-def _stat_key(path: Path) -> tuple[int, int, int, int]:
+def _stat_key(path: Path) -> tuple[int, ...]:
     st = path.stat()
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def sha256(path: Path) -> str:

@@ -366,9 +366,15 @@ def prepare_upload(run_dir: str | Path, method: str, repo_id: str) -> Path:
         raise PublishError(f"{ckpt} holds no trained model: train it first "
                            f"(python -m gdpolib.train ... --method {method})")
     try:
-        folders.hold(run_dir, "run")
+        with folders.holding(run_dir, "run"):
+            return _write_upload(run_dir, ckpt, method, repo_id)
     except folders.FolderError as err:
         raise PublishError(str(err)) from None
+
+
+def _write_upload(run_dir: Path, ckpt: Path, method: str, repo_id: str) -> Path:
+    """prepare_upload's writing, under the run folder's lock: the stages checked, then the
+    folder built beside its place and moved in."""
     check_stage(ckpt, method)
     if (run_dir / "data" / "meta.json").exists():
         check_stage(run_dir / "data", method)

@@ -207,14 +207,11 @@ def is_complete(cell: Cell, methods: Sequence[str]) -> bool:
 def mark_complete(cell: Cell, methods: Sequence[str], seconds: float) -> None:
     """Write the cell's completion record into its run folder, under the folder's lock
     (folders.FolderError when another process runs in it now)."""
-    folders.hold(cell.run_dir, "run")
-    try:
+    with folders.holding(cell.run_dir, "run"):
         (cell.run_dir / MARKER).write_text(json.dumps(
             {"config_hash": config_hash(cell.cfg), "methods": list(methods),
              "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
             indent=2))
-    finally:
-        folders.release(cell.run_dir)
 
 
 def run_commands(name: str, commands: list[list[str]], log_path: str, cwd: str,
