@@ -1,6 +1,7 @@
 """Checks that run before any run folder is written, kept light (no torch, no transformers) so
-that every entry point reports a problem at once: is the model available on this machine, and
-does the survey hold the group(s) to align to?"""
+that every entry point reports a problem at once: are the data inputs here (downloaded once if
+remote), is the model available on this machine, and does the survey hold the group(s) to
+align to?"""
 from __future__ import annotations
 
 import importlib.util
@@ -9,10 +10,11 @@ from pathlib import Path
 
 from huggingface_hub import model_info, try_to_load_from_cache
 
-from gdpolib import groupnames
+from gdpolib import groupnames, sources
 from gdpolib.config import ConfigError, RunConfig, resolve_path
 from gdpolib.data.opinionqa import attribute_groups, group_aliases
 from gdpolib.data.survey import SurveyError, read_survey, resolve_group
+from gdpolib.sources import SourceError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -74,11 +76,11 @@ def check_groups(cfg: RunConfig) -> None:
     source = "opinionqa_path" if cfg.survey == "opinionqa" else "survey_path"
     try:
         if cfg.survey == "opinionqa":
-            table = attribute_groups(resolve_path(cfg.opinionqa_path))
+            table = attribute_groups(sources.for_run(cfg, "opinionqa_path"))
             survey = None
         else:
-            survey = read_survey(resolve_path(cfg.survey_path), cfg.bad_rows)
-    except (SurveyError, OSError) as err:
+            survey = read_survey(sources.for_run(cfg, "survey_path"), cfg.bad_rows)
+    except (SurveyError, SourceError, OSError) as err:
         raise ConfigError(f"parameter {source!r}: {err}") from None
     try:
         if survey is None:
@@ -89,3 +91,14 @@ def check_groups(cfg: RunConfig) -> None:
                 survey.resolve(name)
     except SurveyError as err:
         raise ConfigError(f"parameter {'groups' if cfg.groups else 'group'!r}: {err}") from None
+
+
+def check_data(cfg: RunConfig) -> None:
+    """Every data input the parameters name, made local now (a remote one is downloaded once and
+    checked against its sha256), so that offline or a checksum mismatch fails before anything
+    is written: ConfigError naming the parameter."""
+    for name in sources.PARAMS:
+        try:
+            sources.for_run(cfg, name)
+        except SourceError as err:
+            raise ConfigError(f"parameter {name!r}: {err}") from None

@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from gdpolib import console
-from gdpolib.checks import check_groups, check_model
+from gdpolib.checks import check_data, check_groups, check_model
 from gdpolib.config import PROJECT_ROOT, RunConfig
 
 log = logging.getLogger("gdpolib")
@@ -136,10 +136,11 @@ def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
 
 def preflight(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     """Everything checked before a run folder is touched, beyond the parameters themselves
-    (gdpolib.config validates those): the run folder's recorded parameters, the model's
-    availability on this machine and the survey's group(s). Returns check_run_folder's changed
+    (gdpolib.config validates those): the run folder's recorded parameters, the data inputs
+    (remote ones downloaded), the model's availability on this machine and the survey's group(s). Returns check_run_folder's changed
     parameters; raises RunError, checks.ModelLoadError or ConfigError."""
     changed = check_run_folder(cfg)
+    check_data(cfg)
     check_model(cfg)
     check_groups(cfg)
     return changed
