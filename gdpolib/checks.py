@@ -1,7 +1,8 @@
 """Checks that run before any run folder is written, kept light (no transformers; torch only to
 ask for a GPU that was named) so that every entry point reports a problem at once: is the device
-there, is the model available on this machine, and does the survey hold the group(s) to align
-to, with enough questions and no text too long?"""
+there, are the data inputs here (downloaded once if remote), is the model available on this
+machine, and does the survey hold the group(s) to align to, with enough questions and no text
+too long?"""
 from __future__ import annotations
 
 import importlib.util
@@ -9,9 +10,10 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gdpolib import groupnames
-from gdpolib.beliefs import make_scheme
+from gdpolib import groupnames, sources
+from gdpolib.beliefs import BeliefError, make_scheme
 from gdpolib.config import ConfigError, RunConfig, resolve_path
+from gdpolib.sources import SourceError
 
 if TYPE_CHECKING:
     from gdpolib.data.survey import Survey
@@ -103,11 +105,11 @@ def check_groups(cfg: RunConfig) -> None:
     source = "opinionqa_path" if cfg.survey == "opinionqa" else "survey_path"
     try:
         if cfg.survey == "opinionqa":
-            table = attribute_groups(resolve_path(cfg.opinionqa_path))
+            table = attribute_groups(sources.for_run(cfg, "opinionqa_path"))
             survey = None
         else:
-            survey = read_survey(resolve_path(cfg.survey_path), cfg.bad_rows)
-    except (SurveyError, OSError) as err:
+            survey = read_survey(sources.for_run(cfg, "survey_path"), cfg.bad_rows)
+    except (SurveyError, SourceError, OSError) as err:
         raise ConfigError(f"parameter {source!r}: {err}") from None
     try:
         if survey is None:
@@ -126,13 +128,11 @@ def check_groups(cfg: RunConfig) -> None:
 
 def check_survey_size(cfg: RunConfig, survey: Survey, groups: list[str]) -> None:
     """ConfigError when a group has fewer usable questions than min_questions, counted as the
-    data stage counts them (its belief scheme; a stance6 map that must be downloaded first is
-    left to the data stage, which checks the same)."""
-    remote = cfg.belief_scheme == "stance6" and (
-        not cfg.option_map_path or cfg.option_map_path == "github" or "://" in cfg.option_map_path)
-    if remote:
-        return
-    scheme = make_scheme(cfg)
+    data stage counts them (under its belief scheme, whose option map check_data fetched)."""
+    try:
+        scheme = make_scheme(cfg)
+    except (BeliefError, SourceError) as err:
+        raise ConfigError(f"parameter 'belief_scheme': {err}") from None
     for group in groups:
         usable, report = scheme.apply(survey.questions(), group)
         if len(usable) < cfg.min_questions:
@@ -141,3 +141,14 @@ def check_survey_size(cfg: RunConfig, survey: Survey, groups: list[str]) -> None
                 f"{len(usable)} usable question(s) under belief_scheme {cfg.belief_scheme} "
                 f"({report.n_questions} in the survey); min_questions is {cfg.min_questions}: "
                 f"lower it to run on so few questions anyway")
+
+
+def check_data(cfg: RunConfig) -> None:
+    """Every data input the parameters name, made local now (a remote one is downloaded once and
+    checked against its sha256), so that offline or a checksum mismatch fails before anything
+    is written: ConfigError naming the parameter."""
+    for name in sources.PARAMS:
+        try:
+            sources.for_run(cfg, name)
+        except SourceError as err:
+            raise ConfigError(f"parameter {name!r}: {err}") from None

@@ -20,10 +20,10 @@ Adding a parameter
    null is allowed (checked; papermill's strings are coerced). A new section also needs its
    first parameter in SECTIONS. Rules, all optional:
    `choices=(...)` (for a list type: allowed items), bounds `ge=`, `gt=`, `le=`, `lt=` (for a
-   list: of each item), `path="file"` or `path="folder"` (an input that must exist and be
-   readable; `not_paths=(...)` are values that are not paths, one ending in "://" a prefix),
-   `pattern=` (a regex for the whole value) or `check=` (a function value -> problem or None),
-   `allowed=` (the text that errors and the docs show for a pattern, check or path rule).
+   list: of each item), `pattern=` (a regex for the whole value) or `check=` (a function value
+   -> problem or None), `allowed=` (the text that errors and the docs show for a pattern or
+   check). A data input (a file, folder, `hub`, URL...) is declared with `_data(name, ...)` and
+   read with `gdpolib.sources.for_run(cfg, name)`, the one place that decides what it means.
 2. Run `python -m gdpolib.paramdocs --write` (regenerates defaults.yaml and the README table).
 3. Read it as `cfg.my_steps`, and add it to the cache key of every stage whose output it changes.
 """
@@ -42,7 +42,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from gdpolib import groupnames
+from gdpolib import groupnames, sources
 from gdpolib.countries import UnknownCountryError, resolve_country
 from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, load_yaml, name_problem,
                                param, path_problem, resolve_path, rule_problem, yaml_problem)
@@ -79,6 +79,12 @@ def is_local_path(name: str) -> bool:
 
 
 # ---------------------------------------------------------------- checks used by fields
+def _data(name: str, default: str | None, help: str) -> Any:
+    """A data input: its values mean what gdpolib.sources says (path, hub, github, URL, auto)."""
+    return param(default, help, check=lambda value: sources.problem(name, value),
+                 allowed=sources.accepted(name))
+
+
 def _check_country(value: str) -> str | None:
     try:
         resolve_country(value)
@@ -145,31 +151,26 @@ class RunConfig:
     survey: str = param("goqa", "Survey the group comes from: goqa (GlobalOpinionQA, goqa_path), "
                                 "opinionqa (US groups, opinionqa_path) or file (survey_path).",
                         choices=("goqa", "opinionqa", "file"))
-    survey_path: str | None = param(None, "survey=file (implied when only this is set): a CSV, "
-                                          "JSONL or Parquet table, one row per (group, question): "
-                                          "group, question, options, distribution[, ordinal, "
-                                          "source, qid].", path="file",
-                                    allowed="an existing readable file or null")
+    survey_path: str | None = _data("survey_path", None, "survey=file (implied when only this "
+                                    "is set): a CSV, JSONL or Parquet table, one row per (group, "
+                                    "question): group, question, options, distribution[, ordinal, "
+                                    "source, qid].")
     group: str | None = param(None, "Group to align to, as the survey names it (close matches "
                                     "suggested): goqa = country (group wins); opinionqa e.g. "
                                     "Democrat or POLPARTY_Democrat; file: null = its only group.")
     groups: list[str] = param([], "Several groups: ONE model conditioned on the group named in "
                                   "every prompt, p* per (group, question); [] = one group.")
-    goqa_path: str | None = param("../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv",
-                                  "GlobalOpinionQA as a local CSV in the hub schema; hub or null = "
-                                  "Anthropic/llm_global_opinions from the hub at goqa_revision.",
-                                  path="file", not_paths=("hub",),
-                                  allowed="an existing readable CSV file, hub or null")
+    goqa_path: str | None = _data("goqa_path", "data/globalopinionqa/goqa_partial_hf_schema.csv.gz",
+                                  "GlobalOpinionQA as a CSV in the hub file's schema (default: the "
+                                  "embedded partial copy); hub or null = the full dataset, "
+                                  "downloaded once at goqa_revision.")
     goqa_revision: str = param("cb2880488749218abb81802a94c2c62ebfde2f35",
                                "Commit of Anthropic/llm_global_opinions read from the hub.")
     bad_rows: str = param("skip", "A malformed data row: skip it (counted in the load report) or "
                                   "stop with an error naming it.", choices=("skip", "error"))
-    option_map_path: str | None = param("../shared/data/gdpo_option_map/option_map.json",
+    option_map_path: str | None = _data("option_map_path", "data/gdpo_option_map/option_map.json",
                                         "JSON map option text -> stance class 0..5 (stance6); "
-                                        "github or an http(s) URL downloads the authors' map.",
-                                        path="file", not_paths=("github", "http://", "https://"),
-                                        allowed="an existing readable JSON file, github, "
-                                                "an http(s) URL or null")
+                                        "github downloads the authors' map at its pinned commit.")
     belief_scheme: str = param("options", "Beliefs of a question: options = its answer options, "
                                           "stance6 = the paper's six stance classes (option map).",
                                choices=("options", "stance6"))
@@ -184,9 +185,8 @@ class RunConfig:
                                    "max_questions); fewer is an error naming the count.", ge=1)
     hub_dataset: str | None = param(None, "The authors' GDPO data from the hub instead "
                                           "(Binwei01/mmoqa_<country>, movie_review...).")
-    movies_path: str | None = param(None, "SNAP web-Movies text file: movie reviews as the data "
-                                          "instead (beliefs = star ratings).",
-                                    path="file", allowed="an existing readable text file or null")
+    movies_path: str | None = _data("movies_path", None, "SNAP web-Movies text file: movie "
+                                    "reviews as the data instead (beliefs = star ratings).")
     responses: str = param("template", "Writer of the belief-conditioned responses: template "
                                        "(offline), hf (response_model) or openai (the API).",
                            choices=("template", "hf", "openai"))
@@ -336,10 +336,9 @@ class RunConfig:
                                    "paper's only (the demo).", choices=("train_groups", "none"))
     gpo_seeds: int = param(1, "Seeds of notebook 05's seed table (seed, seed+1, ...; each its own "
                               "group split and models); its cost grows linearly.", ge=1)
-    opinionqa_path: str | None = param("../shared/data/opinionqa_tatsu/human_resp",
-                                       "OpinionQA human_resp folder (notebook 05's US groups); "
-                                       "null = skip them.",
-                                       path="folder", allowed="an existing readable folder or null")
+    opinionqa_path: str | None = _data("opinionqa_path", "auto", "OpinionQA human_resp folder "
+                                       "(notebook 05's US groups); auto = $GDPO_DATA_DIR's copy "
+                                       "when there; null or none found = skip them.")
     opinionqa_groups: str = param("all", "OpinionQA groups: all single-attribute ones, or gpo "
                                          "(the paper's 22; 17 in the local data, which has no "
                                          "religion file).", choices=("all", "gpo"))

@@ -1,4 +1,4 @@
-"""Typed parameters with rules: `param()` declares one (default, help, choices, bounds, paths,
+"""Typed parameters with rules: `param()` declares one (default, help, choices, bounds,
 a pattern or a check) as a dataclass field's metadata, as TRL's configs do; `coerce` checks and
 gently converts a value to its type, `rule_problem` says why a value breaks its rules and
 `allowed_text` says what is allowed, in words. `load_yaml` parses parameter text safely (no
@@ -93,18 +93,15 @@ def resolve_path(path: str | Path) -> Path:
 
 def param(default: Any, help: str, *, choices: Sequence[Any] = (), ge: float | None = None,
           gt: float | None = None, le: float | None = None, lt: float | None = None,
-          path: str | None = None, not_paths: Sequence[str] = (), pattern: str | None = None,
-          check: Callable[[Any], str | None] | None = None, allowed: str | None = None) -> Any:
+          pattern: str | None = None, check: Callable[[Any], str | None] | None = None,
+          allowed: str | None = None) -> Any:
     """A RunConfig field: its default plus the metadata `validate` and the docs read."""
     if not help.strip():
         raise ValueError("every parameter needs a help sentence")
-    if path not in (None, "file", "folder"):
-        raise ValueError(f"path must be 'file' or 'folder', got {path!r}")
-    if (pattern or check or path) and not allowed:
-        raise ValueError("a pattern, check or path rule needs allowed= (the text errors show)")
+    if (pattern or check) and not allowed:
+        raise ValueError("a pattern or check rule needs allowed= (the text errors show)")
     meta = {"help": help, "choices": tuple(choices), "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "path": path, "not_paths": tuple(not_paths), "pattern": pattern, "check": check,
-            "allowed": allowed}
+            "pattern": pattern, "check": check, "allowed": allowed}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -231,16 +228,12 @@ def allowed_text(m: Mapping[str, Any], hint: Any) -> str:
 
 def has_rule(m: Mapping[str, Any]) -> bool:
     """Whether a parameter (its metadata) accepts less than any value of its type."""
-    return bool(m["choices"] or m["pattern"] or m["check"] or m["path"] or _bounds_text(m))
+    return bool(m["choices"] or m["pattern"] or m["check"] or _bounds_text(m))
 
 
 def _out_of_bounds(x: float, m: Mapping[str, Any]) -> bool:
     return ((m["ge"] is not None and x < m["ge"]) or (m["gt"] is not None and x <= m["gt"])
             or (m["le"] is not None and x > m["le"]) or (m["lt"] is not None and x >= m["lt"]))
-
-
-def _is_path(value: str, not_paths: Sequence[str]) -> bool:
-    return not any(value == n or (n.endswith("://") and value.startswith(n)) for n in not_paths)
 
 
 def rule_problem(m: Mapping[str, Any], value: Any) -> str | None:
@@ -256,8 +249,6 @@ def rule_problem(m: Mapping[str, Any], value: Any) -> str | None:
             return f"{x!r}{where} is out of range"
     if m["pattern"] and not re.fullmatch(m["pattern"], value):
         return f"{shown(value)} is not of the allowed form"
-    if m["path"] and _is_path(value, m["not_paths"]):
-        return path_problem(value, m["path"])
     if m["check"]:
         return m["check"](value)
     return None

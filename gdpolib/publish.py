@@ -32,8 +32,9 @@ import datasets as ds
 import yaml
 from huggingface_hub import HfApi
 
-from gdpolib import folders, integrity
+from gdpolib import folders, integrity, sources
 from gdpolib.scrub import scrub, scrub_text
+
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Stages with a model to publish (checkpoints/<method>): the trained methods and ICF's SFT.
@@ -181,7 +182,8 @@ def provenance(cfg: Mapping[str, Any], data_dir: Path) -> tuple[str, list[str], 
         datasets, licence = [], "other"
     else:
         goqa = cfg.get("goqa_path")
-        where = (f"from the hub at revision `{cfg.get('goqa_revision')}`" if goqa in (None, "hub") else
+        where = (f"from the hub at revision `{cfg.get('goqa_revision')}`"
+                 if sources.classify("goqa_path", goqa).kind == "hub" else
                  f"from a local file in the hub's schema, `{Path(str(goqa)).name}` (sha256 prefix "
                  f"{key.get('goqa_sha', '?')}); a local copy may hold only part of the dataset")
         src = (f"GlobalOpinionQA ([`Anthropic/llm_global_opinions`](https://huggingface.co/datasets/"

@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from gdpolib import console, folders, integrity
-from gdpolib.checks import check_device, check_groups, check_model
+from gdpolib.checks import check_data, check_device, check_groups, check_model
 from gdpolib.config import PROJECT_ROOT, RunConfig
 from gdpolib.paramspec import name_problem
 from gdpolib.scrub import scrub
@@ -172,11 +172,14 @@ def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
 
 def preflight(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     """Everything checked before a run folder is touched, beyond the parameters themselves
-    (gdpolib.config validates those): the run folder (check_run_folder), the device and the
-    model on this machine, and the survey's group(s). Returns check_run_folder's changed
-    parameters; raises RunError, checks.ModelLoadError or ConfigError. Writes nothing."""
+    (gdpolib.config validates those): the run folder (check_run_folder), the device, the data
+    inputs (remote ones downloaded into the cache, never into the run folder), the model on this
+    machine, and the survey's group(s), size and text lengths. Returns check_run_folder's
+    changed parameters; raises RunError, checks.ModelLoadError or ConfigError. Writes nothing
+    into the run folder."""
     changed = check_run_folder(cfg)
     check_device(cfg)
+    check_data(cfg)
     check_model(cfg)
     check_groups(cfg)
     return changed
