@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import json
-import os
 import re
 import types
 import typing
@@ -44,9 +42,10 @@ import yaml
 
 from gdpolib import groupnames, sources
 from gdpolib.countries import UnknownCountryError, resolve_country
-from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, load_yaml, name_problem,
-                               param, path_problem, resolve_path, rule_problem, yaml_problem)
-from gdpolib.scrub import scrub
+from gdpolib.paramspec import (MAX_YAML_BYTES, PROJECT_ROOT, allowed_text, coerce, load_yaml,
+                               name_problem, param, path_problem, resolve_path, rule_problem,
+                               yaml_problem)
+from gdpolib.scrub import take_back
 
 DEFAULTS_FILE = PROJECT_ROOT / "params" / "defaults.yaml"
 
@@ -61,10 +60,6 @@ KNOWN_HUB_MODELS = (
 )
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 N_STYLES_MAX = 6          # len(gdpolib.data.responses.STYLES), not imported: config stays light
-MAX_PARAMS_FILE = 1 << 20     # bytes of a params file (ours are about 2 KB)
-# The pipeline hands values holding a credential to its kernels here rather than in the
-# executed notebooks it writes (from_notebook puts them back).
-SECRETS_ENV = "GDPO_SECRET_PARAMETERS"
 DEFAULT_ORIGIN = "the defaults (gdpolib/config.py)"
 NOTEBOOK_ORIGIN = "the notebook parameters (papermill -f/-p)"
 
@@ -128,14 +123,11 @@ class RunConfig:
     # --- run ---
     run_name: str | None = param(None, 'Run folder under output_root; null = '
                                        '"<country slug>-<model slug>" (e.g. sa-tiny).',
-                                 check=name_problem,
-                                 allowed="a folder name (one path component, not starting with "
-                                         "'.' or '~') or null")
+                                 check=name_problem, allowed="a folder name (no path) or null")
     update_run: bool = param(False, "Reuse a run folder whose config.yaml holds other parameters "
                                     "(its metrics.json is cleared; unchanged stages are reused); "
                                     "false = refuse, so no run's record is ever rewritten.")
-    output_root: str = param("outputs", "Folder that holds the run folders (anywhere; an existing "
-                                        "folder in it is used only when it is a run folder).")
+    output_root: str = param("outputs", "Folder of the run folders (anywhere; see Outputs).")
     seed: int = param(0, "Seed of every random draw (data, splits, training, sampling, GPO).",
                       ge=0, lt=2**32)
     device: str = param("auto", "Where models run; auto = CUDA if available, else MPS, else CPU.",
@@ -178,9 +170,8 @@ class RunConfig:
                                  "(beliefs are single digit tokens).", ge=1, le=10)
     max_questions: int | None = param(None, "Use the first N questions only (quick runs, CI); "
                                             "null = all.", ge=1)
-    max_text_chars: int = param(2000, "Longest question or answer option (characters) a run "
-                                      "accepts; a longer one is an error naming it (one long "
-                                      "row would slow every batch of the run).", ge=1)
+    max_text_chars: int = param(2000, "Longest question or option (characters) a run accepts; "
+                                      "a longer one is an error naming it.", ge=1)
     min_questions: int = param(30, "Fewest usable questions the group must have (counted before "
                                    "max_questions); fewer is an error naming the count.", ge=1)
     hub_dataset: str | None = param(None, "The authors' GDPO data from the hub instead "
@@ -445,10 +436,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"params file {name} is not a file")
     try:
-        size = path.stat().st_size
-        if size > MAX_PARAMS_FILE:
-            raise ConfigError(f"params file {name} has {size} bytes, more than a params file "
-                              f"may ({MAX_PARAMS_FILE})")
+        if (size := path.stat().st_size) > MAX_YAML_BYTES:
+            raise ConfigError(f"params file {name} has {size} bytes, more than {MAX_YAML_BYTES}")
         raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"params file {name} cannot be read: {err.strerror}") from None
@@ -500,15 +489,11 @@ def from_notebook(namespace: Mapping[str, Any]) -> RunConfig:
 
     Call it right after the `parameters` cell, before any other variable is defined: every
     public, non-module, non-callable name in the namespace is taken as a parameter, so a
-    misspelled `-p`/`-f` key is caught here. A value the pipeline scrubbed of a credential
-    (gdpolib.scrub) is put back from its kernel's environment (SECRETS_ENV).
+    misspelled `-p`/`-f` key is caught here. Credentials come back from the environment (take_back).
     """
-    injected = {k: v for k, v in namespace.items()
-                if not k.startswith("_") and k not in _IPYTHON_NAMES
-                and not isinstance(v, types.ModuleType) and not callable(v)}
-    for key, value in json.loads(os.environ.get(SECRETS_ENV) or "{}").items():
-        if key in injected and injected[key] == scrub(value):
-            injected[key] = value
+    injected = take_back({k: v for k, v in namespace.items()
+                          if not k.startswith("_") and k not in _IPYTHON_NAMES
+                          and not isinstance(v, types.ModuleType) and not callable(v)})
     return validate(injected, {k: NOTEBOOK_ORIGIN for k in injected})
 
 

@@ -3,10 +3,11 @@ file) and checked before the stage is reused or published, so that a cut, change
 is named instead of being read; records (JSON, JSON lines, YAML) are read with a one-line error
 naming the file.
 
-Checking costs one sha256 pass over the stage's files (about 1 s per GB here); a process checks
-each file once and afterwards trusts it while its inode, size, mtime and ctime stay those it
-hashed (`_TRUSTED`; a rename keeps them, any write changes them), so a stage that several steps of one notebook reuse, or that
-it has just built, is hashed once per process.
+Checking costs one sha256 pass over the stage's files (about 0.8 s for a 538 MB checkpoint on 2
+loaded cores); a process checks each file once and afterwards trusts it while its inode, size,
+mtime and ctime stay those it hashed (`_TRUSTED`: a rename keeps them, any write changes them),
+so a stage that several steps of one notebook reuse, or that it has just built, is hashed once
+per process.
 """
 from __future__ import annotations
 
@@ -66,6 +67,20 @@ def damage(folder: Path, recorded: dict[str, list]) -> str | None:
         if sha256(path) != digest:
             return f"{rel} differs from what was written (same size, other sha256)"
     return None
+
+
+def stage_problem(folder: Path) -> str | None:
+    """Why the stage in `folder` cannot be trusted (its record unreadable or without file
+    hashes, or a file not as written, named by its path), or None."""
+    info = folder / STAGE_RECORD
+    try:
+        record = read_json(info)
+    except RecordError as err:
+        return str(err)
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        return f"{info} lists no file hashes (built by an older gdpolib)"
+    problem = damage(folder, record["files"])
+    return f"{folder / problem}" if problem else None
 
 
 # ----------------------------------------------------------------------------- records

@@ -21,6 +21,7 @@ import yaml
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Sizes a parameter value may have: no real value comes near them, and a bigger one would only
 # cost memory and time (or fill an error message).
+MAX_YAML_BYTES = 1 << 20  # bytes of a params file (ours are about 2 KB)
 MAX_TEXT = 4096           # characters of a string value
 MAX_ITEMS = 1000          # items of a list value
 SHOWN = 120               # characters of a value quoted in an error message

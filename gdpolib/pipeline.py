@@ -14,7 +14,6 @@ read it with `tail -n 1`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,12 +23,12 @@ from typing import Any, Sequence
 import yaml
 
 from gdpolib import console, folders
-from gdpolib.config import (PROJECT_ROOT, SECRETS_ENV, ConfigError, add_params_arguments,
-                            load_config, read_yaml)
+from gdpolib.config import (PROJECT_ROOT, ConfigError, add_params_arguments, load_config,
+                            read_yaml)
 from gdpolib.checks import ModelLoadError
 from gdpolib.paramspec import load_yaml
 from gdpolib.runs import RunError, claim
-from gdpolib.scrub import scrub
+from gdpolib.scrub import hand_over
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
@@ -103,10 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for f in args.files:
         parameters.update(read_yaml(f))
     parameters.update(overrides)
-    secrets = {k: v for k, v in parameters.items() if scrub(v) != v}
-    if secrets:
-        os.environ[SECRETS_ENV] = json.dumps(secrets)
-        parameters = scrub(parameters)
+    parameters = hand_over(parameters)      # credentials reach the kernels, not the notebooks
 
     import papermill as pm  # imported late: --help and config errors stay fast
 

@@ -324,15 +324,12 @@ class Run:
         if not info.exists():
             return False
         try:
-            record = integrity.read_json(info)
-        except integrity.RecordError as err:
-            return self._damaged(name, str(err))
-        if not isinstance(record, dict) or record.get("hash") != stable_hash(key):
-            return False
-        if not isinstance(record.get("files"), dict):
-            return self._damaged(name, f"{info} lists no file hashes (built by an older gdpolib)")
-        problem = integrity.damage(folder, record["files"])
-        return self._damaged(name, f"{folder / problem}") if problem else True
+            if integrity.read_json(info).get("hash") != stable_hash(key):
+                return False
+        except (integrity.RecordError, AttributeError):
+            pass                    # unreadable: stage_problem names it
+        problem = integrity.stage_problem(folder)
+        return self._damaged(name, problem) if problem else True
 
     def _damaged(self, name: str, why: str) -> bool:
         if (name, why) not in _SAID:

@@ -3,14 +3,20 @@ sweep records): `scrub(value)` masks the user-info of URLs (`https://user:key@ho
 of secret-looking URL query parameters (`?api_key=...`) and strings shaped like the API tokens of
 common providers (`sk-...`, `hf_...`, `ghp_...`, ...), in a string or anywhere inside lists and
 dicts. Keys belong in the environment (the `api_key_env` parameter names the variable), where
-nothing of a run records them. This module imports nothing of gdpolib, so every layer may use it.
+nothing of a run records them. The pipeline hands a parameter value that holds a credential to its
+notebook kernels in their environment (`hand_over`, `take_back`), so that the executed notebooks
+it writes hold only the masked value. This module imports nothing of gdpolib, so every layer may
+use it.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 MASK = "***"
+HANDOVER_ENV = "GDPO_SECRET_PARAMETERS"
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
 _SECRET_QUERY = re.compile(
     r"(?i)([?&][^=&\s#]*(?:token|key|secret|password|passwd|pwd|auth|signature|sig)[^=&\s#]*=)"
@@ -52,3 +58,19 @@ def scrub(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return type(value)(scrub(v) for v in value)
     return value
+
+
+def hand_over(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """`parameters` scrubbed; the values that held a credential are put in this process's
+    environment (HANDOVER_ENV), which the processes it starts inherit and nothing records."""
+    secrets = {k: v for k, v in parameters.items() if scrub(v) != v}
+    if secrets:
+        os.environ[HANDOVER_ENV] = json.dumps(secrets)
+    return scrub(dict(parameters))
+
+
+def take_back(values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with each value that hand_over masked replaced by the real one."""
+    secrets = json.loads(os.environ.get(HANDOVER_ENV) or "{}")
+    return {k: secrets[k] if k in secrets and v == scrub(secrets[k]) else v
+            for k, v in values.items()}

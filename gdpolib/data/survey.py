@@ -151,17 +151,14 @@ class Survey:
         return self.groups[0]
 
     def check_text_lengths(self, max_chars: int) -> None:
-        """SurveyError naming the first question (or option) longer than `max_chars` characters:
-        one such row would make every batch of a run as long as it (and the run many times
-        slower), so a run refuses it rather than cut or drop it silently."""
+        """SurveyError naming the first question or option over `max_chars` characters: one such
+        row makes every batch of a run as long (the run many times slower), so it is refused."""
         for q in self._questions:
-            texts = [("question", q.question), *(("an option", o) for o in q.options)]
-            for what, text in texts:
+            for what, text in [("question", q.question), *(("an option", o) for o in q.options)]:
                 if len(text) > max_chars:
-                    raise SurveyError(
-                        f"{self.report.origin}: question {q.qid!r} ({q.question[:50]!r}...): "
-                        f"{what} has {len(text):,} characters, more than max_text_chars "
-                        f"{max_chars:,}; shorten it, or raise max_text_chars")
+                    raise SurveyError(f"{self.report.origin}: question {q.qid!r} ({q.question[:40]!r}"
+                                      f"...): {what} has {len(text):,} characters, more than "
+                                      f"max_text_chars {max_chars:,}; shorten it or raise the bound")
 
     def resolve(self, name: str) -> str:
         """The survey's spelling of a group: exact, then ignoring case, then an alias; an
