@@ -21,7 +21,7 @@ import json
 import logging
 import sys
 
-from gdpolib import config, folders, runs
+from gdpolib import config, folders, integrity, runs
 from gdpolib.checks import ModelLoadError
 from gdpolib.config import add_params_arguments
 
@@ -47,6 +47,9 @@ def main(argv=None) -> int:
         return 2
     try:
         return _train(cfg, args)
+    except (runs.RunError, integrity.RecordError) as err:     # a damaged record of the run
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
         folders.release(cfg.run_dir)     # main() may be called in a process that goes on
 

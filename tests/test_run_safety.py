@@ -333,6 +333,10 @@ def test_damaged_records_are_named_in_one_line(tmp_cfg, capsys):
     run.metrics_file.write_text(run.metrics_file.read_text()[:10])
     with pytest.raises(runs.RunError, match=r"metrics.json is not valid JSON \(line .*delete it"):
         run.metrics()
+    capsys.readouterr()
+    assert train.main(["-p", "output_root", tmp_cfg.output_root, "--method", "uniform"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "metrics.json is not valid JSON" in err
     (run.root / "config.yaml").write_text("run_name: [unclosed\nseed: 0\n")
     err = _pipeline_refusal(capsys, "-p", "output_root", tmp_cfg.output_root)
     assert "config.yaml is not valid YAML (line" in err and f"rm -r {run.root}" in err
