@@ -65,7 +65,7 @@ class Progress:
 # ----------------------------------------------------------------------------- gdpolib's log records
 class _LogFormat(logging.Formatter):
     """`HH:MM:SS name: message`; in a pipeline kernel, records logged with extra={"console":
-    True} are console lines (gdpolib.MARK in front)."""
+    True} are console lines (MARK in front)."""
 
     def format(self, record: logging.LogRecord) -> str:
         if getattr(record, "console", False) and piped():

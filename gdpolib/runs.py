@@ -47,10 +47,9 @@ SUBDIRS = ("data", "checkpoints", "figures", "notebooks", "logs", "stages")
 # these is fine (its config.yaml is updated).
 FREE_PARAMETERS = ("output_root", "run_name", "update_run", "report_to", "push_to_hub", "methods",
                    "ablations")
-
-
 # Keys every run's config.yaml holds: a config.yaml without them is not a run's record.
 RECORD_KEYS = ("run_name", "output_root", "seed", "model")
+_SAID: set[tuple[str, str]] = set()     # (stage, damage) already said on the console
 
 
 class RunError(RuntimeError):
@@ -58,7 +57,6 @@ class RunError(RuntimeError):
     other parameters, damaged, or not writable."""
 
 
-_SAID: set[tuple[str, str]] = set()   # (stage, damage) already said on the console
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers",
                     "sentence-transformers", "numpy", "scipy", "pandas", "seaborn", "papermill")
 
@@ -128,6 +126,12 @@ def environment_record() -> dict[str, Any]:
     return record
 
 
+def _lead() -> bool:
+    """Whether this process leads its run: the only one, or rank 0 of an accelerate launch (the
+    other ranks work under its lock)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def recorded_config(cfg: RunConfig) -> dict[str, Any]:
     """What config.yaml records of `cfg`: every parameter, credentials masked (gdpolib.scrub)."""
     return scrub(cfg.to_dict())
@@ -160,7 +164,7 @@ def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     if (problem := name_problem(cfg.run_dir_name)):
         raise RunError(f"run name: {problem}; allowed: one folder name under output_root")
     if (problem := folders.foreign_problem(root, "config.yaml", "run")
-            or folders.busy_problem(root, "run")):
+            or (_lead() and folders.busy_problem(root, "run"))):
         raise RunError(problem)
     changed = recorded_changes(cfg)
     if changed and not cfg.update_run:
@@ -194,7 +198,7 @@ def claim(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     changed = preflight(cfg)
     root = cfg.run_dir
     try:
-        if os.environ.get("RANK", "0") == "0":
+        if _lead():
             folders.hold(root, "run")
         root.mkdir(parents=True, exist_ok=True)
         if changed:
@@ -265,7 +269,7 @@ class Run:
         except OSError as err:
             raise RunError(f"cannot write the run folder {root} ({err.strerror}); check "
                            f"output_root {cfg.output_root!r}") from None
-        if os.environ.get("RANK", "0") == "0":     # under accelerate, one process cleans
+        if _lead():                 # under accelerate, one process cleans
             remove_leftovers(root)
         integrity.write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
         seed_everything(cfg.seed)

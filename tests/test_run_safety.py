@@ -245,6 +245,24 @@ def test_a_killed_holder_frees_the_folder(tmp_path):
     folders.release(tmp_path / "r")
 
 
+def test_the_other_ranks_of_an_accelerate_launch_work_under_rank_0s_lock(tmp_cfg, monkeypatch):
+    holder = subprocess.Popen(        # rank 0, holding the run folder
+        [PY, "-c", "import sys, time; from pathlib import Path; from gdpolib import folders; "
+                   "folders.hold(Path(sys.argv[1]), 'run'); print('held', flush=True); "
+                   "time.sleep(120)", str(tmp_cfg.run_dir)],
+        cwd=PROJECT_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(runs.RunError, match="in use by pid"):
+            runs.check_run_folder(tmp_cfg)
+        monkeypatch.setenv("RANK", "1")
+        runs.claim(tmp_cfg)             # rank 1: checked, config.yaml written, no lock taken
+        assert (tmp_cfg.run_dir / "config.yaml").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 # ============================================================== 3. verified caches
 def test_a_cut_checkpoint_is_named_rebuilt_identically_and_never_published(solo, goqa_csv,
                                                                            capsys):
