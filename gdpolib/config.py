@@ -42,8 +42,10 @@ import yaml
 
 from gdpolib import groupnames, sources
 from gdpolib.countries import UnknownCountryError, resolve_country
-from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, param, path_problem,
-                               resolve_path, rule_problem)
+from gdpolib.paramspec import (MAX_YAML_BYTES, PROJECT_ROOT, allowed_text, coerce, load_yaml,
+                               name_problem, param, path_problem, resolve_path, rule_problem,
+                               yaml_problem)
+from gdpolib.scrub import take_back
 
 DEFAULTS_FILE = PROJECT_ROOT / "params" / "defaults.yaml"
 
@@ -120,13 +122,14 @@ class RunConfig:
 
     # --- run ---
     run_name: str | None = param(None, 'Run folder under output_root; null = '
-                                       '"<country slug>-<model slug>" (e.g. sa-tiny).')
+                                       '"<country slug>-<model slug>" (e.g. sa-tiny).',
+                                 check=name_problem, allowed="a folder name (no path) or null")
     update_run: bool = param(False, "Reuse a run folder whose config.yaml holds other parameters "
                                     "(its metrics.json is cleared; unchanged stages are reused); "
                                     "false = refuse, so no run's record is ever rewritten.")
-    output_root: str = param("outputs", "Folder that holds the run folders.")
+    output_root: str = param("outputs", "Folder of the run folders (anywhere; see Outputs).")
     seed: int = param(0, "Seed of every random draw (data, splits, training, sampling, GPO).",
-                      ge=0)
+                      ge=0, lt=2**32)
     device: str = param("auto", "Where models run; auto = CUDA if available, else MPS, else CPU.",
                         pattern=r"auto|cpu|mps|cuda(:\d+)?", allowed="auto, cpu, mps, cuda or cuda:N")
     dtype: str = param("auto", "Dtype of loaded weights; auto = bfloat16 on a CUDA device that has "
@@ -167,6 +170,8 @@ class RunConfig:
                                  "(beliefs are single digit tokens).", ge=1, le=10)
     max_questions: int | None = param(None, "Use the first N questions only (quick runs, CI); "
                                             "null = all.", ge=1)
+    max_text_chars: int = param(2000, "Longest question or option (characters) a run accepts; "
+                                      "a longer one is an error naming it.", ge=1)
     min_questions: int = param(30, "Fewest usable questions the group must have (counted before "
                                    "max_questions); fewer is an error naming the count.", ge=1)
     hub_dataset: str | None = param(None, "The authors' GDPO data from the hub instead "
@@ -422,12 +427,6 @@ def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None
 
 
 # ---------------------------------------------------------------- sources of values
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    what = getattr(err, "problem", None) or str(err)
-    return (f"line {mark.line + 1}, column {mark.column + 1}: " if mark else "") + what
-
-
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A params file as a flat dict; a one-line ConfigError naming the file otherwise."""
     path = Path(path)
@@ -437,6 +436,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"params file {name} is not a file")
     try:
+        if (size := path.stat().st_size) > MAX_YAML_BYTES:
+            raise ConfigError(f"params file {name} has {size} bytes, more than {MAX_YAML_BYTES}")
         raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"params file {name} cannot be read: {err.strerror}") from None
@@ -446,10 +447,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"params file {name} is not UTF-8 text (byte 0x{raw[err.start]:02x} "
                           f"at offset {err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
-        problem = " ".join(_yaml_problem(err).split())
-        raise ConfigError(f"params file {name} is not valid YAML: {problem}") from None
+        raise ConfigError(f"params file {name} is not valid YAML: {yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -489,11 +489,11 @@ def from_notebook(namespace: Mapping[str, Any]) -> RunConfig:
 
     Call it right after the `parameters` cell, before any other variable is defined: every
     public, non-module, non-callable name in the namespace is taken as a parameter, so a
-    misspelled `-p`/`-f` key is caught here.
+    misspelled `-p`/`-f` key is caught here. Credentials come back from the environment (take_back).
     """
-    injected = {k: v for k, v in namespace.items()
-                if not k.startswith("_") and k not in _IPYTHON_NAMES
-                and not isinstance(v, types.ModuleType) and not callable(v)}
+    injected = take_back({k: v for k, v in namespace.items()
+                          if not k.startswith("_") and k not in _IPYTHON_NAMES
+                          and not isinstance(v, types.ModuleType) and not callable(v)})
     return validate(injected, {k: NOTEBOOK_ORIGIN for k in injected})
 
 

@@ -177,7 +177,7 @@ def test_paths_resolve_against_project_root():
 
 # ---------------------------------------------------------------- types
 @pytest.mark.parametrize("key,value,expected", [
-    ("seed", "abc", "'abc' (str) is not an integer; allowed: an integer >= 0"),
+    ("seed", "abc", "'abc' (str) is not an integer; allowed: an integer in [0, 4294967296)"),
     ("beta", "high", "'high' (str) is not a number; allowed: a number > 0"),
     ("lora", "maybe", "'maybe' (str) is not true or false"),
     ("sft_steps", True, "True (bool) is not an integer"),
@@ -213,7 +213,8 @@ def test_run_name_given_as_a_number_is_that_string_everywhere(tmp_path):
 @pytest.mark.parametrize("key,value,bad,allowed", [
     ("sft_steps", 0, "0", "an integer >= 1"),
     ("batch_size", 0, "0", "an integer >= 1"),
-    ("seed", -1, "-1", "an integer >= 0"),
+    ("seed", -1, "-1", "an integer in [0, 4294967296)"),
+    ("seed", 2**32, "4294967296", "an integer in [0, 4294967296)"),
     ("sft_lr", 0, "0.0", "a number > 0"),
     ("beta", -0.1, "-0.1", "a number > 0"),
     ("temperature", 0.0, "0.0", "a number > 0"),

@@ -159,7 +159,9 @@ def build_survey(cfg, out: Path, override: Mapping | None = None) -> dict[str, A
     records as they are. Several (`groups`): each group's records as its own run builds them,
     conditioned on the group (records.condition_on_group) and merged into one training set."""
     survey = load_survey(cfg)
-    log.info(survey.report.summary())
+    # Skipped rows change what the run learns from: said on the console, not only in the log.
+    log.info(survey.report.summary(), extra={"console": bool(survey.report.skipped)})
+    survey.check_text_lengths(cfg.max_text_chars)
     groups = target_groups(cfg, survey)
     if override and cfg.groups:
         raise DataError("a p* override (few-shot GDPO) needs a run of one group, not groups")
