@@ -75,8 +75,8 @@ def _busy(folder: Path, what: str) -> FolderError:
         time.sleep(0.05)
     pid = record.get("pid", "?")
     command = str(record.get("command", "?"))
-    if "ipykernel" in command:
-        command = "a Jupyter kernel: shut it down, or call run.close() in it"
+    if record.get("kernel"):
+        command = "a Jupyter kernel, writing the run now"
     return FolderError(f"{what} folder {folder} is in use by pid {pid} on "
                        f"{record.get('host', '?')} since {record.get('started', '?')} "
                        f"({command}); wait for it to finish or stop it, then run again")
@@ -100,7 +100,8 @@ def busy_problem(folder: Path, what: str) -> str | None:
 def _record_holder(fd: int) -> None:
     """Write this process's record into the lock file (called by filelock once it is locked)."""
     record = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command()}
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": _command(),
+              "kernel": "ipykernel" in sys.modules}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(record).encode(), 0)
 

@@ -18,6 +18,7 @@ write one folder.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -28,9 +29,10 @@ import platform
 import random
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import yaml
@@ -189,30 +191,56 @@ def preflight(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     return changed
 
 
+@contextlib.contextmanager
+def writing(root: Path) -> Iterator[None]:
+    """Hold the run folder's lock while writing it (gdpolib.folders; under accelerate, rank 0
+    holds it for every rank). A command (the pipeline, a CLI) keeps it for its life; a Jupyter
+    kernel of its own (JupyterLab, papermill alone) only for the write, so that notebook 02 can
+    open the run while notebook 01's kernel is still alive, and a command running in the folder
+    still refuses it. FolderError names the holder."""
+    if not _lead():
+        yield
+    elif "ipykernel" in sys.modules:
+        with folders.holding(root, "run"):
+            yield
+    else:
+        folders.hold(root, "run")
+        yield
+
+
 def claim(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
-    """The first write of a run, after every check (preflight): create the run folder, hold its
-    lock for the life of this process (gdpolib.folders; under accelerate, rank 0 holds it for
-    every rank) and record config.yaml. Reused with new parameters (`update_run`), its
+    """The first write of a run, after every check (preflight): create the run folder, take its
+    lock (`writing`) and record config.yaml. Reused with new parameters (`update_run`), its
     metrics.json is cleared: the notebooks refill it, reusing every stage whose inputs are
     unchanged. Returns the changed parameters."""
     changed = preflight(cfg)
     root = cfg.run_dir
     try:
-        if _lead():
-            folders.hold(root, "run")
-        root.mkdir(parents=True, exist_ok=True)
-        if changed:
-            log.warning("run %s: reused with new parameters (%s); metrics.json cleared",
-                        root, ", ".join(changed))
-            (root / "metrics.json").unlink(missing_ok=True)
-        integrity.write_atomic(root / "config.yaml",
-                               yaml.safe_dump(recorded_config(cfg), sort_keys=False))
+        with writing(root):
+            _record(cfg, root, changed)
     except folders.FolderError as err:
         raise RunError(str(err)) from None
     except OSError as err:
         raise RunError(f"cannot write the run folder {root} ({err.strerror}); check "
                        f"output_root {cfg.output_root!r}") from None
     return changed
+
+
+def _record(cfg: RunConfig, root: Path, changed: Mapping) -> None:
+    """The run folder, its sub-folders, config.yaml and environment.json (leftovers of killed
+    builds removed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if changed:
+        log.warning("run %s: reused with new parameters (%s); metrics.json cleared",
+                    root, ", ".join(changed))
+        (root / "metrics.json").unlink(missing_ok=True)
+    integrity.write_atomic(root / "config.yaml",
+                           yaml.safe_dump(recorded_config(cfg), sort_keys=False))
+    for sub in SUBDIRS:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    if _lead():                 # under accelerate, one process cleans
+        remove_leftovers(root)
+    integrity.write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
 
 
 def remove_leftovers(root: Path) -> None:
@@ -259,27 +287,17 @@ class Run:
         folder, or that another process runs in, is refused; one whose config.yaml was made with
         other parameters (beyond FREE_PARAMETERS) is never silently rewritten: RunError names
         the differences, unless `update_run` asks to reuse it with the new ones. Leftovers of
-        killed builds are removed. The run's lock is held until this process exits or close().
+        killed builds are removed. The run's lock: see `writing`.
         """
         root = cfg.run_dir
         claim(cfg)
-        try:
-            for sub in SUBDIRS:
-                (root / sub).mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise RunError(f"cannot write the run folder {root} ({err.strerror}); check "
-                           f"output_root {cfg.output_root!r}") from None
-        if _lead():                 # under accelerate, one process cleans
-            remove_leftovers(root)
-        integrity.write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
         seed_everything(cfg.seed)
         console.setup_logging()
         log.info("run directory %s", root)
         return cls(cfg=cfg, root=root)
 
     def close(self) -> None:
-        """Let another process run in this folder (release its lock); a notebook's kernel holds
-        it until it shuts down otherwise."""
+        """Let another process run in this folder (release its lock) before this one ends."""
         folders.release(self.root)
 
     def path(self, *parts: str) -> Path:
@@ -304,8 +322,9 @@ class Run:
 
     def merge_metrics(self, part: Mapping) -> dict:
         """Deep-merge `part` into metrics.json and return the whole object."""
-        merged = deep_merge(self.metrics(), part)
-        integrity.write_atomic(self.metrics_file, json.dumps(merged, indent=2, sort_keys=True))
+        with writing(self.root):
+            merged = deep_merge(self.metrics(), part)
+            integrity.write_atomic(self.metrics_file, json.dumps(merged, indent=2, sort_keys=True))
         return merged
 
     # ---- cached stages ----
@@ -351,6 +370,11 @@ class Run:
         stage's work began, if before `build` (a training stage only moves its result in here);
         the seconds recorded in stage.json and shown on the console count from it.
         """
+        with writing(self.root):
+            return self._stage(name, key, build, started)
+
+    def _stage(self, name: str, key: Mapping, build: Callable[[Path], None],
+               started: float | None) -> Path:
         final = self.stage_dir(name)
         final.parent.mkdir(parents=True, exist_ok=True)
         digest = stable_hash(key)

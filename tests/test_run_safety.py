@@ -245,6 +245,44 @@ def test_a_killed_holder_frees_the_folder(tmp_path):
     folders.release(tmp_path / "r")
 
 
+KERNEL = """
+import sys, time
+import ipykernel  # noqa: F401  (a Jupyter kernel's process)
+from gdpolib import config, runs
+cfg = config.load_config(overrides={"output_root": sys.argv[1], "run_name": "k"})
+run = runs.Run.open(cfg)
+print("opened", flush=True)
+def build(out):
+    print("building", flush=True)
+    time.sleep(float(sys.argv[2]))
+    (out / "x.txt").write_text("x")
+run.stage("stages/slow", {"v": 1}, build)
+print("built", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_jupyter_kernel_holds_its_run_only_while_it_writes(tmp_path):
+    """Notebook 02 opens the run while notebook 01's kernel is alive; a write of another process
+    meanwhile is refused, naming the kernel."""
+    kernel = subprocess.Popen([PY, "-c", KERNEL, str(tmp_path), "6"], cwd=PROJECT_ROOT,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert kernel.stdout.readline().strip() == "opened"
+        assert kernel.stdout.readline().strip() == "building"
+        problem = folders.busy_problem(tmp_path / "k", "run")
+        assert problem and f"pid {kernel.pid}" in problem and "Jupyter kernel" in problem
+        assert kernel.stdout.readline().strip() == "built"
+        assert folders.busy_problem(tmp_path / "k", "run") is None     # alive, not writing
+        cfg = load_config(overrides={"output_root": str(tmp_path), "run_name": "k"})
+        run = Run.open(cfg)                                            # another notebook
+        assert run.stage_done("stages/slow", {"v": 1})
+        run.close()
+    finally:
+        kernel.send_signal(signal.SIGKILL)
+        kernel.wait()
+
+
 def test_the_other_ranks_of_an_accelerate_launch_work_under_rank_0s_lock(tmp_cfg, monkeypatch):
     holder = subprocess.Popen(        # rank 0, holding the run folder
         [PY, "-c", "import sys, time; from pathlib import Path; from gdpolib import folders; "
