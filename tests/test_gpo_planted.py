@@ -88,13 +88,15 @@ def test_real_opinionqa_groups_differ_by_the_measured_small_low_rank_signal(shar
 
 @pytest.mark.slow
 def test_the_papers_gpo_path_reads_a_planted_context_on_real_questions(goqa_csv):
-    """The sound case: the paper's configuration (params/gpo-paper.yaml: Gaussian NLL, Adam
-    3e-4, its episodes), 300 steps, on 20 groups planted at between-group sd 0.18 along the real
-    first factor of GlobalOpinionQA's questions, with x = the factor itself (factor_table; one
-    validation, at the end, to keep the test short). The k curve must rise within the training
-    range and GPO must recover a clear share of ridge's gain over the meta-train mean; a model
-    that only learns the per-question prior fails both. (With 384-768-dim sentence or LM
-    embeddings as x, this schedule does not get there: README, GPO study.) ~70 CPU-s."""
+    """The sound case: the paper's loss and learning rate (params/gpo-paper.yaml: Gaussian NLL,
+    Adam 3e-4, its episodes; 4 groups a step instead of 8, to keep the test short), 300 steps, on
+    20 groups planted at between-group sd 0.18 along the real first factor of GlobalOpinionQA's
+    questions, with x = the factor itself (factor_table; one validation, at the end). The k
+    curve must rise within the training range and GPO must recover a clear share of ridge's
+    gain over the meta-train mean (measured: k = 1 -> 20 rises 0.037; 54 % of ridge's gain); a
+    model that only learns the per-question prior fails both (200 steps of 8 groups: +0.009,
+    25 %). With 384-768-dim sentence or LM embeddings as x, this schedule does not get there
+    (results/gpo/planted-opinionqa.json). ~60 CPU-s."""
     from gdpolib.config import load_config
     from gdpolib.gpo.experiment import GPOExperiment, TrainedGPO, method_predictions
     from gdpolib.gpo.meta_train import GPOSettings, meta_train
@@ -103,7 +105,7 @@ def test_the_papers_gpo_path_reads_a_planted_context_on_real_questions(goqa_csv)
 
     cfg = load_config(files=["params/gpo-paper.yaml"],
                       overrides={"goqa_path": str(goqa_csv), "gpo_steps": 300,
-                                 "gpo_eval_every": 300, "seed": 0})
+                                 "gpo_eval_every": 300, "gpo_batch_groups": 4, "seed": 0})
     assert (cfg.gpo_loss, cfg.gpo_lr) == ("gaussian_nll", 3e-4)        # the paper's
     real = load_groups(cfg, "goqa")
     data, _ = planted_groups(real, 0.18, n_groups=20, seed=0)
@@ -122,4 +124,4 @@ def test_the_papers_gpo_path_reads_a_planted_context_on_real_questions(goqa_csv)
          for k in (1, 20)}
     gain, ridge_gain = s[20]["gpo"] - s[20]["train_mean"], s[20]["ridge"] - s[20]["train_mean"]
     assert s[20]["gpo"] > s[1]["gpo"] + 0.01, s                 # the k curve rises
-    assert ridge_gain > 0.05 and gain > 0.5 * ridge_gain, s    # a clear share of ridge's gain
+    assert ridge_gain > 0.05 and gain > 0.4 * ridge_gain, s    # a clear share of ridge's gain
