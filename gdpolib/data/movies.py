@@ -185,7 +185,7 @@ def movie_items(qbs: Sequence[QuestionBeliefs], responses: Mapping[str, dict[int
         for style, _ in styles_for(n_styles):
             target = (targets or {}).get(qb.qid, qb.p_star)
             items.append(PromptItem(qb.qid, style, format_prompt(
-                MOVIE_PROMPTS[style].format(pid=pid), qb.labels, qb.mask), qb,
+                MOVIE_PROMPTS[style].format(pid=pid), qb.labels, qb.mask, style), qb,
                 np.asarray(target, dtype=np.float64), responses[qb.qid],
                 ordinal=scheme_ordinals("movies", K_MOVIES)))
     return items

@@ -6,8 +6,9 @@ options to beliefs (gdpolib.data.records; under `stance6` a class can hold sever
 several candidate responses).
 
 This module holds the shared types, the response cache and the TemplateGenerator (the offline
-default: fixed style wrappers and several sentence variants, chosen deterministically from
-(seed, qid, style, option); instant, so not cached). The LM-backed generators (a local HF model,
+default: fixed style wrappers, a rule-based rewording of the question in some styles (recast),
+and several sentence variants, chosen deterministically from (seed, qid, style, option);
+instant, so not cached). The LM-backed generators (a local HF model,
 an OpenAI-compatible endpoint) and `make_generator` are in gdpolib.data.generators. Generated
 text is cached on disk in a JSONL file keyed by (generator id, question, options, style), so a
 re-run does not regenerate it.
@@ -179,6 +180,9 @@ _QUESTION_WRAP = {
     "concise": "Your answer, briefly: {q}",
     "story": "A neighbour brought this up over dinner last night. {q}",
 }
+# Styles whose question is reworded (recast), not only wrapped: the default held-out style
+# (formal, the 3rd of 3) and the last one.
+RECAST = ("formal", "story")
 _OPENERS = {
     "plain": ["My answer is {o}.", "I would say {o}.", "I'd answer {o}."],
     "casual": ["Honestly? {O}.", "For me it's {o}, no question.", "I'd go with {o}, to be honest."],
@@ -195,9 +199,59 @@ _CLOSERS = ["That is how I honestly see it.", "That reflects my own experience."
             "It matches what I see around me.", ""]
 
 
+# Common question openers and a rewording of each (recast). Longest first where one is a
+# prefix of another.
+_REWORDINGS = (
+    ("Generally speaking, do you", "In general, do you"), ("In general, do you", "Broadly, do you"),
+    ("Overall, do you", "All in all, do you"), ("Do you personally", "Do you yourself"),
+    ("Do you think of", "Do you see"), ("Do you think", "Would you say"), ("Would you say", "Do you think"),
+    ("In your opinion,", "As you see it,"), ("In your view,", "As you see it,"),
+    ("Please tell me", "Tell us"), ("Please tell us", "Tell us"),
+    ("Which of these", "Which of the following"), ("Which one of", "Which of"),
+    ("How important is", "How much does it matter"), ("Some people say", "It is sometimes said"),
+    ("Thinking about", "Considering"), ("How satisfied are", "How content are"),
+    ("I'd like your opinion", "We would like to know your view"),
+    ("Now I'm going to read you", "Here is"), ("Now I am going to read you", "Here is"),
+    ("I am going to read you", "Here is"), ("Now I'm going to read", "Here is"),
+    ("Now I am going to read", "Here is"), ("I am going to read", "Here is"),
+    ("As I read", "Going through"),
+)
+# Where a survey item follows its shared stem: a blank line, an ellipsis, or "? a. " / ". e. ".
+_ITEM = re.compile(r"\n\s*\n|\.{3}|\u2026|(?<=[?.:])\s+[a-h]\.\s+")
+_SENTENCE = re.compile(r"(?<=[.?!])\s+(?=[A-Z(\u201c\"'])")
+
+
+def recast(question: str) -> str:
+    """The question reworded without an LM, so that a prompt in a recast style does not repeat
+    another style's question text: a survey item after its stem (`stem...item`) comes first
+    ("Regarding <item>: <stem>"); otherwise a question of several sentences asks its last
+    sentence first; a common opener is reworded (_REWORDINGS). Deterministic."""
+    text = " ".join(question.split()) if "\n" not in question else question.strip()
+    parts = [p.strip(" .") for p in _ITEM.split(text, maxsplit=1)]
+    if len(parts) == 2 and all(parts):
+        stem, item = parts
+        return f"Regarding \u201c{item}\u201d: {_reword(' '.join(stem.split()))}"
+    text = " ".join(text.split())
+    sentences = _SENTENCE.split(text)
+    if len(sentences) > 1:
+        sentences = [sentences[-1], *sentences[:-1]]
+    return _reword(" ".join(sentences))
+
+
+def _reword(text: str) -> str:
+    """The first opener of _REWORDINGS found in `text` (case-sensitive, at a word start),
+    reworded once."""
+    for old, new in _REWORDINGS:
+        m = re.search(rf"(?<![\w']){re.escape(old)}(?!\w)", text)
+        if m:
+            return text[:m.start()] + new + text[m.end():]
+    return text
+
+
 class TemplateGenerator(ResponseGenerator):
     """Offline, deterministic responses from style templates (no LM). The option text appears
-    in each response, so responses for different beliefs always differ."""
+    in each response, so responses for different beliefs always differ. Styles in RECAST
+    reword the question itself (recast), not only the words around it."""
 
     id = "template-v1"
     cacheable = False
@@ -209,7 +263,7 @@ class TemplateGenerator(ResponseGenerator):
     def _generate_missing(self, todo):
         out = {}
         for qid, question, options, (style, _) in todo:
-            q = _QUESTION_WRAP[style].format(q=question)
+            q = _QUESTION_WRAP[style].format(q=recast(question) if style in RECAST else question)
             responses = []
             for i, opt in enumerate(options):
                 lo = _lower_first(opt)
