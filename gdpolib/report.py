@@ -6,7 +6,6 @@ stages wrote; computes no metric of a model."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np

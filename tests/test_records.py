@@ -8,11 +8,10 @@ from scipy import stats
 
 from gdpolib.beliefs import OptionsScheme, Stance6Scheme, load_option_map, parse_completion
 from gdpolib.data.goqa import load_goqa
-from gdpolib.data.records import (OPTION_LAYOUTS, DataError, build_records, format_prompt,
-                                  goqa_items)
+from gdpolib.data.records import DataError, build_records, goqa_items
 from gdpolib.data.splits import (LeakageError, assign_splits, check_leakage, heldout_style_ids,
                                  protocol_name, shared_span_shares, split_report)
-from gdpolib.data.responses import TemplateGenerator
+from gdpolib.data.responses import OPTION_LAYOUTS, TemplateGenerator, format_prompt
 
 
 @pytest.fixture(scope="module")
@@ -20,9 +19,9 @@ def data(goqa_csv):
     return load_goqa(goqa_csv)
 
 
-def make_items(qbs, n_styles=3, seed=0):
-    styled, _ = TemplateGenerator(seed).generate([(q.qid, q.question, q.options) for q in qbs],
-                                                 n_styles)
+def make_items(qbs, n_styles=3, seed=0, recast=()):
+    styled, _ = TemplateGenerator(seed, recast=recast).generate(
+        [(q.qid, q.question, q.options) for q in qbs], n_styles)
     return goqa_items(qbs, styled)
 
 
@@ -67,7 +66,7 @@ def test_each_style_lists_the_options_in_its_own_layout():
     labels, mask = ["Yes", "No", "Don't know"], [1, 1, 1]
     assert format_prompt("Tea?", labels, mask) == "<Q>Tea?\n0. Yes\n1. No\n2. Don't know\n<A>"
     assert format_prompt("Tea?", labels, mask, "formal") == (
-        "<Q>Tea?\n2 = Don't know | 1 = No | 0 = Yes\n<A>")
+        "<Q>Tea?\n0 = Yes | 1 = No | 2 = Don't know\n<A>")
     listings = {format_prompt("Tea?", labels, mask, s).split("\n", 1)[1] for s in OPTION_LAYOUTS}
     assert len(listings) == len(OPTION_LAYOUTS)              # no two styles share a layout
 
@@ -81,7 +80,7 @@ def test_shared_span_share_is_the_longest_common_run_of_words():
 
 def test_held_out_test_prompts_do_not_repeat_a_training_prompt(data):
     qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
-    items = make_items(qbs)
+    items = make_items(qbs, recast=["formal"])
     assign_splits(items, "prompt", [0.8, 0.1, 0.1], seed=0, heldout_styles=["formal"])
     overlap = split_report(items, "prompt", [0.8, 0.1, 0.1], 0, ["formal"])["overlap"]
     assert overlap["containing_a_training_prompt"] == 0 and overlap["test_prompts"] == 62

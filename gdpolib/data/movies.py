@@ -24,10 +24,10 @@ import numpy as np
 
 from gdpolib.beliefs import QuestionBeliefs
 from gdpolib.config import resolve_path
-from gdpolib.data.records import (PromptItem, apply_override, build_records, format_prompt,
-                                  scheme_ordinals, write_stage)
+from gdpolib.data.records import (PromptItem, apply_override, build_records, scheme_ordinals,
+                                  write_stage)
 from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
-from gdpolib.data.responses import styles_for
+from gdpolib.data.responses import format_prompt, styles_for
 
 K_MOVIES = 5
 STAR_LABELS = ["1 star", "2 stars", "3 stars", "4 stars", "5 stars"]

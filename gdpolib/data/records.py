@@ -13,8 +13,8 @@ Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
 `majority` is b == argmax p_star (the training target) for records, argmax p* for prompts.
 
 Prompt: `<Q>{styled question}`, the beliefs with their digits in the style's layout (plain: one
-line per belief `"{k}. {label}"`; OPTION_LAYOUTS), then `<A>` (the digits in the prompt let a
-split by question generalise); the completion starts with the digit. A model
+line per belief `"{k}. {label}"`; responses.format_prompt), then `<A>` (the digits in the prompt
+let a split by question generalise); the completion starts with the digit. A model
 conditioned on several groups reads the group first, `<G>{group}` on its own line
 (group_prompt), and its records carry qid `{qid}@{group}` (group_qid): p* is per (group, question).
 DPO and GDPO use the SAME (b_c, b_r, y_c, y_r) draws, so the two methods see paired data.
@@ -32,6 +32,7 @@ import numpy as np
 
 from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, clean_label,
                              format_completion)
+from gdpolib.data.responses import format_prompt
 from gdpolib.runs import stable_seed
 
 log = logging.getLogger("gdpolib.data.records")
@@ -57,30 +58,6 @@ class PromptItem:
     split: str = ""
     ordinal: list[float] = field(default_factory=list)  # K_MAX values (NaN: off the scale) or []
     group: str = ""                      # whose p* this is (the survey's group name)
-
-
-# How each prompt style lists the beliefs with their digits: (one entry's format, separator,
-# reversed order). Each style has its own layout, so a prompt in a held-out style presents its
-# options differently from every training prompt.
-OPTION_LAYOUTS: dict[str, tuple[str, str, bool]] = {
-    "plain": ("{k}. {label}", "\n", False),
-    "casual": ("({k}) {label}", "\n", False),
-    "formal": ("{k} = {label}", " | ", True),
-    "curious": ("[{k}] {label}", "\n", True),
-    "concise": ("{k}: {label}", "; ", False),
-    "story": ("Option {k} - {label}", "\n", True),
-}
-
-
-def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int],
-                  style: str = "plain") -> str:
-    """`<Q>{question}`, the beliefs of B with their digits in the style's layout
-    (OPTION_LAYOUTS), then `<A>`: plain `<Q>...\\n0. Yes\\n1. No\\n<A>`, formal
-    `<Q>...\\n1 = No | 0 = Yes\\n<A>`."""
-    entry, sep, backwards = OPTION_LAYOUTS[style]
-    ks = [k for k in range(len(mask)) if mask[k]]
-    listed = sep.join(entry.format(k=k, label=labels[k]) for k in (ks[::-1] if backwards else ks))
-    return f"<Q>{question}\n{listed}\n<A>"
 
 
 # ----------------------------------------------------------------------------- items

@@ -6,8 +6,8 @@ options to beliefs (gdpolib.data.records; under `stance6` a class can hold sever
 several candidate responses).
 
 This module holds the shared types, the response cache and the TemplateGenerator (the offline
-default: fixed style wrappers, a rule-based rewording of the question in some styles (recast),
-and several sentence variants, chosen deterministically from (seed, qid, style, option);
+default: fixed style wrappers, a rule-based rewording of the question in the held-out styles
+(recast), and several sentence variants, chosen deterministically from (seed, qid, style, option);
 instant, so not cached). The LM-backed generators (a local HF model,
 an OpenAI-compatible endpoint) and `make_generator` are in gdpolib.data.generators. Generated
 text is cached on disk in a JSONL file keyed by (generator id, question, options, style), so a
@@ -80,6 +80,31 @@ def _pick(options: Sequence[str], *key: object) -> str:
     """A deterministic choice from `options` keyed by `key` (no global RNG, no hash() salt)."""
     h = hashlib.sha256(json.dumps([str(k) for k in key]).encode()).digest()
     return options[int.from_bytes(h[:8], "little") % len(options)]
+
+
+# How each prompt style lists the beliefs with their digits: (one entry's format, separator).
+# Each style has its own layout, so a prompt in a held-out style presents its options in a way
+# no training prompt does. The options keep their order (digit 0 first) in every layout: a tiny
+# model trained on two layouts could not read a reversed list (its test JSD rose above the
+# context-free baseline's).
+OPTION_LAYOUTS: dict[str, tuple[str, str]] = {
+    "plain": ("{k}. {label}", "\n"),
+    "casual": ("({k}) {label}", "; "),
+    "formal": ("{k} = {label}", " | "),
+    "curious": ("[{k}] {label}", "\n"),
+    "concise": ("{k}: {label}", " \u00b7 "),
+    "story": ("Option {k} - {label}", "\n"),
+}
+
+
+def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int],
+                  style: str = "plain") -> str:
+    """`<Q>{question}`, the beliefs of B with their digits in the style's layout
+    (OPTION_LAYOUTS), then `<A>`: plain `<Q>...\\n0. Yes\\n1. No\\n<A>`, formal
+    `<Q>...\\n0 = Yes | 1 = No\\n<A>`."""
+    entry, sep = OPTION_LAYOUTS[style]
+    listed = sep.join(entry.format(k=k, label=labels[k]) for k in range(len(mask)) if mask[k])
+    return f"<Q>{question}\n{listed}\n<A>"
 
 
 # ----------------------------------------------------------------------------- cache
@@ -180,9 +205,6 @@ _QUESTION_WRAP = {
     "concise": "Your answer, briefly: {q}",
     "story": "A neighbour brought this up over dinner last night. {q}",
 }
-# Styles whose question is reworded (recast), not only wrapped: the default held-out style
-# (formal, the 3rd of 3) and the last one.
-RECAST = ("formal", "story")
 _OPENERS = {
     "plain": ["My answer is {o}.", "I would say {o}.", "I'd answer {o}."],
     "casual": ["Honestly? {O}.", "For me it's {o}, no question.", "I'd go with {o}, to be honest."],
@@ -204,11 +226,12 @@ _CLOSERS = ["That is how I honestly see it.", "That reflects my own experience."
 _REWORDINGS = (
     ("Generally speaking, do you", "In general, do you"), ("In general, do you", "Broadly, do you"),
     ("Overall, do you", "All in all, do you"), ("Do you personally", "Do you yourself"),
-    ("Do you think of", "Do you see"), ("Do you think", "Would you say"), ("Would you say", "Do you think"),
+    ("Do you think of", "Do you see"), ("Do you think", "Would you say"),
+    ("Would you say", "Do you think"),
     ("In your opinion,", "As you see it,"), ("In your view,", "As you see it,"),
     ("Please tell me", "Tell us"), ("Please tell us", "Tell us"),
     ("Which of these", "Which of the following"), ("Which one of", "Which of"),
-    ("How important is", "How much does it matter"), ("Some people say", "It is sometimes said"),
+    ("How important is it", "How much does it matter"), ("Some people say", "It is sometimes said"),
     ("Thinking about", "Considering"), ("How satisfied are", "How content are"),
     ("I'd like your opinion", "We would like to know your view"),
     ("Now I'm going to read you", "Here is"), ("Now I am going to read you", "Here is"),
@@ -250,20 +273,23 @@ def _reword(text: str) -> str:
 
 class TemplateGenerator(ResponseGenerator):
     """Offline, deterministic responses from style templates (no LM). The option text appears
-    in each response, so responses for different beliefs always differ. Styles in RECAST
-    reword the question itself (recast), not only the words around it."""
+    in each response, so responses for different beliefs always differ. The styles in `recast`
+    (the run's held-out styles: make_generator) also reword the question itself, so that a
+    test prompt words it in a way no training prompt does."""
 
     id = "template-v1"
     cacheable = False
 
-    def __init__(self, seed: int = 0, cache_path: str | Path | None = None):
+    def __init__(self, seed: int = 0, cache_path: str | Path | None = None,
+                 recast: Sequence[str] = ()):
         super().__init__(None)
-        self.seed = seed
+        self.seed, self.recast = seed, tuple(recast)
 
     def _generate_missing(self, todo):
         out = {}
         for qid, question, options, (style, _) in todo:
-            q = _QUESTION_WRAP[style].format(q=recast(question) if style in RECAST else question)
+            q = _QUESTION_WRAP[style].format(q=recast(question) if style in self.recast
+                                             else question)
             responses = []
             for i, opt in enumerate(options):
                 lo = _lower_first(opt)
