@@ -58,7 +58,7 @@ def test_formats(built):
         assert p.valid and p.belief == r["b"] and r["completion"][0] == str(r["b"])
         assert r["majority"] == (r["b"] == int(np.argmax(r["p_star"])))
         # The prompt lists each belief with its digit, in the layout of the prompt's style.
-        entry = OPTION_LAYOUTS[r["style"]][0]
+        entry = OPTION_LAYOUTS[r["style"]]
         assert entry.format(k=r["b"], label=p.label) in r["prompt"].split("\n", 1)[1]
 
 
@@ -66,7 +66,7 @@ def test_each_style_lists_the_options_in_its_own_layout():
     labels, mask = ["Yes", "No", "Don't know"], [1, 1, 1]
     assert format_prompt("Tea?", labels, mask) == "<Q>Tea?\n0. Yes\n1. No\n2. Don't know\n<A>"
     assert format_prompt("Tea?", labels, mask, "formal") == (
-        "<Q>Tea?\n0 = Yes | 1 = No | 2 = Don't know\n<A>")
+        "<Q>Tea?\n0 = Yes\n1 = No\n2 = Don't know\n<A>")
     listings = {format_prompt("Tea?", labels, mask, s).split("\n", 1)[1] for s in OPTION_LAYOUTS}
     assert len(listings) == len(OPTION_LAYOUTS)              # no two styles share a layout
 

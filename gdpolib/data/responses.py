@@ -82,18 +82,18 @@ def _pick(options: Sequence[str], *key: object) -> str:
     return options[int.from_bytes(h[:8], "little") % len(options)]
 
 
-# How each prompt style lists the beliefs with their digits: (one entry's format, separator).
-# Each style has its own layout, so a prompt in a held-out style presents its options in a way
-# no training prompt does. The options keep their order (digit 0 first) in every layout: a tiny
-# model trained on two layouts could not read a reversed list (its test JSD rose above the
-# context-free baseline's).
-OPTION_LAYOUTS: dict[str, tuple[str, str]] = {
-    "plain": ("{k}. {label}", "\n"),
-    "casual": ("({k}) {label}", "; "),
-    "formal": ("{k} = {label}", " | "),
-    "curious": ("[{k}] {label}", "\n"),
-    "concise": ("{k}: {label}", " \u00b7 "),
-    "story": ("Option {k} - {label}", "\n"),
+# How each prompt style lists the beliefs with their digits: one line per belief, in the order
+# of the digits, with the style's own marker, so that a prompt in a held-out style presents its
+# options in a way no training prompt does. The tiny model could not read a list in reverse
+# order, nor one written on a single line, after training on two layouts (its test JSD rose to
+# the context-free baseline's and its CBC fell below 0.6).
+OPTION_LAYOUTS: dict[str, str] = {
+    "plain": "{k}. {label}",
+    "casual": "({k}) {label}",
+    "formal": "{k} = {label}",
+    "curious": "[{k}] {label}",
+    "concise": "{k}: {label}",
+    "story": "Option {k} - {label}",
 }
 
 
@@ -101,9 +101,9 @@ def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int],
                   style: str = "plain") -> str:
     """`<Q>{question}`, the beliefs of B with their digits in the style's layout
     (OPTION_LAYOUTS), then `<A>`: plain `<Q>...\\n0. Yes\\n1. No\\n<A>`, formal
-    `<Q>...\\n0 = Yes | 1 = No\\n<A>`."""
-    entry, sep = OPTION_LAYOUTS[style]
-    listed = sep.join(entry.format(k=k, label=labels[k]) for k in range(len(mask)) if mask[k])
+    `<Q>...\\n0 = Yes\\n1 = No\\n<A>`."""
+    entry = OPTION_LAYOUTS[style]
+    listed = "\n".join(entry.format(k=k, label=labels[k]) for k in range(len(mask)) if mask[k])
     return f"<Q>{question}\n{listed}\n<A>"
 
 
