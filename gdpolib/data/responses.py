@@ -83,17 +83,17 @@ def _pick(options: Sequence[str], *key: object) -> str:
 
 
 # How each prompt style lists the beliefs with their digits: one line per belief, in the order
-# of the digits, with the style's own marker, so that a prompt in a held-out style presents its
-# options in a way no training prompt does. The tiny model could not read a list in reverse
-# order, nor one written on a single line, after training on two layouts (its test JSD rose to
-# the context-free baseline's and its CBC fell below 0.6).
+# of the digits, the digit first, with the style's own marker, so that a prompt in a held-out
+# style presents its options in a way no training prompt does. The tiny model could not read a
+# list in reverse order or on one line, nor one whose lines start with a word ("Option 0 -
+# Yes"): its CBC on such test prompts fell to 0.6-0.7.
 OPTION_LAYOUTS: dict[str, str] = {
     "plain": "{k}. {label}",
     "casual": "({k}) {label}",
     "formal": "{k} = {label}",
     "curious": "[{k}] {label}",
     "concise": "{k}: {label}",
-    "story": "Option {k} - {label}",
+    "story": "{k} - {label}",
 }
 
 
