@@ -17,14 +17,13 @@ for a '>' token (bug B8: BPE merges `)>` or `>"` into one token).
 from __future__ import annotations
 
 import json
-import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
-from gdpolib.config import resolve_path
+from gdpolib import sources
 
 if TYPE_CHECKING:  # pragma: no cover
     from gdpolib.data.goqa import GoqaQuestion
@@ -32,9 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
 K_MAX = {"options": 10, "stance6": 6}
 STANCE6_NAMES = ("no stance", "strong negative", "mild negative", "neutral", "mild positive",
                  "strong positive")
-# The authors' map at the commit our copy comes from (used when option_map_path == "github").
-OPTION_MAP_URL = ("https://raw.githubusercontent.com/BigBinnie/GDPO/"
-                  "91917a8e923002d600d6499134dd03843b5a7ae4/data/option_map.json")
 # A prompt to probe tokenizers with when the caller does not give a real one.
 PROBE_PROMPT = "<Q>Do you agree?\n0. Yes\n1. No\n<A>"
 
@@ -313,22 +309,13 @@ def coverage(questions: Iterable["GoqaQuestion"], countries: Sequence[str],
 
 
 def load_option_map(path: str | Path) -> dict[str, int]:
-    """The option -> stance class JSON map (values 0..5). "github" or an URL fetches it."""
-    path = str(path)
-    if path == "github" or path.startswith(("http://", "https://")):
-        url = OPTION_MAP_URL if path == "github" else path
-        try:
-            with urllib.request.urlopen(url, timeout=20) as resp:  # noqa: S310 (fixed https URL)
-                text = resp.read().decode("utf-8")
-        except OSError as err:
-            raise BeliefError(f"could not fetch the option map from {url} ({err}); offline? set "
-                              f"option_map_path to a local copy of option_map.json") from None
-        where = url
-    else:
-        p = Path(path)
-        if not p.exists():
-            raise BeliefError(f"option map {path!r} does not exist (option_map_path)")
-        text, where = p.read_text(encoding="utf-8"), path
+    """The option -> stance class JSON map (values 0..5) from a local file (a downloaded one
+    too: gdpolib.sources turns `option_map_path: github` into the cached file)."""
+    where = str(path)
+    p = Path(path)
+    if not p.exists():
+        raise BeliefError(f"option map {where!r} does not exist (option_map_path)")
+    text = p.read_text(encoding="utf-8")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -348,11 +335,9 @@ def make_scheme(cfg) -> BeliefScheme:
     if cfg.belief_scheme == "options":
         return OptionsScheme(cfg.max_options)
     if cfg.belief_scheme == "stance6":
-        if not cfg.option_map_path:
+        path = sources.for_run(cfg, "option_map_path")
+        if path is None:
             raise BeliefError("belief_scheme=stance6 needs option_map_path (a JSON map or 'github')")
-        path = cfg.option_map_path
-        if path != "github" and not path.startswith(("http://", "https://")):
-            path = str(resolve_path(path))
         return Stance6Scheme(load_option_map(path))
     raise BeliefError(f"unknown belief_scheme {cfg.belief_scheme!r} (options | stance6)")
 

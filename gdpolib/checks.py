@@ -1,18 +1,22 @@
-"""Checks that run before any run folder is written, kept light (no torch, no transformers) so
-that every entry point reports a problem at once: is the model available on this machine, and
-does the survey hold the group(s) to align to?"""
+"""Checks that run before any run folder is written, kept light (no transformers; torch only to
+ask for a GPU that was named) so that every entry point reports a problem at once: is the device
+there, are the data inputs here (downloaded once if remote), is the model available on this
+machine, and does the survey hold the group(s) to align to, with enough questions and no text
+too long?"""
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from huggingface_hub import model_info, try_to_load_from_cache
-
-from gdpolib import groupnames
+from gdpolib import groupnames, sources
+from gdpolib.beliefs import BeliefError, make_scheme
 from gdpolib.config import ConfigError, RunConfig, resolve_path
-from gdpolib.data.opinionqa import attribute_groups, group_aliases
-from gdpolib.data.survey import SurveyError, read_survey, resolve_group
+from gdpolib.sources import SourceError
+
+if TYPE_CHECKING:
+    from gdpolib.data.survey import Survey
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -34,6 +38,26 @@ def smollm2_gguf_path() -> Path:
     return path
 
 
+def check_device(cfg: RunConfig) -> None:
+    """ConfigError (one line) when `device` names an accelerator this machine does not have."""
+    if cfg.device in ("auto", "cpu"):
+        return
+    # Deferred: torch takes a second to import, and only a named GPU needs it.
+    import torch
+
+    kind, _, index = cfg.device.partition(":")
+    if kind == "mps":
+        found = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        have = "no MPS device"
+    else:
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        found = int(index or 0) < n
+        have = f"{n} CUDA device(s)" + ("" if torch.version.cuda else " (a CPU build of torch)")
+    if not found:
+        raise ConfigError(f"parameter 'device': {cfg.device!r} is not available on this machine "
+                          f"({have}); allowed here: auto or cpu")
+
+
 def check_model(cfg: RunConfig) -> None:
     """Fail at once (ModelLoadError) when `cfg.model` cannot be loaded on this machine, before
     any run folder is written: a local folder without config.json, smollm2-135m without its
@@ -49,6 +73,10 @@ def check_model(cfg: RunConfig) -> None:
             raise ModelLoadError(f"model {name!r}: {resolve_path(name)} holds no config.json "
                                  "(a folder written by save_pretrained is expected)")
         return
+    # Deferred (as the survey readers below): the run folder's checks come first and must answer
+    # at once, before the hub client and pandas load.
+    from huggingface_hub import model_info, try_to_load_from_cache
+
     if try_to_load_from_cache(name, "config.json") is not None:
         return
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
@@ -71,21 +99,56 @@ def check_groups(cfg: RunConfig) -> None:
     a malformed file fails here, before anything is written)."""
     if cfg.survey not in ("opinionqa", "file"):
         return
+    from gdpolib.data.opinionqa import attribute_groups, group_aliases
+    from gdpolib.data.survey import SurveyError, read_survey, resolve_group
+
     source = "opinionqa_path" if cfg.survey == "opinionqa" else "survey_path"
     try:
         if cfg.survey == "opinionqa":
-            table = attribute_groups(resolve_path(cfg.opinionqa_path))
+            table = attribute_groups(sources.for_run(cfg, "opinionqa_path"))
             survey = None
         else:
-            survey = read_survey(resolve_path(cfg.survey_path), cfg.bad_rows)
-    except (SurveyError, OSError) as err:
+            survey = read_survey(sources.for_run(cfg, "survey_path"), cfg.bad_rows)
+    except (SurveyError, SourceError, OSError) as err:
         raise ConfigError(f"parameter {source!r}: {err}") from None
     try:
         if survey is None:
             for name in groupnames.targets(cfg):
                 resolve_group(name, list(table), group_aliases(table), "OpinionQA")
-        else:
-            for name in groupnames.targets(cfg) or [survey.only_group()]:
-                survey.resolve(name)
+            return
+        groups = [survey.resolve(name) for name in groupnames.targets(cfg) or [survey.only_group()]]
     except SurveyError as err:
         raise ConfigError(f"parameter {'groups' if cfg.groups else 'group'!r}: {err}") from None
+    try:
+        survey.check_text_lengths(cfg.max_text_chars)
+    except SurveyError as err:
+        raise ConfigError(f"parameter 'max_text_chars': {err}") from None
+    check_survey_size(cfg, survey, groups)
+
+
+def check_survey_size(cfg: RunConfig, survey: Survey, groups: list[str]) -> None:
+    """ConfigError when a group has fewer usable questions than min_questions, counted as the
+    data stage counts them (under its belief scheme, whose option map check_data fetched)."""
+    try:
+        scheme = make_scheme(cfg)
+    except (BeliefError, SourceError) as err:
+        raise ConfigError(f"parameter 'belief_scheme': {err}") from None
+    for group in groups:
+        usable, report = scheme.apply(survey.questions(), group)
+        if len(usable) < cfg.min_questions:
+            raise ConfigError(
+                f"parameter 'min_questions': group {group!r} of {survey.report.origin} has "
+                f"{len(usable)} usable question(s) under belief_scheme {cfg.belief_scheme} "
+                f"({report.n_questions} in the survey); min_questions is {cfg.min_questions}: "
+                f"lower it to run on so few questions anyway")
+
+
+def check_data(cfg: RunConfig) -> None:
+    """Every data input the parameters name, made local now (a remote one is downloaded once and
+    checked against its sha256), so that offline or a checksum mismatch fails before anything
+    is written: ConfigError naming the parameter."""
+    for name in sources.PARAMS:
+        try:
+            sources.for_run(cfg, name)
+        except SourceError as err:
+            raise ConfigError(f"parameter {name!r}: {err}") from None

@@ -20,10 +20,10 @@ Adding a parameter
    null is allowed (checked; papermill's strings are coerced). A new section also needs its
    first parameter in SECTIONS. Rules, all optional:
    `choices=(...)` (for a list type: allowed items), bounds `ge=`, `gt=`, `le=`, `lt=` (for a
-   list: of each item), `path="file"` or `path="folder"` (an input that must exist and be
-   readable; `not_paths=(...)` are values that are not paths, one ending in "://" a prefix),
-   `pattern=` (a regex for the whole value) or `check=` (a function value -> problem or None),
-   `allowed=` (the text that errors and the docs show for a pattern, check or path rule).
+   list: of each item), `pattern=` (a regex for the whole value) or `check=` (a function value
+   -> problem or None), `allowed=` (the text that errors and the docs show for a pattern or
+   check). A data input (a file, folder, `hub`, URL...) is declared with `_data(name, ...)` and
+   read with `gdpolib.sources.for_run(cfg, name)`, the one place that decides what it means.
 2. Run `python -m gdpolib.paramdocs --write` (regenerates defaults.yaml and the README table).
 3. Read it as `cfg.my_steps`, and add it to the cache key of every stage whose output it changes.
 """
@@ -40,10 +40,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from gdpolib import groupnames
+from gdpolib import groupnames, sources
 from gdpolib.countries import UnknownCountryError, resolve_country
-from gdpolib.paramspec import (PROJECT_ROOT, allowed_text, coerce, param, path_problem,
-                               resolve_path, rule_problem)
+from gdpolib.paramspec import (MAX_YAML_BYTES, PROJECT_ROOT, allowed_text, coerce, load_yaml,
+                               name_problem, param, path_problem, resolve_path, rule_problem,
+                               yaml_problem)
+from gdpolib.scrub import take_back
 
 DEFAULTS_FILE = PROJECT_ROOT / "params" / "defaults.yaml"
 
@@ -72,6 +74,12 @@ def is_local_path(name: str) -> bool:
 
 
 # ---------------------------------------------------------------- checks used by fields
+def _data(name: str, default: str | None, help: str) -> Any:
+    """A data input: its values mean what gdpolib.sources says (path, hub, github, URL, auto)."""
+    return param(default, help, check=lambda value: sources.problem(name, value),
+                 allowed=sources.accepted(name))
+
+
 def _check_country(value: str) -> str | None:
     try:
         resolve_country(value)
@@ -114,13 +122,14 @@ class RunConfig:
 
     # --- run ---
     run_name: str | None = param(None, 'Run folder under output_root; null = '
-                                       '"<country slug>-<model slug>" (e.g. sa-tiny).')
+                                       '"<country slug>-<model slug>" (e.g. sa-tiny).',
+                                 check=name_problem, allowed="a folder name (no path) or null")
     update_run: bool = param(False, "Reuse a run folder whose config.yaml holds other parameters "
                                     "(its metrics.json is cleared; unchanged stages are reused); "
                                     "false = refuse, so no run's record is ever rewritten.")
-    output_root: str = param("outputs", "Folder that holds the run folders.")
+    output_root: str = param("outputs", "Folder of the run folders (anywhere; see Outputs).")
     seed: int = param(0, "Seed of every random draw (data, splits, training, sampling, GPO).",
-                      ge=0)
+                      ge=0, lt=2**32)
     device: str = param("auto", "Where models run; auto = CUDA if available, else MPS, else CPU.",
                         pattern=r"auto|cpu|mps|cuda(:\d+)?", allowed="auto, cpu, mps, cuda or cuda:N")
     dtype: str = param("auto", "Dtype of loaded weights; auto = bfloat16 on a CUDA device that has "
@@ -134,31 +143,26 @@ class RunConfig:
     survey: str = param("goqa", "Survey the group comes from: goqa (GlobalOpinionQA, goqa_path), "
                                 "opinionqa (US groups, opinionqa_path) or file (survey_path).",
                         choices=("goqa", "opinionqa", "file"))
-    survey_path: str | None = param(None, "survey=file (implied when only this is set): a CSV, "
-                                          "JSONL or Parquet table, one row per (group, question): "
-                                          "group, question, options, distribution[, ordinal, "
-                                          "source, qid].", path="file",
-                                    allowed="an existing readable file or null")
+    survey_path: str | None = _data("survey_path", None, "survey=file (implied when only this "
+                                    "is set): a CSV, JSONL or Parquet table, one row per (group, "
+                                    "question): group, question, options, distribution[, ordinal, "
+                                    "source, qid].")
     group: str | None = param(None, "Group to align to, as the survey names it (close matches "
                                     "suggested): goqa = country (group wins); opinionqa e.g. "
                                     "Democrat or POLPARTY_Democrat; file: null = its only group.")
     groups: list[str] = param([], "Several groups: ONE model conditioned on the group named in "
                                   "every prompt, p* per (group, question); [] = one group.")
-    goqa_path: str | None = param("../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv",
-                                  "GlobalOpinionQA as a local CSV in the hub schema; hub or null = "
-                                  "Anthropic/llm_global_opinions from the hub at goqa_revision.",
-                                  path="file", not_paths=("hub",),
-                                  allowed="an existing readable CSV file, hub or null")
+    goqa_path: str | None = _data("goqa_path", "data/globalopinionqa/goqa_partial_hf_schema.csv.gz",
+                                  "GlobalOpinionQA as a CSV in the hub file's schema (default: the "
+                                  "embedded partial copy); hub or null = the full dataset, "
+                                  "downloaded once at goqa_revision.")
     goqa_revision: str = param("cb2880488749218abb81802a94c2c62ebfde2f35",
                                "Commit of Anthropic/llm_global_opinions read from the hub.")
     bad_rows: str = param("skip", "A malformed data row: skip it (counted in the load report) or "
                                   "stop with an error naming it.", choices=("skip", "error"))
-    option_map_path: str | None = param("../shared/data/gdpo_option_map/option_map.json",
+    option_map_path: str | None = _data("option_map_path", "data/gdpo_option_map/option_map.json",
                                         "JSON map option text -> stance class 0..5 (stance6); "
-                                        "github or an http(s) URL downloads the authors' map.",
-                                        path="file", not_paths=("github", "http://", "https://"),
-                                        allowed="an existing readable JSON file, github, "
-                                                "an http(s) URL or null")
+                                        "github downloads the authors' map at its pinned commit.")
     belief_scheme: str = param("options", "Beliefs of a question: options = its answer options, "
                                           "stance6 = the paper's six stance classes (option map).",
                                choices=("options", "stance6"))
@@ -166,13 +170,14 @@ class RunConfig:
                                  "(beliefs are single digit tokens).", ge=1, le=10)
     max_questions: int | None = param(None, "Use the first N questions only (quick runs, CI); "
                                             "null = all.", ge=1)
+    max_text_chars: int = param(2000, "Longest question or option (characters) a run accepts; "
+                                      "a longer one is an error naming it.", ge=1)
     min_questions: int = param(30, "Fewest usable questions the group must have (counted before "
                                    "max_questions); fewer is an error naming the count.", ge=1)
     hub_dataset: str | None = param(None, "The authors' GDPO data from the hub instead "
                                           "(Binwei01/mmoqa_<country>, movie_review...).")
-    movies_path: str | None = param(None, "SNAP web-Movies text file: movie reviews as the data "
-                                          "instead (beliefs = star ratings).",
-                                    path="file", allowed="an existing readable text file or null")
+    movies_path: str | None = _data("movies_path", None, "SNAP web-Movies text file: movie "
+                                    "reviews as the data instead (beliefs = star ratings).")
     responses: str = param("template", "Writer of the belief-conditioned responses: template "
                                        "(offline), hf (response_model) or openai (the API).",
                            choices=("template", "hf", "openai"))
@@ -322,10 +327,9 @@ class RunConfig:
                                    "paper's only (the demo).", choices=("train_groups", "none"))
     gpo_seeds: int = param(1, "Seeds of notebook 05's seed table (seed, seed+1, ...; each its own "
                               "group split and models); its cost grows linearly.", ge=1)
-    opinionqa_path: str | None = param("../shared/data/opinionqa_tatsu/human_resp",
-                                       "OpinionQA human_resp folder (notebook 05's US groups); "
-                                       "null = skip them.",
-                                       path="folder", allowed="an existing readable folder or null")
+    opinionqa_path: str | None = _data("opinionqa_path", "auto", "OpinionQA human_resp folder "
+                                       "(notebook 05's US groups); auto = $GDPO_DATA_DIR's copy "
+                                       "when there; null or none found = skip them.")
     opinionqa_groups: str = param("all", "OpinionQA groups: all single-attribute ones, or gpo "
                                          "(the paper's 22; 17 in the local data, which has no "
                                          "religion file).", choices=("all", "gpo"))
@@ -423,12 +427,6 @@ def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None
 
 
 # ---------------------------------------------------------------- sources of values
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    what = getattr(err, "problem", None) or str(err)
-    return (f"line {mark.line + 1}, column {mark.column + 1}: " if mark else "") + what
-
-
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A params file as a flat dict; a one-line ConfigError naming the file otherwise."""
     path = Path(path)
@@ -438,6 +436,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"params file {name} is not a file")
     try:
+        if (size := path.stat().st_size) > MAX_YAML_BYTES:
+            raise ConfigError(f"params file {name} has {size} bytes, more than {MAX_YAML_BYTES}")
         raw = path.read_bytes()
     except OSError as err:
         raise ConfigError(f"params file {name} cannot be read: {err.strerror}") from None
@@ -447,10 +447,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"params file {name} is not UTF-8 text (byte 0x{raw[err.start]:02x} "
                           f"at offset {err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as err:
-        problem = " ".join(_yaml_problem(err).split())
-        raise ConfigError(f"params file {name} is not valid YAML: {problem}") from None
+        raise ConfigError(f"params file {name} is not valid YAML: {yaml_problem(err)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -490,11 +489,11 @@ def from_notebook(namespace: Mapping[str, Any]) -> RunConfig:
 
     Call it right after the `parameters` cell, before any other variable is defined: every
     public, non-module, non-callable name in the namespace is taken as a parameter, so a
-    misspelled `-p`/`-f` key is caught here.
+    misspelled `-p`/`-f` key is caught here. Credentials come back from the environment (take_back).
     """
-    injected = {k: v for k, v in namespace.items()
-                if not k.startswith("_") and k not in _IPYTHON_NAMES
-                and not isinstance(v, types.ModuleType) and not callable(v)}
+    injected = take_back({k: v for k, v in namespace.items()
+                          if not k.startswith("_") and k not in _IPYTHON_NAMES
+                          and not isinstance(v, types.ModuleType) and not callable(v)})
     return validate(injected, {k: NOTEBOOK_ORIGIN for k in injected})
 
 

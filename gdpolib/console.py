@@ -6,15 +6,20 @@ that the kernel prints to `<run>/logs/pipeline.log`. A line that starts with MAR
 on the console, without the mark; `progress` lines become a bar on a terminal (and nothing
 elsewhere). Inside a kernel, `say` writes such a line and `Progress` reports a long loop.
 Outside the pipeline (JupyterLab, papermill alone) `say` prints a plain line and `Progress`
-draws a tqdm bar. This module imports nothing of gdpolib, so every layer may use it.
+draws a tqdm bar. `setup_logging` sends gdpolib's log records to stderr (so, in a pipeline kernel,
+to the run's log). Credentials are masked in every line written (gdpolib.scrub). This module
+imports nothing of gdpolib but gdpolib.scrub, so every layer may use it.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
 
 from tqdm.auto import tqdm
+
+from gdpolib.scrub import scrub_text
 
 ENV = "GDPO_CONSOLE"
 MARK = "[gdpo] "
@@ -57,6 +62,63 @@ class Progress:
             self.bar.close()
 
 
+# ----------------------------------------------------------------------------- gdpolib's log records
+class _LogFormat(logging.Formatter):
+    """`HH:MM:SS name: message`; in a pipeline kernel, records logged with extra={"console":
+    True} are console lines (MARK in front)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "console", False) and piped():
+            return scrub_text(MARK + record.getMessage())
+        return scrub_text(super().format(record))
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to the CURRENT sys.stderr (a kernel replaces it after imports)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(_LogFormat("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):   # logging.StreamHandler sets it; the current sys.stderr wins
+        pass
+
+
+def setup_logging() -> None:
+    """gdpolib's log records (INFO and up) go to stderr once, with a time stamp; other
+    libraries' records keep their own settings. Idempotent (a notebook may open several runs).
+    In a pipeline kernel stderr goes to the run's log file; console records are shown too."""
+    logger = logging.getLogger("gdpolib")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False      # one copy of each line, whatever the root logger does
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Bars that say nothing to a user: transformers' "Loading weights" / "Writing model
+    shards" (for checkpoints of a few MB) and datasets' map bars. Download bars are kept."""
+    # Deferred: a light import path (the pipeline's preflight) must not pay for these.
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hidden = ("Loading weights", "Writing model shards")
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") in hidden:
+            kwargs = {**kwargs, "disable": True}
+        return factory(*args, **kwargs)
+
+    hf_logging.set_tqdm_hook(hook)
+
+
 # ----------------------------------------------------------------------------- the pipeline's side
 INDENT = "      "
 
@@ -96,6 +158,7 @@ class Console:
 
     def show(self, text: str, error: bool = False) -> None:
         """A console line (also written to the log)."""
+        text = scrub_text(text)
         self._clear_bar()
         (self.err if error else self.out).write(text + "\n")
         self.log.write(text + "\n")
@@ -106,6 +169,7 @@ class Console:
 
     def line(self, text: str) -> None:
         """One line a kernel printed."""
+        text = scrub_text(text)
         if not text.startswith(MARK):
             self.log.write(text + "\n")
         elif text.startswith(MARK + PROGRESS):

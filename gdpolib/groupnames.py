@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gdpolib import sources
 from gdpolib.countries import UnknownCountryError, country_slug, resolve_country
 
 
@@ -41,8 +42,10 @@ def survey_problem(values: dict[str, Any], given: set[str]) -> tuple[str, str] |
     elif survey == "file" and not values["survey_path"]:
         return "survey_path", "survey=file needs survey_path (a CSV, JSONL or Parquet table)"
     elif survey == "opinionqa":
-        if not values["opinionqa_path"]:
-            return "opinionqa_path", "survey=opinionqa needs the OpinionQA human_resp folder"
+        found = sources.classify("opinionqa_path", values["opinionqa_path"])
+        if found.kind == "none":
+            return "opinionqa_path", (f"survey=opinionqa needs the OpinionQA human_resp folder "
+                                      f"({found.why})")
         if not (group or groups):
             return "group", "survey=opinionqa needs a group, e.g. Democrat (or groups)"
     return None

@@ -26,6 +26,7 @@ from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2C
                           GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedModel,
                           PreTrainedTokenizerFast)
 
+from gdpolib import sources
 from gdpolib.checks import ModelLoadError, smollm2_gguf_path
 from gdpolib.config import RunConfig, resolve_path
 
@@ -59,9 +60,7 @@ def resolve_dtype(cfg: RunConfig | None = None, device: torch.device | None = No
 
 def cache_root(cfg: RunConfig | None = None) -> Path:
     """Where converted checkpoints live: `model_cache_dir`, $GDPO_CACHE, or ~/.cache/gdpo."""
-    if cfg is not None and cfg.model_cache_dir:
-        return resolve_path(cfg.model_cache_dir)
-    return Path(os.environ.get("GDPO_CACHE", Path.home() / ".cache" / "gdpo"))
+    return sources.cache_root(cfg.model_cache_dir if cfg is not None else None)
 
 
 # ---------------------------------------------------------------- tiny model

@@ -3,9 +3,13 @@
     python -m gdpolib.pipeline [-f PARAMS.yaml]... [-p KEY VALUE]... [--only 01,03]
 
 No arguments = the embedded demo (params/defaults.yaml: offline, tiny model, minutes on a CPU).
-The parameters are validated before any notebook starts (a misspelled key or an unknown country
-fails at once, naming the file). Executed notebooks go to outputs/<run>/notebooks/. The run
-directory is printed last, so scripts can read it with `tail -n 1`.
+The parameters, the run folder, the device, the model and the survey are checked before
+anything is written (a misspelled key or an unknown country fails at once, naming the file).
+The pipeline then holds the run folder's lock until the last notebook is done (its kernels run
+under it), so a second run on the same folder fails at once. Executed notebooks go to
+outputs/<run>/notebooks/; a parameter value holding a credential is handed to the kernels in
+their environment, never written into them. The run directory is printed last, so scripts can
+read it with `tail -n 1`.
 """
 from __future__ import annotations
 
@@ -18,11 +22,13 @@ from typing import Any, Sequence
 
 import yaml
 
-from gdpolib import console
+from gdpolib import console, folders
 from gdpolib.config import (PROJECT_ROOT, ConfigError, add_params_arguments, load_config,
                             read_yaml)
 from gdpolib.checks import ModelLoadError
-from gdpolib.runs import RunError, preflight
+from gdpolib.paramspec import load_yaml
+from gdpolib.runs import RunError, claim
+from gdpolib.scrub import hand_over
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 
@@ -43,7 +49,7 @@ def numbered_notebooks(only: Sequence[str] | None = None) -> list[Path]:
 def parse_value(text: str) -> Any:
     """`-p` values are YAML scalars, as in papermill (`-p lr 1e-4`, `-p ablations [cdpo]`)."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 
@@ -95,19 +101,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: parse_value(v) for k, v in args.params}
     try:
         cfg = load_config(args.files, overrides)
-        preflight(cfg)
+        books = numbered_notebooks(args.only)
+        claim(cfg)          # every check, then the first write: the run folder, locked
     except (ConfigError, RunError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    folders.lend_to_children(cfg.run_dir)      # the kernels run under this process's lock
     # Pass the user's own values only; each notebook fills the rest from the RunConfig defaults.
     parameters: dict[str, Any] = {}
     for f in args.files:
         parameters.update(read_yaml(f))
     parameters.update(overrides)
+    parameters = hand_over(parameters)      # credentials reach the kernels, not the notebooks
 
     import papermill as pm  # imported late: --help and config errors stay fast
 
-    books = numbered_notebooks(args.only)
     out_dir = cfg.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = cfg.run_dir / "logs" / "pipeline.log"

@@ -6,11 +6,19 @@ A run lives in `outputs/<run_name>/`:
     metrics.json       one object each notebook merges its part into (GUIDE.md section 6)
     data/ checkpoints/ figures/ notebooks/ logs/ stages/
 A stage is a folder named by a path inside the run (`data`, `checkpoints/sft`, `stages/eval`, ...)
-with `stage.json` holding the hash of its key. The same key reuses it; a different key rebuilds it into a temporary folder that replaces
+with `stage.json` holding the hash of its key and the size and sha256 of every file it wrote
+(gdpolib.integrity). The same key reuses it once its files are checked (a cut or changed file is
+named and the stage rebuilt); a different key rebuilds it into a temporary folder that replaces
 the old one only when the build succeeded, so a failed build leaves nothing partial behind.
+
+A run writes only inside its folder: the run name is one folder name, an existing folder is
+reused only when it is a run folder, everything is checked before the first write (`preflight`),
+and the run holds the folder's lock while it runs (gdpolib.folders), so that two runs never
+write one folder.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -24,14 +32,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import yaml
 
-from gdpolib import console
-from gdpolib.checks import check_groups, check_model
+from gdpolib import console, folders, integrity
+from gdpolib.checks import check_data, check_device, check_groups, check_model
 from gdpolib.config import PROJECT_ROOT, RunConfig
+from gdpolib.paramspec import name_problem
+from gdpolib.scrub import scrub
 
 log = logging.getLogger("gdpolib")
 SUBDIRS = ("data", "checkpoints", "figures", "notebooks", "logs", "stages")
@@ -39,10 +49,16 @@ SUBDIRS = ("data", "checkpoints", "figures", "notebooks", "logs", "stages")
 # these is fine (its config.yaml is updated).
 FREE_PARAMETERS = ("output_root", "run_name", "update_run", "report_to", "push_to_hub", "methods",
                    "ablations")
+# Keys every run's config.yaml holds: a config.yaml without them is not a run's record.
+RECORD_KEYS = ("run_name", "output_root", "seed", "model")
+_SAID: set[tuple[str, str]] = set()     # (stage, damage) already said on the console
 
 
 class RunError(RuntimeError):
-    """A run folder that cannot be used: made with other parameters, or not writable."""
+    """A run folder that cannot be used: not a run folder, in use by another run, made with
+    other parameters, damaged, or not writable."""
+
+
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers",
                     "sentence-transformers", "numpy", "scipy", "pandas", "seaborn", "papermill")
 
@@ -112,20 +128,46 @@ def environment_record() -> dict[str, Any]:
     return record
 
 
+def _lead() -> bool:
+    """Whether this process leads its run: the only one, or rank 0 of an accelerate launch (the
+    other ranks work under its lock)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def recorded_config(cfg: RunConfig) -> dict[str, Any]:
+    """What config.yaml records of `cfg`: every parameter, credentials masked (gdpolib.scrub)."""
+    return scrub(cfg.to_dict())
+
+
 def recorded_changes(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     """{parameter: (recorded, new)} for the parameters (beyond FREE_PARAMETERS, and present in
-    both) in which `cfg` differs from the run folder's config.yaml; {} for a new folder."""
+    both) in which `cfg` differs from the run folder's config.yaml; {} for a new folder.
+    RunError when the folder's config.yaml is damaged or not a run's record."""
     recorded = cfg.run_dir / "config.yaml"
     if not recorded.exists():
         return {}
-    old = yaml.safe_load(recorded.read_text()) or {}
-    return {k: (old[k], v) for k, v in cfg.to_dict().items()
+    try:
+        old = integrity.read_yaml(recorded)
+    except integrity.RecordError as err:
+        raise RunError(f"{err}: restore it, or remove the run folder to start again "
+                       f"(rm -r {cfg.run_dir})") from None
+    if not isinstance(old, dict) or not set(RECORD_KEYS) <= set(old):
+        raise RunError(f"{cfg.run_dir} exists and is not a run folder (its config.yaml is not a "
+                       f"run's record): choose another run_name or output_root; nothing was written")
+    return {k: (old[k], v) for k, v in recorded_config(cfg).items()
             if k in old and k not in FREE_PARAMETERS and old[k] != v}
 
 
 def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
-    """Raise RunError when cfg's run folder exists with other parameters and `update_run` is
-    off; returns the differences (recorded_changes)."""
+    """RunError when cfg's run folder cannot be used (its name is not one folder name; it exists
+    and is not a run folder; another process runs in it; its config.yaml is damaged; it was made
+    with other parameters and `update_run` is off); returns the differences (recorded_changes)."""
+    root = cfg.run_dir
+    if (problem := name_problem(cfg.run_dir_name)):
+        raise RunError(f"run name: {problem}; allowed: one folder name under output_root")
+    if (problem := folders.foreign_problem(root, "config.yaml", "run")
+            or (_lead() and folders.busy_problem(root, "run"))):
+        raise RunError(problem)
     changed = recorded_changes(cfg)
     if changed and not cfg.update_run:
         shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changed.items())[:6])
@@ -136,77 +178,88 @@ def check_run_folder(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
 
 def preflight(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
     """Everything checked before a run folder is touched, beyond the parameters themselves
-    (gdpolib.config validates those): the run folder's recorded parameters, the model's
-    availability on this machine and the survey's group(s). Returns check_run_folder's changed
-    parameters; raises RunError, checks.ModelLoadError or ConfigError."""
+    (gdpolib.config validates those): the run folder (check_run_folder), the device, the data
+    inputs (remote ones downloaded into the cache, never into the run folder), the model on this
+    machine, and the survey's group(s), size and text lengths. Returns check_run_folder's
+    changed parameters; raises RunError, checks.ModelLoadError or ConfigError. Writes nothing
+    into the run folder."""
     changed = check_run_folder(cfg)
+    check_device(cfg)
+    check_data(cfg)
     check_model(cfg)
     check_groups(cfg)
     return changed
 
 
-class _LogFormat(logging.Formatter):
-    """`HH:MM:SS name: message`; in a pipeline kernel, records logged with extra={"console":
-    True} are console lines (gdpolib.console.MARK in front)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        if getattr(record, "console", False) and console.piped():
-            return console.MARK + record.getMessage()
-        return super().format(record)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to the CURRENT sys.stderr (a kernel replaces it after imports)."""
-
-    def __init__(self):
-        super().__init__()
-        self.setFormatter(_LogFormat("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):   # logging.StreamHandler sets it; the current sys.stderr wins
-        pass
+@contextlib.contextmanager
+def writing(root: Path) -> Iterator[None]:
+    """Hold the run folder's lock while writing it (gdpolib.folders; under accelerate, rank 0
+    holds it for every rank). A command (the pipeline, a CLI) keeps it for its life; a Jupyter
+    kernel of its own (JupyterLab, papermill alone) only for the write, so that notebook 02 can
+    open the run while notebook 01's kernel is still alive, and a command running in the folder
+    still refuses it. FolderError names the holder."""
+    if not _lead():
+        yield
+    elif "ipykernel" in sys.modules:
+        with folders.holding(root, "run"):
+            yield
+    else:
+        folders.hold(root, "run")
+        yield
 
 
-def setup_logging() -> None:
-    """gdpolib's log records (INFO and up) go to stderr once, with a time stamp; other
-    libraries' records keep their own settings. Idempotent (a notebook may open several runs).
-    In a pipeline kernel stderr goes to the run's log file; console records are shown too."""
-    logger = logging.getLogger("gdpolib")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False      # one copy of each line, whatever the root logger does
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        logger.addHandler(_StderrHandler())
-    quiet_libraries()
+def claim(cfg: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """The first write of a run, after every check (preflight): create the run folder, take its
+    lock (`writing`) and record config.yaml. Reused with new parameters (`update_run`), its
+    metrics.json is cleared: the notebooks refill it, reusing every stage whose inputs are
+    unchanged. Returns the changed parameters."""
+    changed = preflight(cfg)
+    root = cfg.run_dir
+    try:
+        with writing(root):
+            _record(cfg, root, changed)
+    except folders.FolderError as err:
+        raise RunError(str(err)) from None
+    except OSError as err:
+        raise RunError(f"cannot write the run folder {root} ({err.strerror}); check "
+                       f"output_root {cfg.output_root!r}") from None
+    return changed
 
 
-def quiet_libraries() -> None:
-    """Bars that say nothing to a user: transformers' "Loading weights" / "Writing model
-    shards" (for checkpoints of a few MB) and datasets' map bars. Download bars are kept."""
-    # Deferred: a light import path (the pipeline's preflight) must not pay for these.
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    datasets.disable_progress_bars()
-    hidden = ("Loading weights", "Writing model shards")
-
-    def hook(factory, args, kwargs):
-        if kwargs.get("desc") in hidden:
-            kwargs = {**kwargs, "disable": True}
-        return factory(*args, **kwargs)
-
-    hf_logging.set_tqdm_hook(hook)
+def _record(cfg: RunConfig, root: Path, changed: Mapping) -> None:
+    """The run folder, its sub-folders, config.yaml and environment.json (leftovers of killed
+    builds removed)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if changed:
+        log.warning("run %s: reused with new parameters (%s); metrics.json cleared",
+                    root, ", ".join(changed))
+        (root / "metrics.json").unlink(missing_ok=True)
+    integrity.write_atomic(root / "config.yaml",
+                           yaml.safe_dump(recorded_config(cfg), sort_keys=False))
+    for sub in SUBDIRS:
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    if _lead():                 # under accelerate, one process cleans
+        remove_leftovers(root)
+    integrity.write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
 
 
 def remove_leftovers(root: Path) -> None:
-    """Temporary stage folders (`.<stage>.building`, `.<stage>.old`) left by a killed build."""
-    for p in [*root.rglob(".*.building"), *root.rglob(".*.old")]:
-        if p.is_dir():
-            log.info("removing %s (left by a killed build)", p)
-            shutil.rmtree(p, ignore_errors=True)
+    """Temporary stage folders (`.<stage>.building`, `.<stage>.old`) left by a killed build: only
+    where stages live (the run folder, its sub-folders and theirs: a stage is at most three
+    names deep), never through a link, never outside the run folder."""
+    children = _subfolders(root)
+    places = [root, *children, *(d for p in children for d in _subfolders(p))]
+    for place in places:
+        for p in sorted([*place.glob(".*.building"), *place.glob(".*.old")]):
+            if p.is_dir() and not p.is_symlink():
+                log.info("removing %s (left by a killed build)", p)
+                shutil.rmtree(p, ignore_errors=True)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    """The folder's own sub-folders (no links, no hidden ones)."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
 
 
 def deep_merge(base: dict, part: Mapping) -> dict:
@@ -217,12 +270,6 @@ def deep_merge(base: dict, part: Mapping) -> dict:
         else:
             base[key] = value
     return base
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass
@@ -236,31 +283,22 @@ class Run:
     def open(cls, cfg: RunConfig) -> "Run":
         """Create (or reopen) the run directory, record config and environment, set seeds.
 
-        A folder whose config.yaml was made with other parameters (beyond FREE_PARAMETERS) is
-        never silently rewritten: RunError names the differences, unless `update_run` asks to
-        reuse it with the new ones (then its metrics.json is cleared: the notebooks refill it,
-        reusing every stage whose inputs are unchanged). Leftovers of killed builds are removed.
+        Everything is checked first and the folder is taken (claim): a folder that is not a run
+        folder, or that another process runs in, is refused; one whose config.yaml was made with
+        other parameters (beyond FREE_PARAMETERS) is never silently rewritten: RunError names
+        the differences, unless `update_run` asks to reuse it with the new ones. Leftovers of
+        killed builds are removed. The run's lock: see `writing`.
         """
         root = cfg.run_dir
-        changed = preflight(cfg)
-        try:
-            for sub in SUBDIRS:
-                (root / sub).mkdir(parents=True, exist_ok=True)
-            if changed:
-                log.warning("run %s: reused with new parameters (%s); metrics.json cleared",
-                            root, ", ".join(changed))
-                (root / "metrics.json").unlink(missing_ok=True)
-            _write_atomic(root / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        except OSError as err:
-            raise RunError(f"cannot write the run folder {root} ({err.strerror}); check "
-                           f"output_root {cfg.output_root!r}") from None
-        if os.environ.get("RANK", "0") == "0":     # under accelerate, one process cleans
-            remove_leftovers(root)
-        _write_atomic(root / "environment.json", json.dumps(environment_record(), indent=2))
+        claim(cfg)
         seed_everything(cfg.seed)
-        setup_logging()
+        console.setup_logging()
         log.info("run directory %s", root)
         return cls(cfg=cfg, root=root)
+
+    def close(self) -> None:
+        """Let another process run in this folder (release its lock) before this one ends."""
+        folders.release(self.root)
 
     def path(self, *parts: str) -> Path:
         """A path inside the run directory (parent folders created)."""
@@ -274,12 +312,19 @@ class Run:
         return self.root / "metrics.json"
 
     def metrics(self) -> dict:
-        return json.loads(self.metrics_file.read_text()) if self.metrics_file.exists() else {}
+        if not self.metrics_file.exists():
+            return {}
+        try:
+            return integrity.read_json(self.metrics_file)
+        except integrity.RecordError as err:
+            raise RunError(f"{err}: delete it and run the notebooks again (their stages are "
+                           f"reused, so it is refilled quickly)") from None
 
     def merge_metrics(self, part: Mapping) -> dict:
         """Deep-merge `part` into metrics.json and return the whole object."""
-        merged = deep_merge(self.metrics(), part)
-        _write_atomic(self.metrics_file, json.dumps(merged, indent=2, sort_keys=True))
+        with writing(self.root):
+            merged = deep_merge(self.metrics(), part)
+            integrity.write_atomic(self.metrics_file, json.dumps(merged, indent=2, sort_keys=True))
         return merged
 
     # ---- cached stages ----
@@ -289,14 +334,31 @@ class Run:
 
     def stage_hash(self, name: str) -> str:
         """The key hash of a finished stage (for downstream keys)."""
-        info = self.stage_dir(name) / "stage.json"
+        info = self.stage_dir(name) / integrity.STAGE_RECORD
         if not info.exists():
             raise FileNotFoundError(f"stage {name!r} of run {self.root} has not been built yet")
-        return json.loads(info.read_text())["hash"]
+        return integrity.read_json(info)["hash"]
 
     def stage_done(self, name: str, key: Mapping) -> bool:
-        info = self.stage_dir(name) / "stage.json"
-        return info.exists() and json.loads(info.read_text())["hash"] == stable_hash(key)
+        """Whether stage `name` holds a build for `key` whose files are all as written; a
+        damaged one is said on the console (once per process) and counts as not done."""
+        folder = self.stage_dir(name)
+        info = folder / integrity.STAGE_RECORD
+        if not info.exists():
+            return False
+        try:
+            if integrity.read_json(info).get("hash") != stable_hash(key):
+                return False
+        except (integrity.RecordError, AttributeError):
+            pass                    # unreadable: stage_problem names it
+        problem = integrity.stage_problem(folder)
+        return self._damaged(name, problem) if problem else True
+
+    def _damaged(self, name: str, why: str) -> bool:
+        if (name, why) not in _SAID:
+            _SAID.add((name, why))
+            log.warning("stage %s: %s; rebuilding it", name, why, extra={"console": True})
+        return False
 
     def stage(self, name: str, key: Mapping, build: Callable[[Path], None],
               started: float | None = None) -> Path:
@@ -308,6 +370,11 @@ class Run:
         stage's work began, if before `build` (a training stage only moves its result in here);
         the seconds recorded in stage.json and shown on the console count from it.
         """
+        with writing(self.root):
+            return self._stage(name, key, build, started)
+
+    def _stage(self, name: str, key: Mapping, build: Callable[[Path], None],
+               started: float | None) -> Path:
         final = self.stage_dir(name)
         final.parent.mkdir(parents=True, exist_ok=True)
         digest = stable_hash(key)
@@ -325,9 +392,10 @@ class Run:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         seconds = round(time.time() - start, 2)
-        (tmp / "stage.json").write_text(json.dumps(
-            {"name": name, "hash": digest, "key": key, "seconds": seconds,
-             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2, default=str))
+        (tmp / integrity.STAGE_RECORD).write_text(json.dumps(
+            {"name": name, "hash": digest, "key": scrub(key), "seconds": seconds,
+             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "files": integrity.manifest(tmp)}, indent=2, default=str))
         old = final.with_name(f".{final.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if final.exists():

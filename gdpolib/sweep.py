@@ -23,7 +23,10 @@ evaluation protocol), summary.csv and summary.md (country x method: JSD mean, sd
 seeds, and the means of the other metrics present), results.md (the multi-seed table: every
 read-out metric as mean ± sd over seeds per protocol x country x method, and each finding with
 the number of seeds it holds in: gdpolib.report), jsd.png (seaborn), sweep.json (the grid and
-each cell's status) and logs/. The summary table is printed, and the sweep folder last.
+each cell's status) and logs/. The summary table is printed, and the sweep folder last. The sweep
+name is one folder name; an existing folder is reused only when it is a sweep's (sweep.json);
+every cell's run folder is checked before anything is written (gdpolib.runs.check_run_folder);
+the sweep holds its folder's lock while it runs. Credentials in values are masked in its records.
 
 The README's multi-seed results (both protocols, baselines beside the methods):
     python -m gdpolib.sweep --param-files params/cpu-full.yaml --countries sa,pk,us --seeds 0,1,2 \
@@ -46,9 +49,11 @@ from typing import Any, Sequence
 
 import yaml
 
-from gdpolib import sweep_tables
+from gdpolib import folders, runs, sweep_tables
 from gdpolib.config import (PROJECT_ROOT, ConfigError, RunConfig, add_params_arguments,
                             load_config, resolve_path)
+from gdpolib.paramspec import name_problem
+from gdpolib.scrub import scrub, scrub_text
 
 # The training entry point's methods (`python -m gdpolib.train --method`), one subprocess each.
 TRAIN_METHODS = ("uniform", "zeroshot", "sft", "dpo", "gdpo", "cdpo", "mft")
@@ -194,15 +199,19 @@ def is_complete(cell: Cell, methods: Sequence[str]) -> bool:
         metrics = json.loads((root / "metrics.json").read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return False
-    return (saved == cell.cfg.to_dict() and marker.get("config_hash") == config_hash(cell.cfg)
+    return (saved == runs.recorded_config(cell.cfg) and marker.get("config_hash") == config_hash(cell.cfg)
             and set(methods) <= set(marker.get("methods", []))
             and all("jsd" in metrics.get("methods", {}).get(m, {}) for m in methods))
 
 
 def mark_complete(cell: Cell, methods: Sequence[str], seconds: float) -> None:
-    (cell.run_dir / MARKER).write_text(json.dumps(
-        {"config_hash": config_hash(cell.cfg), "methods": list(methods),
-         "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=2))
+    """Write the cell's completion record into its run folder, under the folder's lock
+    (folders.FolderError when another process runs in it now)."""
+    with folders.holding(cell.run_dir, "run"):
+        (cell.run_dir / MARKER).write_text(json.dumps(
+            {"config_hash": config_hash(cell.cfg), "methods": list(methods),
+             "seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")},
+            indent=2))
 
 
 def run_commands(name: str, commands: list[list[str]], log_path: str, cwd: str,
@@ -216,7 +225,7 @@ def run_commands(name: str, commands: list[list[str]], log_path: str, cwd: str,
     code = 0
     with open(log_path, "w") as log:
         for cmd in commands:
-            log.write(f"$ {' '.join(cmd)}\n")
+            log.write(scrub_text(f"$ {' '.join(cmd)}\n"))
             log.flush()
             code = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
             if code != 0:
@@ -251,6 +260,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def claim_sweep(name: str, out: Path, cells: Sequence[Cell]) -> None:
+    """Check the sweep's name and folder and every cell's run folder (runs.check_run_folder),
+    then hold the sweep folder's lock: the sweep's first write. ConfigError, RunError or
+    folders.FolderError otherwise."""
+    if (problem := name_problem(name)):
+        raise ConfigError(f"--name: {problem}; allowed: one folder name")
+    if (problem := folders.foreign_problem(out, "sweep.json", "sweep")):
+        raise ConfigError(f"--name: {problem}")
+    for cell in cells:
+        try:
+            runs.check_run_folder(cell.cfg)
+        except runs.RunError as err:
+            raise runs.RunError(f"grid cell {cell.name}: {err}") from None
+    folders.hold(out, "sweep")
+
+
 def _start_ray(address: str | None, num_cpus: int | None):
     # Deferred: importing Ray takes seconds, and --help or a config error should not wait for it.
     import ray
@@ -276,15 +301,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = [int(s) for s in _split(args.seeds)]
         cells = build_grid(args.files, [tuple(p) for p in args.params], _split(args.countries),
                            seeds, args.param_files, args.grid)
-    except (ConfigError, ValueError) as err:
+        spec = {"files": args.files, "param_files": args.param_files,
+                "countries": _split(args.countries), "seeds": seeds, "methods": methods,
+                "grid": args.grid, "entry": args.entry,
+                "overrides": [list(p) for p in args.params]}
+        name = args.name or "grid-" + hashlib.sha256(
+            json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
+        out = resolve_path(cells[0].cfg.output_root) / "sweeps" / name
+        claim_sweep(name, out, cells)
+    except (ConfigError, ValueError, runs.RunError, folders.FolderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    spec = {"files": args.files, "param_files": args.param_files, "countries": _split(args.countries),
-            "seeds": seeds, "methods": methods, "grid": args.grid, "entry": args.entry,
-            "overrides": [list(p) for p in args.params]}
-    name = args.name or "grid-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]
-    out = resolve_path(cells[0].cfg.output_root) / "sweeps" / name
+    spec = scrub(spec)
     (out / "logs").mkdir(parents=True, exist_ok=True)
+    (out / "sweep.json").write_text(json.dumps({"spec": spec, "status": "running"}, indent=2))
     wanted = {c.name: requested_methods(c, args.entry, methods) for c in cells}
 
     status: dict[str, dict[str, Any]] = {}
@@ -321,7 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = {"ok": False, "returncode": None, "seconds": time.time() - start,
                        "tail": f"{type(err).__name__}: {err}"}
             if res["ok"]:
-                mark_complete(cell, wanted[cell.name], res["seconds"])
+                try:
+                    mark_complete(cell, wanted[cell.name], res["seconds"])
+                except folders.FolderError as err:
+                    res = {**res, "ok": False, "tail": str(err)}
+            if res["ok"]:
                 status[cell.name] = {"status": "ran", "seconds": round(res["seconds"], 1)}
                 print(f"[{done_n}/{len(todo)}] {cell.name}: done in {res['seconds']:.0f} s", flush=True)
             else:
@@ -334,16 +368,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.shutdown()
 
     ok_cells = [c for c in cells if status[c.name]["status"] != "failed"]
-    runs = sweep_tables.collect(ok_cells, wanted)
-    table = sweep_tables.summarize(runs, methods if args.entry == "train" else list(dict.fromkeys(
+    rows = sweep_tables.collect(ok_cells, wanted)
+    table = sweep_tables.summarize(rows, methods if args.entry == "train" else list(dict.fromkeys(
         m for c in cells for m in wanted[c.name])))
-    runs.to_csv(out / "runs.csv", index=False)
+    rows.to_csv(out / "runs.csv", index=False)
     table.to_csv(out / "summary.csv", index=False)
     md = sweep_tables.to_markdown(table) if not table.empty else "(no completed run)"
     (out / "summary.md").write_text(md + "\n")
-    if not runs.empty:
-        sweep_tables.plot_jsd(runs, out / "jsd.png", list(table["method"].unique()))
-        sweep_tables.write_results(runs, out / "results.md", list(table["method"].unique()))
+    if not rows.empty:
+        sweep_tables.plot_jsd(rows, out / "jsd.png", list(table["method"].unique()))
+        sweep_tables.write_results(rows, out / "results.md", list(table["method"].unique()))
     failed = [n for n, s in status.items() if s["status"] == "failed"]
     (out / "sweep.json").write_text(json.dumps(
         {"spec": spec, "cells": {c.name: {**c.labels(), "run_dir": str(c.run_dir),

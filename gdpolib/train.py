@@ -11,7 +11,8 @@ metrics.json and prints the stage folder last. The baselines `uniform` (1/|B|) a
 With `push_to_hub: <repo id>` the method's model, its model card and the built datasets are then
 published (gdpolib.publish). Under `accelerate launch` (DDP) every process
 trains; data, stage bookkeeping, tracking and the test evaluation run on the main process.
-A killed run resumes from its last Trainer checkpoint (`save_every`) when started again.
+A killed run resumes from its last Trainer checkpoint (`save_every`) when started again; a second
+command on the same run folder while one runs fails at once, naming it.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import json
 import logging
 import sys
 
-from gdpolib import config, runs
+from gdpolib import config, folders, integrity, runs
 from gdpolib.checks import ModelLoadError
 from gdpolib.config import add_params_arguments
 
@@ -40,10 +41,21 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = config.load_config(args.files, dict(args.params))
-        runs.preflight(cfg)
+        runs.claim(cfg)     # every check, then the run folder, locked until this process ends
     except (config.ConfigError, runs.RunError, ModelLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        return _train(cfg, args)
+    except (runs.RunError, integrity.RecordError) as err:     # a damaged record of the run
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        folders.release(cfg.run_dir)     # main() may be called in a process that goes on
+
+
+def _train(cfg: config.RunConfig, args: argparse.Namespace) -> int:
+    """The run of main(), once its folder is claimed."""
     # Deferred on purpose: the training stack takes seconds to import, and a config error must
     # be reported at once.
     from accelerate import PartialState
@@ -81,6 +93,7 @@ def main(argv=None) -> int:
         log.info("published %s: %s", published, publish.push(folder, cfg.push_to_hub))
     if state.is_main_process:
         print(out)
+    state.destroy_process_group()   # a gloo group left to the exit can abort a rank
     return 0
 
 

@@ -27,8 +27,7 @@ def main() -> int:
     ap.add_argument("--min", type=int, default=60, help="usable questions a country needs")
     args = ap.parse_args()
     base = config.load_config(args.files, dict(args.params))
-    data = goqa.load_goqa(goqa.local_path(base.goqa_path), revision=base.goqa_revision,
-                          bad_rows=base.bad_rows)
+    data = goqa.load_for_run(base)
     scheme = make_scheme(base)
     countries = [c for c in data.countries if len(scheme.apply(data.questions, c)[0]) >= args.min]
     failed = []

@@ -1,4 +1,7 @@
-"""Shared fixtures. Real data is read from ../shared/data beside the project (never copied)."""
+"""Shared fixtures. The core suite reads the data embedded in the project (`data/`); data from
+outside it (OpinionQA, the Meister subset, movie reviews) is read from ../shared/data beside the
+project, never copied, and the tests that need it skip, naming the missing path, where it is
+not there."""
 from __future__ import annotations
 
 import os
@@ -12,28 +15,50 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = PROJECT_ROOT / "data"
+GOQA_CSV = EMBEDDED / "globalopinionqa" / "goqa_partial_hf_schema.csv.gz"
+OPTION_MAP = EMBEDDED / "gdpo_option_map" / "option_map.json"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
-GOQA_CSV = SHARED_DATA / "globalopinionqa_partial" / "goqa_partial_hf_schema.csv"
-OPTION_MAP = SHARED_DATA / "gdpo_option_map" / "option_map.json"
 
 warnings.filterwarnings("ignore", message=".*gradient checkpointing.*", category=FutureWarning)
 
 
+def optional_data(*parts: str) -> Path:
+    """A path under ../shared/data (optional data outside the project); the test skips, naming
+    the path, when it is not there."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"optional data not found: {path} (outside the project; see docs/data.md)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """../shared/data; tests that need real data fail loudly when it is missing."""
-    if not SHARED_DATA.exists():
-        pytest.fail(f"real test data not found at {SHARED_DATA} (the shared/ folder beside the project)")
-    return SHARED_DATA
+    """../shared/data (optional data outside the project); skips when it is missing."""
+    return optional_data()
 
 
 @pytest.fixture(scope="session")
-def goqa_csv(shared_data) -> Path:
+def opinionqa_dir() -> Path:
+    """OpinionQA's human_resp folder (optional data)."""
+    return optional_data("opinionqa_tatsu", "human_resp")
+
+
+@pytest.fixture(scope="session")
+def movies_txt() -> Path:
+    """The SNAP web-Movies sample (optional data)."""
+    return optional_data("amazon_movies_snap_sample", "movies-simple.txt")
+
+
+@pytest.fixture(scope="session")
+def goqa_csv() -> Path:
+    """The embedded GlobalOpinionQA rows (the hub file's schema, gzip)."""
     return GOQA_CSV
 
 
 @pytest.fixture(scope="session")
-def option_map_path(shared_data) -> Path:
+def option_map_path() -> Path:
+    """The embedded GDPO option map."""
     return OPTION_MAP
 
 

@@ -108,8 +108,14 @@ def test_importing_config_loads_no_heavy_package():
 
 # ---------------------------------------------------------------- merge order and origins
 @pytest.mark.parametrize("path", sorted(PARAMS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_params_file_is_valid(path):
-    load_config([path])
+def test_every_params_file_is_valid(path, request, monkeypatch):
+    if "survey: opinionqa" in path.read_text():   # needs OpinionQA, optional data outside the project
+        monkeypatch.delenv("GDPO_DATA_DIR", raising=False)
+        missing = _error(files=[path], overrides={"opinionqa_path": "auto"})
+        assert "'opinionqa_path'" in missing and "GDPO_DATA_DIR" in missing
+        load_config([path], {"opinionqa_path": str(request.getfixturevalue("opinionqa_dir"))})
+    else:
+        load_config([path])
 
 
 def test_merge_order_files_then_overrides(tmp_path):
@@ -171,7 +177,7 @@ def test_paths_resolve_against_project_root():
 
 # ---------------------------------------------------------------- types
 @pytest.mark.parametrize("key,value,expected", [
-    ("seed", "abc", "'abc' (str) is not an integer; allowed: an integer >= 0"),
+    ("seed", "abc", "'abc' (str) is not an integer; allowed: an integer in [0, 4294967296)"),
     ("beta", "high", "'high' (str) is not a number; allowed: a number > 0"),
     ("lora", "maybe", "'maybe' (str) is not true or false"),
     ("sft_steps", True, "True (bool) is not an integer"),
@@ -207,7 +213,8 @@ def test_run_name_given_as_a_number_is_that_string_everywhere(tmp_path):
 @pytest.mark.parametrize("key,value,bad,allowed", [
     ("sft_steps", 0, "0", "an integer >= 1"),
     ("batch_size", 0, "0", "an integer >= 1"),
-    ("seed", -1, "-1", "an integer >= 0"),
+    ("seed", -1, "-1", "an integer in [0, 4294967296)"),
+    ("seed", 2**32, "4294967296", "an integer in [0, 4294967296)"),
     ("sft_lr", 0, "0.0", "a number > 0"),
     ("beta", -0.1, "-0.1", "a number > 0"),
     ("temperature", 0.0, "0.0", "a number > 0"),
@@ -309,15 +316,29 @@ def test_relative_path_error_shows_where_it_was_looked_for():
     assert str(config.PROJECT_ROOT.parent / "no" / "such.csv") in msg
 
 
-def test_real_data_paths_and_values_that_are_not_paths_pass(shared_data):
+def test_data_values_that_are_not_paths_pass_without_a_download(tmp_path):
+    movies = tmp_path / "movies.txt"
+    movies.write_text("x\n")
     cfg = load_config(overrides={
         "goqa_path": "hub", "option_map_path": "github", "opinionqa_path": None,
-        "movies_path": str(shared_data / "amazon_movies_snap_sample" / "movies-simple.txt")})
+        "movies_path": str(movies)})
     assert (cfg.goqa_path, cfg.option_map_path, cfg.opinionqa_path) == ("hub", "github", None)
-    for value in ("https://example.org/option_map.json", "http://localhost/map.json", None):
+    for value in ("https://example.org/option_map.json", "http://localhost/map.json", None,
+                  "https://example.org/m.json#sha256=" + "ab" * 32):
         assert load_config(overrides={"option_map_path": value}).option_map_path == value
     assert load_config(overrides={"goqa_path": None}).goqa_path is None
     assert "'githubx' does not exist" in _error({"option_map_path": "githubx"})
+    assert "'hub' does not exist" in _error({"option_map_path": "hub"})   # not its remote
+    assert "needs 64 hex digits" in _error({"goqa_path": "https://example.org/a.csv#sha256=12"})
+    assert "not a URL with a host" in _error({"survey_path": "https:///a.csv"})
+
+
+def test_the_defaults_are_the_embedded_data():
+    cfg = load_config()
+    assert config.resolve_path(cfg.goqa_path) == config.PROJECT_ROOT / "data" / "globalopinionqa" / \
+        "goqa_partial_hf_schema.csv.gz"
+    assert config.resolve_path(cfg.option_map_path).is_file()
+    assert cfg.opinionqa_path == "auto"
 
 
 # ---------------------------------------------------------------- params files

@@ -149,33 +149,3 @@ def test_country_aliases_and_unknown(data):
         data.for_country("South Afrika")
     # Works for any country in the data, not only the three of the paper.
     assert len(data.for_country("Japan")) > 0
-
-
-def test_hub_offline_gives_clear_error(monkeypatch):
-    import datasets
-
-    def offline(*a, **k):
-        raise ConnectionError("Couldn't reach 'Anthropic/llm_global_opinions' on the Hub")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(GoqaError, match="goqa_path"):
-        load_goqa("hub")
-    with pytest.raises(GoqaError, match=goqa.HUB_REVISION):
-        load_goqa(None)
-
-
-def test_hub_path_uses_pinned_revision(monkeypatch):
-    import datasets
-
-    seen = {}
-
-    def fake(name, split, revision):
-        seen.update(name=name, split=split, revision=revision)
-        return [{"question": "Q?", "selections": sel({"Spain": [1.0, 0.0]}),
-                 "options": "['a', 'b']", "source": "GAS"}]
-
-    monkeypatch.setattr(datasets, "load_dataset", fake)
-    d = load_goqa(None)
-    assert seen == {"name": "Anthropic/llm_global_opinions", "split": "train",
-                    "revision": goqa.HUB_REVISION}
-    assert d.questions[0].options == ["a", "b"]

@@ -11,11 +11,6 @@ from gdpolib.data.movies import MovieFormatError, load_movies, movie_beliefs, pa
 from gdpolib.stages.data import prepare_data
 
 
-@pytest.fixture(scope="module")
-def movies_txt(shared_data):
-    return shared_data / "amazon_movies_snap_sample" / "movies-simple.txt"
-
-
 def test_real_sample_histograms(movies_txt):
     d = load_movies(movies_txt)
     assert len(d.reviews) == 100 and d.skipped == []

@@ -11,8 +11,8 @@ from gdpolib.data.opinionqa import GPO_GROUPS, OpinionQAError, load_opinionqa
 
 
 @pytest.fixture(scope="module")
-def tatsu(shared_data):
-    return shared_data / "opinionqa_tatsu" / "human_resp"
+def tatsu(opinionqa_dir):
+    return opinionqa_dir
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ def test_survey_parameters_go_together(tmp_path):
     assert _cfg(tmp_path, group="pk").country == "pk"                  # group wins (goqa)
     assert _cfg(tmp_path, country="us", group="pk").run_dir_name == "pk-tiny"
     assert _cfg(tmp_path).run_dir_name == "sa-tiny"                   # as before
-    cfg = _cfg(tmp_path, survey="opinionqa", group="Democrat")
+    oqa = {"survey": "opinionqa", "opinionqa_path": str(tmp_path)}   # the config checks it exists
+    cfg = _cfg(tmp_path, group="Democrat", **oqa)
     assert (cfg.run_dir_name, cfg.group_label) == ("oqa-democrat-tiny", "Democrat")
     cfg = _cfg(tmp_path, groups=["us", "pk", "sa"])
     assert cfg.run_dir_name == "us+pk+sa-tiny"
@@ -43,7 +44,7 @@ def test_survey_parameters_go_together(tmp_path):
     cfg = _cfg(tmp_path, survey_path=str(survey), group="Night owls")  # survey: file implied
     assert (cfg.survey, cfg.run_dir_name) == ("file", "my_survey-night-owls-tiny")
     for over, match in [
-            ({"survey": "opinionqa"}, r"'group' .*survey=opinionqa needs a group"),
+            (oqa, r"'group' .*survey=opinionqa needs a group"),
             ({"survey": "file"}, r"'survey_path' .*survey=file needs survey_path"),
             ({"survey": "goqa", "survey_path": str(survey)}, r"'survey_path' .*survey is goqa"),
             ({"group": "us", "groups": ["pk", "sa"]}, r"'groups' .*not both"),
@@ -52,13 +53,14 @@ def test_survey_parameters_go_together(tmp_path):
             _cfg(tmp_path, **over)
 
 
-def test_opinionqa_group_data_stage(tmp_path, shared_data):
-    cfg = _cfg(tmp_path, survey="opinionqa", group="POLPARTY_Democrat")
+def test_opinionqa_group_data_stage(tmp_path, opinionqa_dir):
+    cfg = _cfg(tmp_path, survey="opinionqa", group="POLPARTY_Democrat",
+               opinionqa_path=str(opinionqa_dir))
     run = runs.Run.open(cfg)
     data = prepare_data(cfg, run)
     assert data.groups == ["Democrat"] and len(data.questions) == 30
     assert run.metrics()["data"]["questions"] == 30
-    oqa = opinionqa.load_opinionqa(shared_data / "opinionqa_tatsu" / "human_resp", ["Democrat"])
+    oqa = opinionqa.load_opinionqa(opinionqa_dir, ["Democrat"])
     dists = {q.qid: q.dists["Democrat"] for q in oqa.questions}
     for r in data.prompts["test"]:
         n = len(dists[r["qid"]])
@@ -129,13 +131,28 @@ def test_a_malformed_file_or_an_unknown_group_fails_before_anything_is_written(t
     assert "parameter 'survey_path'" in res.stderr
     assert "1 malformed row(s) of 2: row 2 (line 3): distribution sums to 0.4000" in res.stderr
     assert not out.exists()                                         # nothing written
-    res = _pipeline("-p", "survey", "opinionqa", "-p", "group", "Republcan",
-                    "-p", "output_root", str(out))
-    assert res.returncode == 2 and "closest: Republican" in res.stderr and not out.exists()
     res = _pipeline("-p", "survey_path", str(path), "-p", "group", "Night owl",
                     "-p", "output_root", str(out))                  # skip: row 2 dropped
     assert res.returncode == 2 and "unknown group 'Night owl'" in res.stderr
     assert "closest: Night owls" in res.stderr and not out.exists()
+
+
+def test_an_unknown_opinionqa_group_fails_before_anything_is_written(tmp_path, opinionqa_dir):
+    out = tmp_path / "outputs"
+    res = _pipeline("-p", "survey", "opinionqa", "-p", "group", "Republcan",
+                    "-p", "opinionqa_path", str(opinionqa_dir), "-p", "output_root", str(out))
+    assert res.returncode == 2 and "closest: Republican" in res.stderr and not out.exists()
+
+
+def test_opinionqa_without_its_data_fails_in_one_line_saying_how_to_add_it(tmp_path):
+    out = tmp_path / "outputs"
+    env = {k: v for k, v in os.environ.items() if k != "GDPO_DATA_DIR"}
+    res = subprocess.run([sys.executable, "-m", "gdpolib.pipeline", "-f", "params/oqa-democrat.yaml",
+                          "-p", "output_root", str(out)], cwd=PROJECT_ROOT, capture_output=True,
+                         text=True, timeout=180, env=env)
+    assert res.returncode == 2 and not out.exists()
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'opinionqa_path'" in lines[0] and "GDPO_DATA_DIR" in lines[0]
 
 
 def test_few_shot_gdpo_says_why_a_small_survey_cannot_have_it(tmp_path):

@@ -19,8 +19,8 @@ def gq(goqa_csv):
 
 
 @pytest.fixture(scope="module")
-def oqa(shared_data):
-    return opinionqa.load_opinionqa(shared_data / "opinionqa_tatsu" / "human_resp",
+def oqa(opinionqa_dir):
+    return opinionqa.load_opinionqa(opinionqa_dir,
                                     ["Democrat", "Republican", "Female"])
 
 

@@ -1,4 +1,4 @@
-"""GlobalOpinionQA (`Anthropic/llm_global_opinions`) loader: hub or a local CSV in the hub schema.
+"""GlobalOpinionQA (`Anthropic/llm_global_opinions`) loader: a CSV in the hub file's schema.
 
 The hub file has one row per survey question with four string columns:
   question   str
@@ -18,17 +18,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pandas as pd
 
-from gdpolib.config import resolve_path
+from gdpolib import sources
 from gdpolib.countries import UnknownCountryError, resolve_country
 from gdpolib.data.survey import Survey, SurveyReport, SurveyRow
 
-HUB_ID = "Anthropic/llm_global_opinions"
-HUB_FILE = "data/global_opinions.csv"
-HUB_REVISION = "cb2880488749218abb81802a94c2c62ebfde2f35"
 REQUIRED_COLUMNS = ("question", "selections", "options")
 # A country's fractions must sum to 1 within this (WVS rows sum to 1.001-1.003, rounded Pew
 # percentages to ~0.98-1.02); inside it we renormalise and count, outside it the row is bad.
@@ -271,39 +267,22 @@ def _read_csv(path: Path) -> list[dict]:
     return df.to_dict("records")
 
 
-def _read_hub(revision: str) -> list[dict]:
-    """The hub's train split at `revision`. Offline -> GoqaError telling how to use a file."""
-    try:
-        ds = datasets.load_dataset(HUB_ID, split="train", revision=revision)
-    except Exception as err:  # offline: ConnectionError, OfflineModeIsEnabled, HfHubHTTPError...
-        raise GoqaError(
-            f"could not load {HUB_ID}@{revision} from the Hugging Face hub "
-            f"({type(err).__name__}: {str(err)[:300]}). Offline? Pass goqa_path=<local CSV in the "
-            f"hub schema> (e.g. the file {HUB_FILE} of that dataset, or "
-            f"../shared/data/globalopinionqa_partial/goqa_partial_hf_schema.csv).") from None
-    return [dict(r) for r in ds]
-
-
-def local_path(goqa_path: str | Path | None) -> Path | None:
-    """The one rule for the `goqa_path` parameter: null or "hub" means the hub (None here);
-    anything else is a local CSV in the hub schema, relative to the project root."""
-    if goqa_path is None or str(goqa_path) == "hub":
-        return None
-    return resolve_path(goqa_path)
-
-
-def load_goqa(path: str | Path | None, *, revision: str = HUB_REVISION,
+def load_goqa(path: str | Path, *, origin: str | None = None,
               bad_rows: str = "skip") -> GoqaData:
-    """Load GlobalOpinionQA from the hub (`path` None or "hub") or a local CSV in its schema.
+    """Load GlobalOpinionQA from a local CSV in the hub file's schema (plain or .gz; the hub's
+    own file arrives here too, downloaded by gdpolib.sources). `origin` names it in the report.
 
     Returns GoqaData with one GoqaQuestion per valid row (qid = "goqa-<row index>") and a
     LoadReport. bad_rows="error" raises GoqaError naming the first bad row and its reason.
     """
-    if path is None or str(path) == "hub":
-        rows, origin = _read_hub(revision), f"hub:{HUB_ID}@{revision}"
-    else:
-        rows, origin = _read_csv(Path(path)), str(path)
-    return parse_rows(rows, origin, bad_rows=bad_rows)
+    return parse_rows(_read_csv(Path(path)), origin or str(path), bad_rows=bad_rows)
+
+
+def load_for_run(cfg) -> GoqaData:
+    """The run's GlobalOpinionQA: `goqa_path` as gdpolib.sources reads it (the embedded copy,
+    a local CSV, or the hub's file at `goqa_revision`)."""
+    return load_goqa(sources.for_run(cfg, "goqa_path"), origin=sources.origin(cfg, "goqa_path"),
+                     bad_rows=cfg.bad_rows)
 
 
 def to_survey(data: GoqaData) -> Survey:

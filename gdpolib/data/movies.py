@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from gdpolib.beliefs import QuestionBeliefs
-from gdpolib.config import resolve_path
+from gdpolib import sources
 from gdpolib.data.records import (PromptItem, apply_override, build_records, scheme_ordinals,
                                   write_stage)
 from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
@@ -193,7 +193,7 @@ def movie_items(qbs: Sequence[QuestionBeliefs], responses: Mapping[str, dict[int
 
 def build_movies(cfg, out: Path, override: Mapping | None = None) -> dict:
     """The data stage for cfg.movies_path (same record schema as GOQA, K_MAX = 5)."""
-    data = load_movies(resolve_path(cfg.movies_path), bad_rows=cfg.bad_rows)
+    data = load_movies(sources.for_run(cfg, "movies_path"), bad_rows=cfg.bad_rows)
     qbs, responses = movie_beliefs(data)
     if cfg.max_questions is not None:
         qbs = qbs[:cfg.max_questions]
@@ -204,7 +204,7 @@ def build_movies(cfg, out: Path, override: Mapping | None = None) -> dict:
     check_splits(assignment, cfg.split_by)
     rows, stats = build_records(items, cfg.sft_per_prompt, cfg.pairs_per_prompt, cfg.seed)
     (out / "splits.json").write_text(json.dumps(assignment, indent=1))
-    reports = {"load": {"origin": str(cfg.movies_path), "reviews": len(data.reviews),
+    reports = {"load": {"origin": sources.origin(cfg, "movies_path"), "reviews": len(data.reviews),
                         "skipped": data.skipped, "movies": len(data.movies())},
                "records": {**stats, "overridden": sorted(targets)},
                "split": split_report(items, cfg.split_by, cfg.split_fractions, cfg.seed, heldout)}

@@ -92,8 +92,10 @@ class SurveyReport:
     details: dict[str, Any] = field(default_factory=dict)    # the source loader's own report
 
     def summary(self) -> str:
+        first = (f" (first: {self.skipped[0][0]}: {self.skipped[0][1]}; bad_rows=error stops "
+                 f"instead)" if self.skipped else "")
         return (f"{self.origin}: {self.n_rows} rows read, {len(self.skipped)} skipped as "
-                f"malformed, {self.renormalised} renormalised")
+                f"malformed{first}, {self.renormalised} renormalised")
 
 
 @dataclass
@@ -147,6 +149,16 @@ class Survey:
                               f"{', '.join(self.groups[:8])}{' ...' if len(self.groups) > 8 else ''}"
                               f"): name one with group, or several with groups")
         return self.groups[0]
+
+    def check_text_lengths(self, max_chars: int) -> None:
+        """SurveyError naming the first question or option over `max_chars` characters: one such
+        row makes every batch of a run as long (the run many times slower), so it is refused."""
+        for q in self._questions:
+            for what, text in [("question", q.question), *(("an option", o) for o in q.options)]:
+                if len(text) > max_chars:
+                    raise SurveyError(f"{self.report.origin}: question {q.qid!r} ({q.question[:40]!r}"
+                                      f"...): {what} has {len(text):,} characters, more than "
+                                      f"max_text_chars {max_chars:,}; shorten it or raise the bound")
 
     def resolve(self, name: str) -> str:
         """The survey's spelling of a group: exact, then ignoring case, then an alias; an
@@ -341,7 +353,14 @@ def _raw_records(path: Path, fmt: str) -> list[tuple[str, dict[str, Any] | str]]
     origin = str(path)
     if fmt == "jsonl":
         out, columns = [], set()
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            raise SurveyError(f"{origin}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line "
+                              f"{line}); save it as UTF-8") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:

@@ -16,9 +16,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gdpolib import groupnames, models
+from gdpolib import groupnames, models, sources
 from gdpolib.beliefs import BeliefError, QuestionBeliefs, make_scheme
-from gdpolib.config import resolve_path
 from gdpolib.data import goqa, opinionqa
 from gdpolib.data.hub import build_hub
 from gdpolib.data.movies import build_movies
@@ -45,25 +44,21 @@ def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
     if cfg.hub_dataset:
         key["hub_dataset"] = cfg.hub_dataset
     elif cfg.movies_path:
-        key["movies_sha"] = file_hash(resolve_path(cfg.movies_path))
+        key["movies_sha"] = file_hash(sources.for_run(cfg, "movies_path"))
     else:
         key.update(cfg.subset("bad_rows", "belief_scheme", "max_options", "max_questions"))
         if cfg.survey == "goqa":
             key.update(cfg.subset("country", "goqa_path", "goqa_revision"))
-            source = goqa.local_path(cfg.goqa_path)
-            if source is not None:
-                key["goqa_sha"] = file_hash(source)
+            key["goqa_sha"] = file_hash(sources.for_run(cfg, "goqa_path"))
         if cfg.survey != "goqa" or cfg.groups:
             key.update(cfg.subset("survey", "group", "groups", "min_questions"))
         if cfg.survey == "opinionqa":
-            key["opinionqa_sha"] = folder_hash(resolve_path(cfg.opinionqa_path))
+            key["opinionqa_sha"] = folder_hash(sources.for_run(cfg, "opinionqa_path"))
         elif cfg.survey == "file":
-            key["survey_sha"] = file_hash(resolve_path(cfg.survey_path))
+            key["survey_sha"] = file_hash(sources.for_run(cfg, "survey_path"))
         if cfg.belief_scheme == "stance6":
             key["option_map_path"] = cfg.option_map_path
-            p = cfg.option_map_path
-            if p and p != "github" and not p.startswith(("http://", "https://")):
-                key["option_map_sha"] = file_hash(resolve_path(p))
+            key["option_map_sha"] = file_hash(sources.for_run(cfg, "option_map_path"))
     if override:
         key["override"] = stable_hash({q: [round(float(x), 12) for x in v]
                                        for q, v in sorted(override.items())})
@@ -86,14 +81,13 @@ def load_survey(cfg) -> Survey:
     OpinionQA (every group of its single-attribute files, each with all its questions) or a
     survey file (survey_path); malformed rows skipped and reported, or an error (bad_rows)."""
     if cfg.survey == "goqa":
-        return goqa.to_survey(goqa.load_goqa(goqa.local_path(cfg.goqa_path),
-                                             revision=cfg.goqa_revision, bad_rows=cfg.bad_rows))
+        return goqa.to_survey(goqa.load_for_run(cfg))
     if cfg.survey == "opinionqa":
-        root = resolve_path(cfg.opinionqa_path)
+        root = sources.for_run(cfg, "opinionqa_path")
         return opinionqa.to_survey(opinionqa.load_opinionqa(
             root, opinionqa.attribute_groups(root), require_all_groups=False,
             bad_rows=cfg.bad_rows))
-    return read_survey(resolve_path(cfg.survey_path), cfg.bad_rows)
+    return read_survey(sources.for_run(cfg, "survey_path"), cfg.bad_rows)
 
 
 def target_groups(cfg, survey: Survey) -> list[str]:
@@ -165,7 +159,9 @@ def build_survey(cfg, out: Path, override: Mapping | None = None) -> dict[str, A
     records as they are. Several (`groups`): each group's records as its own run builds them,
     conditioned on the group (records.condition_on_group) and merged into one training set."""
     survey = load_survey(cfg)
-    log.info(survey.report.summary())
+    # Skipped rows change what the run learns from: said on the console, not only in the log.
+    log.info(survey.report.summary(), extra={"console": bool(survey.report.skipped)})
+    survey.check_text_lengths(cfg.max_text_chars)
     groups = target_groups(cfg, survey)
     if override and cfg.groups:
         raise DataError("a p* override (few-shot GDPO) needs a run of one group, not groups")

@@ -34,8 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from gdpolib import beliefs, judges, margins, models, paired
-from gdpolib.config import resolve_path
+from gdpolib import beliefs, judges, margins, models, paired, sources
 from gdpolib.data.fewshot import demo_pool, fewshot_prompts, icf_dataset
 from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
@@ -235,11 +234,10 @@ def paired_comparisons(cfg, run, data: RunData, methods: Sequence[str]) -> dict[
 
 # ----------------------------------------------------------------------------- sampling stage
 def _load_option_map(cfg, scheme: str):
-    if scheme != "stance6" or not cfg.option_map_path:
+    if scheme != "stance6":
         return None
-    p = cfg.option_map_path
-    return beliefs.load_option_map(p if p == "github" or p.startswith("http")
-                                   else str(resolve_path(p)))
+    path = sources.for_run(cfg, "option_map_path")
+    return None if path is None else beliefs.load_option_map(path)
 
 
 def eval_key(cfg, run, method: str, model_hash: str) -> dict[str, Any]:

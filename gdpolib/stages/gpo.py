@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gdpolib import embeddings, models
-from gdpolib.config import RunConfig, resolve_path
+from gdpolib import console, embeddings, models, sources
+from gdpolib.config import RunConfig
 from gdpolib.countries import resolve_country
 from gdpolib.data import goqa
 from gdpolib.data.opinionqa import attribute_groups, load_opinionqa
@@ -43,6 +43,15 @@ from gdpolib.trackers import open_tracker
 log = logging.getLogger(__name__)
 
 
+def has_opinionqa(cfg: RunConfig) -> bool:
+    """Whether OpinionQA is here (`opinionqa_path`, or auto through $GDPO_DATA_DIR); when it is
+    not, one console line says how to add it and the caller skips its part."""
+    line = sources.skip_line(cfg, "opinionqa_path")
+    if line:
+        console.say(line)
+    return line is None
+
+
 def load_groups(cfg: RunConfig, dataset: str = "goqa") -> GroupOpinions:
     """GlobalOpinionQA countries (cfg.goqa_path or the hub), OpinionQA groups
     (cfg.opinionqa_path) or the groups of the run's own survey ("survey": cfg.survey, read as
@@ -50,14 +59,11 @@ def load_groups(cfg: RunConfig, dataset: str = "goqa") -> GroupOpinions:
     if dataset == "survey":
         return from_survey(load_survey(cfg), cfg.gpo_min_questions)
     if dataset == "goqa":
-        source = goqa.local_path(cfg.goqa_path)
-        return from_goqa(goqa.load_goqa(source, revision=cfg.goqa_revision, bad_rows=cfg.bad_rows),
-                         cfg.gpo_min_questions)
+        return from_goqa(goqa.load_for_run(cfg), cfg.gpo_min_questions)
     if dataset == "opinionqa":
-        if not cfg.opinionqa_path:
-            raise ValueError("dataset 'opinionqa' needs opinionqa_path (the opinions_qa "
-                             "data/human_resp folder)")
-        root = resolve_path(cfg.opinionqa_path)
+        root = sources.for_run(cfg, "opinionqa_path")
+        if root is None:
+            raise ValueError(sources.skip_line(cfg, "opinionqa_path"))
         groups = attribute_groups(root) if cfg.opinionqa_groups == "all" else None
         return from_opinionqa(load_opinionqa(root, groups, bad_rows=cfg.bad_rows))
     raise ValueError(f"unknown GPO dataset {dataset!r} (goqa | opinionqa)")
