@@ -132,10 +132,14 @@ def plot_eval_metrics(table, interpretable: Mapping[str, bool] | None = None):
     if samp_cols:
         ax = axes[0, 1]
         long = bars(ax, samp_cols, sampled)
-        for patch, (_, row) in zip(ax.patches, long.iterrows()):
-            if row["method"] in bad and row["metric"] != "invalid_rate":
-                patch.set_hatch("///")
-                patch.set_alpha(0.45)
+        # one bar container per method (seaborn's hue), its bars in the metrics' order
+        for container, method in zip(ax.containers, dict.fromkeys(long["method"])):
+            if method not in bad:
+                continue
+            for patch, metric in zip(container, samp_cols):
+                if metric != "invalid_rate":
+                    patch.set_hatch("///")
+                    patch.set_alpha(0.45)
         handles, labels = ax.get_legend_handles_labels()
         if "noise_floor" in table and "jsd_sampled" in samp_cols and table["noise_floor"].notna().any():
             x = samp_cols.index("jsd_sampled")

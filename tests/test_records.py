@@ -78,6 +78,25 @@ def test_shared_span_share_is_the_longest_common_run_of_words():
     np.testing.assert_allclose(shares, [1.0, 2 / 5, 1 / 2])
 
 
+def test_overlap_report_catches_a_fixed_sentence_in_front_of_a_training_prompt():
+    from gdpolib.data.records import PromptItem
+    from gdpolib.data.splits import overlap_report
+
+    def item(prompt, split):
+        return PromptItem("q", "s", prompt, None, None, {}, split)
+
+    train = "<Q>Do you like tea?\n0. Yes\n1. No\n<A>"                     # 17 word tokens
+    items = [item(train, "train"), item("<Q>Is it raining?\n0. Yes\n<A>", "train"),
+             item("Answer briefly. " + train, "test"),                    # 3 + 17 tokens
+             item("<Q>Would you say tea is good?\n0 = Yes\n1 = No\n<A>", "test")]
+    rep = overlap_report(items)
+    assert rep["containing_a_training_prompt"] == 1 and rep["test_prompts"] == 2
+    # the prefixed prompt shares all 17 of its 20 tokens; the reworded one (19 tokens) only
+    # its tail "No < A >" (4)
+    assert rep["longest_shared_span_max"] == round(17 / 20, 4)
+    assert rep["longest_shared_span_mean"] == round((17 / 20 + 4 / 19) / 2, 4)
+
+
 def test_held_out_test_prompts_do_not_repeat_a_training_prompt(data):
     qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
     items = make_items(qbs, recast=["formal"])

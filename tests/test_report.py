@@ -84,6 +84,17 @@ def test_the_demos_claims_count_over_seeds():
     assert not any("well-formed" in x for x in lines)          # no CBC in these runs
 
 
+def test_a_seed_with_negative_dpo_margins_does_not_count_for_the_2x_claim():
+    runs = _seed_runs()
+    dpo1 = (runs["method"] == "dpo") & (runs["seed"] == 1)
+    runs.loc[dpo1, ["margin_majority", "margin_minority"]] = [-0.1, -0.2]   # -0.1 >= 2 * -0.2
+    lines = report.seed_findings(runs, ["protocol", "country"], report.PAPER_CLAIMS)
+    # seed 0: min(0.4, 0.4 - 0.2) = 0.2; seed 1: min(-0.1, -0.1 + 0.4) = -0.1
+    assert ("seen_questions / S. Africa: DPO's majority-chosen margin is positive and >= 2x its "
+            "minority-chosen one (conflicting test pairs): holds in 1 of 2 seeds (difference "
+            f"+0.050 ± {np.std([0.2, -0.1], ddof=1):.3f})") in lines
+
+
 def _metrics(dpo_maj: float, dpo_min: float) -> dict:
     return {"methods": {"sft": {"jsd": 0.20, "jsd_vs_context_free": -0.03,
                                 "jsd_vs_context_free_ci": [-0.05, -0.01]},
