@@ -31,7 +31,7 @@ def test_only_the_malformed_methods_text_metric_bars_are_hatched():
         if patch.get_height() == 0 or np.isnan(patch.get_height()):
             continue
         method = next(m for m, c in colors.items() if np.allclose(patch.get_facecolor()[:3], c))
-        metric = metrics[int(round(patch.get_x() + patch.get_width() / 2))]
+        metric = metrics[round(patch.get_x() + patch.get_width() / 2)]
         (hatched if patch.get_hatch() else plain).add((method, metric))
     assert hatched == {("gdpo", m) for m in ("jsd_sampled", "cbc", "bpc", "rs")}
     assert ("gdpo", "invalid_rate") in plain and ("sft", "cbc") in plain
