@@ -227,8 +227,8 @@ class RunConfig:
     tiny_arch: str = param("llama", "tiny model: llama (rotary positions, RMSNorm, SwiGLU) or "
                                     "gpt2 (learned positions; the tiny model before 2026-11-30).",
                            choices=("llama", "gpt2"))
-    tiny_n_layer: int = param(4, "tiny model: transformer layers.", ge=1)
-    tiny_n_embd: int = param(64, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
+    tiny_n_layer: int = param(2, "tiny model: transformer layers.", ge=1)
+    tiny_n_embd: int = param(128, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
     tiny_n_head: int = param(4, "tiny model: attention heads.", ge=1)
     tiny_vocab_size: int = param(1024, "tiny model: size of the BPE trained on the run's text.",
                                  ge=1)
@@ -236,15 +236,15 @@ class RunConfig:
                                          "completion); null = sized from the run's data. Never "
                                          "truncates: a longer sequence is an error before "
                                          "training, naming its question.", ge=1)
-    # --- training ---
+    # --- training --- (the defaults: the demo's schedule; params/quick.yaml: the 4 x 64 smoke one)
     batch_size: int = param(16, "SFT examples or DPO/GDPO pairs per device per step.", ge=1)
     grad_accum: int = param(1, "Gradient accumulation steps per optimizer step.", ge=1)
-    sft_steps: int = param(300, "SFT optimizer steps.", ge=1)
-    sft_lr: float = param(3.0e-3, "SFT peak learning rate (linear warmup and decay).", gt=0)
-    dpo_steps: int = param(60, "DPO optimizer steps.", ge=1)
-    dpo_lr: float = param(5.0e-4, "DPO peak learning rate.", gt=0)
-    gdpo_steps: int = param(60, "GDPO optimizer steps (also of its ablations).", ge=1)
-    gdpo_lr: float = param(3.0e-4, "GDPO peak learning rate (also of its ablations).", gt=0)
+    sft_steps: int = param(3000, "SFT optimizer steps.", ge=1)
+    sft_lr: float = param(5.0e-3, "SFT peak learning rate (linear warmup and decay).", gt=0)
+    dpo_steps: int = param(100, "DPO optimizer steps.", ge=1)
+    dpo_lr: float = param(2.0e-4, "DPO peak learning rate.", gt=0)
+    gdpo_steps: int = param(100, "GDPO optimizer steps (also of its ablations).", ge=1)
+    gdpo_lr: float = param(2.0e-4, "GDPO peak learning rate (also of its ablations).", gt=0)
     warmup_steps: int = param(10, "Linear warmup steps of each training stage (at most its "
                                   "steps - 1).", ge=0)
     beta: float = param(0.1, "DPO/GDPO beta: scale of the implicit reward (and the margins).", gt=0)

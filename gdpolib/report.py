@@ -1,12 +1,11 @@
-"""Reports of a run: the paper's Table 2 beside ours (its JSD beside our `jsd_digits`, the
-authors' convention), the protocol in words, the findings in sentences, tables and long frames
-for the notebooks' figures; and over several runs (seeds): mean ± sd tables and each finding
-with the number of seeds it holds in. Reads what the evaluation stages wrote; computes no metric
-of a model."""
+"""Reports of a run: the protocol in words, the findings in sentences (the paper's claims, checked
+with their numbers; which text metrics are interpretable), tables and long frames for the
+notebooks' figures; and over several runs (seeds): mean ± sd tables and each finding with the
+number of seeds it holds in. The Table-2 layout is gdpolib.table2. Reads what the evaluation
+stages wrote; computes no metric of a model."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -14,61 +13,6 @@ import pandas as pd
 
 from gdpolib import console, metrics
 from gdpolib.scoring import EvalSet
-
-# Reference §7.1 (the poster's Table 2, small sets). Keys: (country, model family).
-_T2_METHODS = ("kshot", "icf", "sft", "dpo", "gdpo")
-_T2 = {
-    ("us", "gpt2-large"): {"jsd": (0.513, 0.269, 0.261, 0.385, 0.188),
-                           "cbc": (0.242, 0.829, 0.854, 0.773, 0.860),
-                           "bpc": (0.162, 0.389, 0.404, 0.441, 0.627),
-                           "rs": (0.208, 0.420, 0.426, 0.467, 0.479)},
-    ("pk", "gpt2-large"): {"jsd": (0.530, 0.307, 0.263, 0.370, 0.187),
-                           "cbc": (0.274, 0.771, 0.869, 0.609, 0.904),
-                           "bpc": (0.146, 0.346, 0.395, 0.390, 0.465),
-                           "rs": (0.213, 0.400, 0.450, 0.465, 0.469)},
-    ("sa", "gpt2-large"): {"jsd": (0.523, 0.318, 0.295, 0.482, 0.185),
-                           "cbc": (0.248, 0.700, 0.836, 0.742, 0.905),
-                           "bpc": (0.127, 0.332, 0.350, 0.362, 0.537),
-                           "rs": (0.206, 0.394, 0.417, 0.402, 0.465)},
-    ("us", "pythia-2.8b"): {"jsd": (0.477, 0.134, 0.122, 0.352, 0.068),
-                            "cbc": (0.248, 0.973, 0.987, 0.899, 0.989),
-                            "bpc": (0.058, 0.342, 0.471, 0.469, 0.582),
-                            "rs": (0.098, 0.504, 0.520, 0.527, 0.554)},
-    ("pk", "pythia-2.8b"): {"jsd": (0.480, 0.140, 0.126, 0.328, 0.083),
-                            "cbc": (0.255, 0.959, 0.990, 0.950, 0.991),
-                            "bpc": (0.066, 0.403, 0.435, 0.387, 0.571),
-                            "rs": (0.111, 0.542, 0.539, 0.540, 0.582)},
-    ("sa", "pythia-2.8b"): {"jsd": (0.499, 0.211, 0.137, 0.386, 0.087),
-                            "cbc": (0.261, 0.982, 0.987, 0.930, 0.990),
-                            "bpc": (0.056, 0.374, 0.439, 0.469, 0.588),
-                            "rs": (0.104, 0.549, 0.524, 0.511, 0.536)},
-}
-PAPER_TABLE2: dict[tuple[str, str], dict[str, dict[str, float]]] = {
-    key: {m: {metric: vals[i] for metric, vals in cols.items()} for i, m in enumerate(_T2_METHODS)}
-    for key, cols in _T2.items()}
-_COUNTRY_KEYS = {"United States": "us", "Pakistan": "pk", "S. Africa": "sa"}
-
-
-def paper_setting(cfg) -> tuple[str, str] | None:
-    """(country, family) of the paper's Table 2 that this run matches, or None.
-
-    Matches only the paper's own models on the paper's three countries; a tiny or SmolLM2 run
-    answers the same question at another scale, so its numbers are not put beside the paper's.
-    """
-    family = {"gpt2-large": "gpt2-large", "EleutherAI/pythia-2.8b": "pythia-2.8b"}.get(cfg.model)
-    one_country = cfg.survey == "goqa" and not cfg.groups
-    country = _COUNTRY_KEYS.get(cfg.country_name) if one_country else None
-    return (country, family) if family and country else None
-
-
-# Rows of the Table-2 layout, in order; `<distance>_ci` rows hold "[low, high]".
-TABLE2_ROWS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci", "wasserstein",
-               "wasserstein_ci", "entropy", "entropy_target", "belief_mass", "n_invalid",
-               "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate", "majority_bias")
-# The paper's JSD is the authors' convention (renormalised over all belief digits): our row
-# `jsd_digits`. Its other metrics keep their names.
-PAPER_ROW = {"jsd": "jsd_digits"}
-
 
 def format_ci(v: Any, digits: int = 3) -> Any:
     """[low, high] -> "[0.123, 0.145]"; anything else unchanged."""
@@ -89,79 +33,6 @@ def protocol_line(split: Mapping[str, Any] | None) -> str:
             f"over {n_q} questions.")
 
 
-def table2(table: pd.DataFrame, cfg) -> pd.DataFrame:
-    """Table-2 layout: metrics as rows (TABLE2_ROWS present), methods as columns, intervals as
-    "[low, high]" strings; the paper's numbers in columns `paper:<method>` beside ours when the
-    run matches the paper's setting (paper_setting), its JSD in our row `jsd_digits` (the
-    convention it was computed with)."""
-    out = table[[c for c in TABLE2_ROWS if c in table]].T.astype(object)
-    out = out.apply(lambda col: col.map(format_ci))
-    setting = paper_setting(cfg)
-    if setting:
-        paper = PAPER_TABLE2[setting]
-        ours = {PAPER_ROW.get(k, k): k for k in next(iter(paper.values()))}
-        for m in table.index:
-            if m in paper:
-                out[f"paper:{m}"] = [paper[m].get(ours.get(r, ""), np.nan) for r in out.index]
-    out.index.name = "metric"
-    return out
-
-
-def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None = None
-                 ) -> tuple[Path, Path]:
-    """Write the Table-2-style table as CSV and Markdown under `<run>/tables/`; `split` (the data
-    stage's reports["split"]) names the protocol in the title."""
-    t2 = table2(table, cfg)
-    csv = run.path("tables", "table2.csv")
-    t2.to_csv(csv, float_format="%.4f")
-    md = run.path("tables", "table2.md")
-    setting = paper_setting(cfg)
-    name = (split or {}).get("protocol", "given splits")
-    lines = [f"# Table 2 ({cfg.group_label}, model {cfg.model}, protocol {name}, "
-             f"{len_prompts(table)} test prompts, n = {cfg.n_samples} samples per prompt)", "",
-             protocol_line(split), "", markdown_table(t2), ""]
-    if setting:
-        lines.append(f"Columns `paper:*` are the GDPO paper's Table 2 ({setting[1]}, "
-                     f"{setting[0].upper()}; reference §7.1); its JSD sits in row `jsd_digits`, "
-                     f"the convention it was computed with (renormalised over all belief digits), "
-                     f"on its stance6 classes and its own data, under the seen-questions protocol.")
-    else:
-        lines.append("The paper's Table 2 used GPT-2 Large and Pythia-2.8B on its own synthetic "
-                     "data; this run's model differs, so the paper's numbers are not set beside "
-                     "ours (see reference §7.1 for them).")
-    lines += ["", "jsd: JS distance of the belief read-out renormalised over the question's "
-              "belief set; jsd_digits: renormalised over all belief digits (the authors' "
-              "convention: mass on digits outside the set counts); tvd: total variation; "
-              "wasserstein: 1-D Wasserstein distance / its maximum over the ordinal beliefs "
-              "(stance6 classes 1-5, class 0 'no stance' left out; empty when no belief is "
-              "ordinal); *_ci: 95% bootstrap interval over test questions; entropy vs "
-              "entropy_target: nats of the predicted vs the target distribution; n_invalid: "
-              "prompts left out (no mass on the belief set). uniform: 1/|B| on each question's "
-              "beliefs; zeroshot: the untrained base model on the plain prompts (both read-out "
-              "only). jsd_sampled: from the n samples, to be read against noise_floor (a "
-              "perfectly calibrated model's expected sampled JSD at the same n). BPC judge: "
-              + cfg.judge + "."]
-    md.write_text("\n".join(lines) + "\n")
-    return csv, md
-
-
-def markdown_table(df: pd.DataFrame, fmt: str = "{:.3f}") -> str:
-    """A pipe table (pandas' to_markdown needs the optional `tabulate`)."""
-    def cell(v) -> str:
-        return fmt.format(v) if isinstance(v, (float, np.floating)) and np.isfinite(v) else \
-            ("" if isinstance(v, (float, np.floating)) else str(v))
-
-    head = [df.index.name or ""] + [str(c) for c in df.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join([str(i)] + [cell(v) for v in row]) + " |"
-              for i, row in zip(df.index, df.itertuples(index=False))]
-    return "\n".join(lines)
-
-
-def len_prompts(table: pd.DataFrame) -> int:
-    return int(table["n_prompts"].iloc[0]) if "n_prompts" in table and len(table) else 0
-
-
 def load_eval(run, method: str) -> dict[str, Any]:
     """A finished eval stage: summary, per_prompt (DataFrame), probs [N, K], samples (DataFrame)."""
     d = run.stage_dir(f"stages/eval/{method}")
@@ -179,8 +50,9 @@ def load_eval(run, method: str) -> dict[str, Any]:
 
 def distributions_frame(run, data, methods: Sequence[str], qids: Sequence[str]) -> pd.DataFrame:
     """Long table for plotting predicted vs target belief distributions of some questions:
-    columns qid, label, belief, source (target | method), prob. The model's distribution is the
-    renormalised read-out, averaged over the question's test prompts."""
+    columns qid, question, label, belief, source (target | method), prob. A method's
+    distribution is its test read-out (stages/test/<method>: any method or baseline that was
+    read out), renormalised and averaged over the question's test prompts."""
     es = EvalSet.from_table(data.prompts["test"])
     rows = []
     for q in qids:
@@ -190,12 +62,13 @@ def distributions_frame(run, data, methods: Sequence[str], qids: Sequence[str]) 
         mask, labels = es.mask[idx[0]], es.labels[idx[0]]
         sources = {"target (p*)": es.p_star[idx[0]]}
         for m in methods:
-            probs = load_eval(run, m)["probs"][idx]
+            probs = np.load(run.stage_dir(f"stages/test/{m}") / "probs.npy")[idx]
             sources[m] = metrics.renormalise(probs, es.mask[idx]).mean(axis=0)
         for src, p in sources.items():
             for k in np.flatnonzero(mask):
-                rows.append({"qid": q, "belief": int(k), "label": f"{k}. {labels[k][:28]}",
-                             "source": src, "prob": float(p[k])})
+                rows.append({"qid": q, "question": es.questions[idx[0]], "belief": int(k),
+                             "label": f"{k}. {labels[k][:28]}", "source": src,
+                             "prob": float(p[k])})
     return pd.DataFrame(rows)
 
 
@@ -224,105 +97,163 @@ def sample_outputs(run, methods: Sequence[str], qid: str, per_method: int = 2) -
 # ----------------------------------------------------------------------------- findings
 def results_table(results: dict[str, dict]) -> pd.DataFrame:
     """Test read-out numbers per method (rows) as a DataFrame (notebooks 02 and 03); intervals
-    as "[low, high]" strings."""
-    cols = ["jsd", "jsd_ci", "jsd_digits", "tvd", "wasserstein", "entropy", "entropy_target",
-            "belief_mass", "n_invalid", "margin_majority", "margin_minority",
-            "accuracy_majority", "accuracy_minority"]
+    as "[low, high]" strings. Margins are on the conflicting test pairs (every method),
+    `shared_*` on the GDPO family's own shared-belief pairs."""
+    cols = ["jsd", "jsd_ci", "jsd_vs_sft", "jsd_vs_sft_ci", "jsd_vs_context_free",
+            "jsd_vs_context_free_ci", "jsd_digits", "tvd", "wasserstein", "entropy",
+            "entropy_target", "belief_mass", "n_invalid", "margin_majority", "margin_minority",
+            "accuracy_majority", "accuracy_minority", "shared_margin_majority",
+            "shared_margin_minority"]
     cols = [c for c in cols if any(c in r for r in results.values())]
     return pd.DataFrame({m: {c: format_ci(r.get(c, np.nan)) for c in cols}
                          for m, r in results.items()}).T.infer_objects()
 
 
+def flat_numbers(numbers: Mapping[str, Any]) -> dict[str, float]:
+    """The finite numbers of a method's record, with each interval `<x>_ci` ([low, high], or its
+    "[low, high]" text from format_ci) as `<x>_ci_lo` and `<x>_ci_hi`: what claims read."""
+    out: dict[str, float] = {}
+    for key, x in numbers.items():
+        if isinstance(x, str) and x.startswith("[") and key.endswith("_ci"):
+            x = [float(p) for p in x.strip("[]").split(",")]
+        if isinstance(x, (list, tuple, np.ndarray)) and len(x) == 2 and key.endswith("_ci"):
+            out[f"{key}_lo"], out[f"{key}_hi"] = float(x[0]), float(x[1])
+        elif isinstance(x, (int, float, np.number)) and not isinstance(x, bool) \
+                and np.isfinite(x):
+            out[key] = float(x)
+    return out
+
+
+def reader(records: Mapping[str, Mapping[str, Any]]) -> Callable[[str, str], float]:
+    """`v(method, metric)` over {method: numbers} (flat_numbers of each), the reader claims
+    take; KeyError when the number is absent or not finite."""
+    flat = {m: flat_numbers(r) for m, r in records.items()}
+
+    def v(method: str, metric: str) -> float:
+        try:
+            return flat[method][metric]
+        except KeyError:
+            raise KeyError(f"{method}.{metric}") from None
+    return v
+
+
+def table_reader(table: pd.DataFrame) -> Callable[[str, str], float]:
+    """reader() over a methods x metrics table (evaluate_methods, results_table)."""
+    return reader({m: row.dropna().to_dict() for m, row in table.iterrows()})
+
+
+def metrics_reader(metrics: Mapping[str, Any]) -> Callable[[str, str], float]:
+    """reader() over a run's metrics.json: methods.<m> and skew.<m> of each method."""
+    methods = set(metrics.get("methods", {})) | set(metrics.get("skew", {}))
+    return reader({m: {**metrics.get("methods", {}).get(m, {}),
+                       **metrics.get("skew", {}).get(m, {})} for m in methods})
+
+
+# A model writes well-formed outputs when at most 5 % of its samples do not parse and at least
+# 90 % bind the digit to its own label (CBC). Otherwise its sampled-text metrics measure the
+# format, not its beliefs: they are not interpretable and are never compared.
+WELL_FORMED = {"invalid_rate": 0.05, "cbc": 0.9}
+TEXT_METRICS = ("jsd_sampled", "cbc", "bpc", "rs")
+
+
+def well_formed(v: Callable[[str, str], float], method: str) -> bool | None:
+    """Does `method` write well-formed outputs (WELL_FORMED)? None when it was not sampled."""
+    try:
+        return (v(method, "invalid_rate") <= WELL_FORMED["invalid_rate"]
+                and v(method, "cbc") >= WELL_FORMED["cbc"])
+    except KeyError:
+        return None
+
+
 def findings(table: pd.DataFrame) -> list[str]:
     """What a run's numbers say about the paper's claims, in sentences with the numbers.
 
-    table: one row per method (sft, dpo, gdpo, ablations, baselines), columns among jsd,
-    belief_mass, margin_majority / margin_minority (+ accuracy_*), jsd_sampled, noise_floor,
-    bpc, cbc; the baselines uniform / zeroshot give the last line. A claim whose numbers are
-    missing is left out.
+    table: one row per method (sft, dpo, gdpo, ablations, baselines), columns among those of
+    evaluate_methods / results_table. Each claim of PAPER_CLAIMS whose numbers the table has
+    ("[yes]" / "[NO ]"), then what the claims do not say: the baselines, GDPO's margins on its
+    own pairs, the ablations, which methods' text metrics are interpretable and how they
+    compare, and the sampled JSD against its noise floor.
     """
-    t = table
+    v = table_reader(table)
+    out = [f"[{'yes' if ok else 'NO '}] {claim}: {numbers}"
+           for claim, ok, numbers in check_claims(v) if ok is not None]
 
     def has(m: str, *cols: str) -> bool:
-        return m in t.index and all(c in t and np.isfinite(float(t.loc[m, c])) for c in cols)
+        try:
+            return all(v(m, c) is not None for c in cols)
+        except KeyError:
+            return False
 
-    def v(m: str, c: str) -> float:
-        return float(t.loc[m, c])
-
-    out = []
-    if has("sft", "jsd") and has("dpo", "jsd"):
-        verb = "raises" if v("dpo", "jsd") > v("sft", "jsd") else "does NOT raise"
-        line = f"DPO {verb} the test JSD over SFT: {v('sft', 'jsd'):.3f} -> {v('dpo', 'jsd'):.3f}"
-        if has("sft", "belief_mass") and has("dpo", "belief_mass"):
-            line += (f"; mass on belief tokens {v('sft', 'belief_mass'):.2f} -> "
-                     f"{v('dpo', 'belief_mass'):.2f}")
-        out.append(line + ".")
-    if has("dpo", "margin_majority", "margin_minority"):
-        verb = "exceed" if v("dpo", "margin_majority") > v("dpo", "margin_minority") else "do NOT exceed"
-        line = (f"DPO's majority-chosen margins {verb} its minority-chosen ones: "
-                f"{v('dpo', 'margin_majority'):.3f} vs {v('dpo', 'margin_minority'):.3f}")
-        if has("dpo", "accuracy_majority", "accuracy_minority"):
-            line += (f" (pairwise accuracy {v('dpo', 'accuracy_majority'):.2f} vs "
-                     f"{v('dpo', 'accuracy_minority'):.2f})")
-        out.append(line + ".")
-    if has("gdpo", "jsd") and has("dpo", "jsd"):
-        verb = "lowers" if v("gdpo", "jsd") < v("dpo", "jsd") else "does NOT lower"
-        ref = f", SFT {v('sft', 'jsd'):.3f}" if has("sft", "jsd") else ""
-        out.append(f"GDPO {verb} the test JSD below DPO: {v('gdpo', 'jsd'):.3f} vs "
-                   f"{v('dpo', 'jsd'):.3f}{ref}.")
-    if has("gdpo", "margin_majority", "margin_minority"):
-        line = (f"GDPO margins (shared-belief pairs): majority {v('gdpo', 'margin_majority'):.3f}, "
-                f"minority {v('gdpo', 'margin_minority'):.3f}")
-        if has("dpo", "margin_majority", "margin_minority") and v("dpo", "margin_majority") > 0 \
-                and v("gdpo", "margin_majority") > 0:
-            line += (f"; minority/majority ratio "
-                     f"{v('gdpo', 'margin_minority') / v('gdpo', 'margin_majority'):.2f} "
-                     f"(DPO {v('dpo', 'margin_minority') / v('dpo', 'margin_majority'):.2f})")
-        out.append(line + ".")
-    for m in ("cdpo", "mft"):
-        if has(m, "jsd"):
-            out.append(f"Ablation {m}: test JSD {v(m, 'jsd'):.3f}.")
+    base = [f"{name} {v(m, 'jsd'):.3f}" for m, name in (("uniform", "uniform"),
+            ("context_free", "context-free"), ("zeroshot", "zero-shot")) if has(m, "jsd")]
+    if base:
+        below = [m for m in table.index if m not in BASELINE_NAMES and has(m, "jsd_vs_context_free_ci_hi")
+                 and v(m, "jsd_vs_context_free_ci_hi") < 0]
+        out.append(f"Baselines (test JSD): {', '.join(base)}. Below the context-free baseline by a "
+                   f"paired 95% interval: {', '.join(below) or 'none'}.")
+    if has("gdpo", "shared_margin_majority", "shared_margin_minority"):
+        out.append(f"GDPO on its own shared-belief pairs (the paper's Finding 1; the belief prefix "
+                   f"cancels there): margin majority {v('gdpo', 'shared_margin_majority'):.3f}, "
+                   f"minority {v('gdpo', 'shared_margin_minority'):.3f}.")
+    out += [f"Ablation {m}: test JSD {v(m, 'jsd'):.3f}." for m in ("cdpo", "mft") if has(m, "jsd")]
+    sampled = [m for m in table.index if well_formed(v, m) is not None]
+    good = [m for m in sampled if well_formed(v, m)]
+    bad = [f"{m} (invalid {v(m, 'invalid_rate'):.3f}, CBC {v(m, 'cbc'):.3f})"
+           for m in sampled if m not in good]
+    if bad:
+        out.append(f"Not well-formed, so CBC, BPC, RS and sampled JSD are NOT interpretable for: "
+                   f"{', '.join(bad)}.")
     for metric in ("bpc", "cbc"):
-        if has("gdpo", metric) and has("dpo", metric):
+        if "gdpo" in good and "dpo" in good and has("gdpo", metric) and has("dpo", metric):
             better = v("gdpo", metric) > v("dpo", metric)
             out.append(f"gdpo {metric} {v('gdpo', metric):.3f} vs dpo {v('dpo', metric):.3f}: "
                        f"gdpo is {'better' if better else 'NOT better'}.")
-    if "jsd_sampled" in t and "noise_floor" in t and t["noise_floor"].notna().any():
-        floor = float(t["noise_floor"].dropna().iloc[0])     # the baselines sample nothing
-        close = [m for m in t.index if float(t.loc[m, "jsd_sampled"]) < floor + 0.05]
-        out.append(f"Sampled JSD within 0.05 of the noise floor ({floor:.3f}): "
-                   f"{', '.join(close) or 'none'}.")
-    if has("uniform", "jsd"):
-        below = [m for m in t.index if m != "uniform" and has(m, "jsd")
-                 and v(m, "jsd") < v("uniform", "jsd")]
-        zero = f", zero-shot {v('zeroshot', 'jsd'):.3f}" if has("zeroshot", "jsd") else ""
-        out.append(f"Baselines: uniform {v('uniform', 'jsd'):.3f}{zero}; methods below uniform: "
-                   f"{', '.join(below) or 'none'}.")
+    floors = [v(m, "noise_floor") for m in good if has(m, "noise_floor")]
+    if floors:
+        close = [m for m in good if v(m, "jsd_sampled") < floors[0] + 0.05]
+        out.append(f"Sampled JSD within 0.05 of the noise floor ({floors[0]:.3f}), well-formed "
+                   f"methods only: {', '.join(close) or 'none'}.")
     return out
 
 
 # ----------------------------------------------------------------------------- several seeds
-SEED_METRICS = ("jsd", "jsd_digits", "tvd", "wasserstein", "belief_mass", "entropy",
-                "entropy_target", "margin_majority", "margin_minority")
+SEED_METRICS = ("jsd", "jsd_vs_sft", "jsd_vs_context_free", "jsd_digits", "tvd", "wasserstein",
+                "belief_mass", "entropy", "entropy_target", "margin_majority", "margin_minority",
+                "shared_margin_majority", "shared_margin_minority", "invalid_rate", "cbc")
+BASELINE_NAMES = ("uniform", "context_free", "zeroshot")
+
+
+def _gap(m: str) -> Callable[[Callable[[str, str], float]], float]:
+    """A method's majority - minority margin on the conflicting test pairs (its skew)."""
+    return lambda v: v(m, "margin_majority") - v(m, "margin_minority")
+
 
 # Each finding over seeds: (sentence, difference); the finding holds in a seed when the
-# difference is > 0. `v(method, metric)` reads one run's number (KeyError when absent).
+# difference is > 0. `v(method, metric)` reads one run's number (KeyError when absent);
+# `<x>_ci_lo` / `<x>_ci_hi` are the ends of an interval. Margins are on the SAME conflicting
+# test pairs for every method; `jsd_vs_<ref>` are paired per-question differences.
 CLAIMS: tuple[tuple[str, Callable[[Callable[[str, str], float]], float]], ...] = (
     ("DPO raises jsd over SFT", lambda v: v("dpo", "jsd") - v("sft", "jsd")),
+    ("DPO raises jsd over SFT, paired 95% interval above 0",
+     lambda v: v("dpo", "jsd_vs_sft_ci_lo")),
     ("DPO raises jsd_digits over SFT", lambda v: v("dpo", "jsd_digits") - v("sft", "jsd_digits")),
     ("GDPO lowers jsd below DPO", lambda v: v("dpo", "jsd") - v("gdpo", "jsd")),
     ("GDPO lowers jsd_digits below DPO", lambda v: v("dpo", "jsd_digits") - v("gdpo", "jsd_digits")),
     ("GDPO lowers jsd below SFT", lambda v: v("sft", "jsd") - v("gdpo", "jsd")),
+    ("GDPO lowers jsd below SFT, paired 95% interval below 0",
+     lambda v: -v("gdpo", "jsd_vs_sft_ci_hi")),
     ("SFT is below uniform in jsd", lambda v: v("uniform", "jsd") - v("sft", "jsd")),
-    ("GDPO is below uniform in jsd", lambda v: v("uniform", "jsd") - v("gdpo", "jsd")),
+    ("SFT is below the context-free baseline in jsd, paired 95% interval below 0",
+     lambda v: -v("sft", "jsd_vs_context_free_ci_hi")),
+    ("GDPO is below the context-free baseline in jsd, paired 95% interval below 0",
+     lambda v: -v("gdpo", "jsd_vs_context_free_ci_hi")),
     ("SFT is below zero-shot in jsd", lambda v: v("zeroshot", "jsd") - v("sft", "jsd")),
     ("DPO lowers the belief-token mass below SFT",
      lambda v: v("sft", "belief_mass") - v("dpo", "belief_mass")),
-    ("DPO's majority-chosen margins exceed its minority-chosen ones",
-     lambda v: v("dpo", "margin_majority") - v("dpo", "margin_minority")),
-    ("GDPO's majority-minority margin gap is smaller than DPO's",
-     lambda v: (v("dpo", "margin_majority") - v("dpo", "margin_minority"))
-     - (v("gdpo", "margin_majority") - v("gdpo", "margin_minority"))),
+    ("DPO's majority-chosen margins exceed its minority-chosen ones (conflicting test pairs)",
+     _gap("dpo")),
+    ("GDPO's majority-minority margin gap is smaller than DPO's (the same conflicting test pairs)",
+     lambda v: _gap("dpo")(v) - _gap("gdpo")(v)),
 )
 
 
@@ -419,14 +350,18 @@ def load_tracks(run, methods: Sequence[str]) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- the demo's findings
-WELL_FORMED = {"invalid_rate": 0.05, "cbc": 0.9}   # a model that writes its outputs (item 2 bars)
+def _paired(m: str, ref: str, v: Callable[[str, str], float]) -> str:
+    """"GDPO - SFT -0.020 [-0.031, -0.009]": a paired difference with its 95% interval."""
+    name = {"context_free": "context-free"}.get(ref, ref.upper())
+    return (f"{m.upper()} - {name} {v(m, f'jsd_vs_{ref}'):+.3f} "
+            f"[{v(m, f'jsd_vs_{ref}_ci_lo'):+.3f}, {v(m, f'jsd_vs_{ref}_ci_hi'):+.3f}]")
 
 
-def _ratio_gap(v: Callable[[str, str], float]) -> float:
-    """|1 - DPO's minority/majority margin ratio| - |1 - GDPO's| (> 0: GDPO's is closer to 1)."""
-    def ratio(m: str) -> float:
-        return v(m, "margin_minority") / v(m, "margin_majority")
-    return abs(ratio("dpo") - 1) - abs(ratio("gdpo") - 1)
+def _below_context_free(m: str) -> tuple[str, Callable, Callable, bool]:
+    return (f"{m.upper()}'s JSD is below the context-free baseline's (paired 95% interval "
+            f"below 0)", lambda v: -v(m, "jsd_vs_context_free_ci_hi"),
+            lambda v: f"{_paired(m, 'context_free', v)}; context-free "
+                      f"{v('context_free', 'jsd'):.3f}", False)
 
 
 def _well_formed(m: str) -> tuple[str, Callable, Callable, bool]:
@@ -437,46 +372,44 @@ def _well_formed(m: str) -> tuple[str, Callable, Callable, bool]:
             lambda v: f"invalid {v(m, 'invalid_rate'):.3f}, CBC {v(m, 'cbc'):.3f}", True)
 
 
-# The paper's findings as the demo checks them on one run (issue 13's bars), in CLAIMS' form
-# plus the numbers to show: (sentence, difference, numbers, inclusive). A claim holds when its
-# difference is > 0 (>= 0 when inclusive: the bars written with >=).
+def _margins(m: str, v: Callable[[str, str], float]) -> str:
+    return (f"{m.upper()} {v(m, 'margin_majority'):.3f} - {v(m, 'margin_minority'):.3f} = "
+            f"{_gap(m)(v):.3f}")
+
+
+# The paper's findings as the demo checks them on one run, in CLAIMS' form plus the numbers to
+# show: (sentence, difference, numbers, inclusive). A claim holds when its difference is > 0
+# (>= 0 when inclusive: the bars written with >=). JSD differences are the paired per-question
+# ones with their 95% bootstrap interval; margins are on the same conflicting test pairs for
+# DPO and GDPO, and the "2x" claim needs a positive majority margin.
 PAPER_CLAIMS: tuple[tuple[str, Callable, Callable, bool], ...] = (
     ("DPO raises JSD over SFT by >= 0.05",
-     lambda v: v("dpo", "jsd") - v("sft", "jsd") - 0.05,
-     lambda v: f"SFT {v('sft', 'jsd'):.3f}, DPO {v('dpo', 'jsd'):.3f} "
-               f"({v('dpo', 'jsd') - v('sft', 'jsd'):+.3f})", True),
+     lambda v: v("dpo", "jsd_vs_sft") - 0.05,
+     lambda v: f"SFT {v('sft', 'jsd'):.3f}, DPO {v('dpo', 'jsd'):.3f}; {_paired('dpo', 'sft', v)}",
+     True),
     ("GDPO's JSD is below SFT's",
-     lambda v: v("sft", "jsd") - v("gdpo", "jsd"),
-     lambda v: f"GDPO {v('gdpo', 'jsd'):.3f} vs SFT {v('sft', 'jsd'):.3f} "
-               f"({v('gdpo', 'jsd') - v('sft', 'jsd'):+.3f})", False),
-    ("DPO's majority-chosen margin is >= 2x its minority-chosen one",
-     lambda v: v("dpo", "margin_majority") - 2 * v("dpo", "margin_minority"),
-     lambda v: f"{v('dpo', 'margin_majority'):.3f} vs {v('dpo', 'margin_minority'):.3f}", True),
-    ("GDPO's minority/majority margin ratio is closer to 1 than DPO's", _ratio_gap,
-     lambda v: "GDPO {:.2f}, DPO {:.2f}".format(
-         *(v(m, "margin_minority") / v(m, "margin_majority") for m in ("gdpo", "dpo"))), False),
+     lambda v: -v("gdpo", "jsd_vs_sft"),
+     lambda v: f"GDPO {v('gdpo', 'jsd'):.3f}, SFT {v('sft', 'jsd'):.3f}; "
+               f"{_paired('gdpo', 'sft', v)}", False),
+    *(_below_context_free(m) for m in ("sft", "gdpo")),
+    ("DPO's majority-chosen margin is positive and >= 2x its minority-chosen one "
+     "(conflicting test pairs)",
+     lambda v: min(v("dpo", "margin_majority"),
+                   v("dpo", "margin_majority") - 2 * v("dpo", "margin_minority")),
+     lambda v: f"{v('dpo', 'margin_majority'):.3f} vs {v('dpo', 'margin_minority'):.3f}", False),
+    ("GDPO's majority - minority margin gap is smaller than DPO's (the same conflicting test "
+     "pairs)", lambda v: _gap("dpo")(v) - _gap("gdpo")(v),
+     lambda v: f"{_margins('gdpo', v)}; {_margins('dpo', v)}", False),
     *(_well_formed(m) for m in ("sft", "dpo", "gdpo")),
 )
 
 
-def metrics_reader(metrics: Mapping[str, Any]) -> Callable[[str, str], float]:
-    """`v(method, metric)` over a run's metrics.json (methods.* and skew.*), the reader CLAIMS
-    take; KeyError when the number is absent or not finite."""
-    def v(method: str, metric: str) -> float:
-        x = {**metrics.get("methods", {}).get(method, {}),
-             **metrics.get("skew", {}).get(method, {})}.get(metric)
-        if x is None or not np.isfinite(x):
-            raise KeyError(f"{method}.{metric}")
-        return float(x)
-    return v
-
-
-def paper_findings(metrics: dict) -> list[tuple[str, bool | None, str]]:
-    """PAPER_CLAIMS checked on a run's metrics.json (test split): (claim, holds, the numbers);
-    holds is None ("not measured") when the run lacks a number or a margin is zero."""
-    v = metrics_reader(metrics)
+def check_claims(v: Callable[[str, str], float], claims: Sequence = PAPER_CLAIMS
+                 ) -> list[tuple[str, bool | None, str]]:
+    """Each claim checked with the reader `v`: (claim, holds, the numbers); holds is None
+    ("not measured") when a number is missing or a margin ratio divides by zero."""
     out: list[tuple[str, bool | None, str]] = []
-    for claim, diff, numbers, inclusive in PAPER_CLAIMS:
+    for claim, diff, numbers, inclusive in claims:
         try:
             d = diff(v)
             out.append((claim, d >= 0 if inclusive else d > 0, numbers(v)))
@@ -485,13 +418,25 @@ def paper_findings(metrics: dict) -> list[tuple[str, bool | None, str]]:
     return out
 
 
+def paper_findings(metrics: dict) -> list[tuple[str, bool | None, str]]:
+    """PAPER_CLAIMS checked on a run's metrics.json (test split): (claim, holds, the numbers);
+    holds is None ("not measured") when the run lacks a number."""
+    return check_claims(metrics_reader(metrics))
+
+
 def show_findings(run) -> list[str]:
-    """Print the paper's findings on this run (paper_findings) and the run directory; in a
-    pipeline run these are console lines. Returns the lines."""
+    """Print the paper's findings on this run (paper_findings), which methods' text metrics are
+    not interpretable, and the run directory; in a pipeline run these are console lines.
+    Returns the lines."""
     mark = {True: "yes", False: "NO ", None: " - "}
+    metrics = run.metrics()
     lines = [f"findings ({run.cfg.group_label}, {run.cfg.model}, test split):"]
-    lines += [f"  [{mark[ok]}] {claim}: {numbers}"
-              for claim, ok, numbers in paper_findings(run.metrics())]
+    lines += [f"  [{mark[ok]}] {claim}: {numbers}" for claim, ok, numbers in paper_findings(metrics)]
+    v = metrics_reader(metrics)
+    bad = [m for m in metrics.get("methods", {}) if well_formed(v, m) is False]
+    if bad:
+        lines.append(f"  CBC, BPC, RS and sampled JSD are not interpretable for {', '.join(bad)} "
+                     f"(outputs not well-formed)")
     lines.append(f"run directory: {run.root}")
     for line in lines:
         console.say(line)

@@ -10,10 +10,19 @@ from typing import Any, Sequence
 import pandas as pd
 
 
+# Read-out-only baselines a run's metrics.json holds whatever methods the cell asked for
+# (gdpolib.stages.evaluate.BASELINES; not imported: that module loads torch).
+BASELINES = ("uniform", "context_free", "zeroshot")
+
+
 def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
     """One row per run x method: grid labels, the run's protocol (metrics.json data.protocol),
-    the run name and every scalar test metric. `cells`: gdpolib.sweep.Cell (name, run_dir,
-    labels()); `methods`: cell name -> the methods it was asked for."""
+    the run name and every test number (report.flat_numbers: an interval `<x>_ci` as
+    `<x>_ci_lo` and `<x>_ci_hi`). `cells`: gdpolib.sweep.Cell (name, run_dir, labels());
+    `methods`: cell name -> the methods it was asked for; the BASELINES a run recorded come
+    too, so that every table has them beside the methods."""
+    from gdpolib.report import flat_numbers   # deferred: gdpolib.report imports torch
+
     rows = []
     for cell in cells:
         path = cell.run_dir / "metrics.json"
@@ -21,10 +30,9 @@ def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
             continue
         metrics = json.loads(path.read_text())
         protocol = metrics.get("data", {}).get("protocol")
-        for m in methods[cell.name]:
-            numbers = {**metrics.get("methods", {}).get(m, {}), **metrics.get("skew", {}).get(m, {})}
-            numbers = {k: v for k, v in numbers.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        recorded = metrics.get("methods", {})
+        for m in dict.fromkeys([*(b for b in BASELINES if b in recorded), *methods[cell.name]]):
+            numbers = flat_numbers({**recorded.get(m, {}), **metrics.get("skew", {}).get(m, {})})
             if "jsd" in numbers:
                 labels = {**cell.labels(), **({"protocol": protocol} if protocol else {})}
                 rows.append({**labels, "method": m, "run": cell.name, **numbers})
@@ -44,7 +52,7 @@ def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -
             and (c != "params" or runs[c].nunique() > 1 or runs[c].iloc[0] != "-")] + ["country"]
     if "protocol" in keys:     # protocol first: one block of rows per protocol
         keys = ["protocol"] + [k for k in keys if k != "protocol"]
-    summary = report.seed_summary(runs, keys, method_order)
+    summary = report.seed_summary(runs, keys, [*BASELINES, *method_order])
     text = "\n".join([
         f"# Results over {runs['seed'].nunique()} seed(s): mean ± sd", "",
         "Read-out metrics on the test prompts (jsd: renormalised over the belief set; "
@@ -80,7 +88,8 @@ def summarize(runs: pd.DataFrame, method_order: Sequence[str]) -> pd.DataFrame:
     for row in runs[cells].itertuples(index=False):
         first.setdefault(tuple(row), len(first))
     table["_cell"] = [first[tuple(r)] for r in table[cells].itertuples(index=False)]
-    table["_method"] = table["method"].map({m: i for i, m in enumerate(method_order)})
+    order = list(dict.fromkeys([*BASELINES, *method_order]))      # the baselines first
+    table["_method"] = table["method"].map({m: i for i, m in enumerate(order)})
     return (table.sort_values(["_cell", "_method"]).drop(columns=["_cell", "_method"])
             .reset_index(drop=True))
 

@@ -29,7 +29,9 @@ from gdpolib.stages.data import base_model, prepare_data  # noqa: E402
 from gdpolib.stages.evaluate import Judging, evaluate_method  # noqa: E402
 from gdpolib.stages.train import PREFERENCE_METHODS, train_preference, train_sft  # noqa: E402
 
-REPORTED = ("jsd", "belief_mass", "jsd_sampled", "invalid_rate", "cbc", "rs", "bpc")
+REPORTED = ("jsd", "belief_mass", "jsd_sampled", "invalid_rate", "cbc", "rs", "bpc",
+            "margin_majority", "margin_minority", "shared_margin_majority",
+            "shared_margin_minority")
 
 
 def main(argv=None) -> int:

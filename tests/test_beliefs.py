@@ -123,7 +123,7 @@ def test_parse_without_label():
 
 def test_belief_tokens_single_for_byte_level_bpe(data):
     from gdpolib.models import train_bpe_tokenizer
-    from gdpolib.data.records import format_prompt
+    from gdpolib.data.responses import format_prompt
 
     qb = OptionsScheme().apply(data.questions, "S. Africa")[0][0]
     prompt = format_prompt(qb.question, qb.labels, qb.mask)

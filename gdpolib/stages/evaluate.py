@@ -1,18 +1,24 @@
 """Stage of notebook 04 (and the test numbers of notebooks 02/03): every method scored by the
 same code on the same test prompts.
 
-Methods: the baselines `uniform` (1/|B| on each question's beliefs, no model) and `zeroshot`
-(the base model, untrained, plain test prompts), then the paper's Table 2 order: kshot (the base
-model prompted with k solved examples), icf (SFT with a few-shot context block in every prompt),
-sft, dpo, gdpo, and the ablations cdpo / mft. A method that has not been trained yet is trained
-through gdpolib.stages.train (which reuses finished stages).
+Methods: the baselines `uniform` (1/|B| on each question's beliefs, no model), `context_free`
+(the mean p* of the training questions with the same belief set: where answers tend to fall,
+whatever the question; no model) and `zeroshot` (the base model, untrained, plain test prompts),
+then the paper's Table 2 order: kshot (the base model prompted with k solved examples), icf (SFT
+with a few-shot context block in every prompt), sft, dpo, gdpo, and the ablations cdpo / mft. A
+method that has not been trained yet is trained through gdpolib.stages.train (which reuses
+finished stages). Every method's JSD is also compared with SFT's and the context-free
+baseline's question by question (paired_comparisons: a paired bootstrap interval).
 
 Cached stages per method:
   stages/test/<method>/   the belief read-out on the test prompts (scoring.readout /
                           readout_summary): test.json (jsd, jsd_digits, tvd, wasserstein,
                           entropies, belief_mass, their bootstrap intervals over questions, the
-                          prompts left out; for preference methods the reward margins on the test
-                          pairs vs the SFT reference, by majority / minority), probs.npy, readout.csv
+                          prompts left out; for preference methods the reward margins vs the SFT
+                          reference, by majority / minority chosen belief, on the SAME conflicting
+                          test pairs for every method (the DPO pairs: like for like), and for the
+                          GDPO family also on its own shared-belief pairs, `shared_*`),
+                          probs.npy, readout.csv
   stages/eval/<method>/   sampled outputs (scoring.score_samples): summary.json (the read-out's
                           numbers and the sampled ones), per_prompt.csv, probs.npy, samples.jsonl;
                           not for the baselines (read-out only)
@@ -28,7 +34,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from gdpolib import beliefs, judges, margins, models, sources
+from gdpolib import beliefs, judges, margins, models, paired, sources
 from gdpolib.data.fewshot import demo_pool, fewshot_prompts, icf_dataset
 from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
@@ -41,27 +47,40 @@ from gdpolib.stages.train import PREFERENCE_METHODS, data_hash, train_preference
 log = logging.getLogger("gdpolib.stages.evaluate")
 
 EVAL_VERSION = "eval-v4"        # bump when scoring changes (invalidates eval stages)
-READOUT_VERSION = "readout-v2"  # bump when the read-out numbers change (invalidates test stages)
-BASELINES = ("uniform", "zeroshot")
+READOUT_VERSION = "readout-v3"  # bump when the read-out numbers change (invalidates test stages)
+# Read-out-only baselines: predictors without a model (FIXED), and the untrained base model.
+FIXED = ("uniform", "context_free")
+BASELINES = (*FIXED, "zeroshot")
 METHOD_ORDER = (*BASELINES, "kshot", "icf", "sft", "dpo", "gdpo", "cdpo", "mft")
 FEWSHOT_METHODS = ("kshot", "icf")
+# Every method's JSD is compared, question by question, with these (paired_comparisons).
+REFERENCES = ("sft", "context_free")
+PAIRED_KEYS = tuple(k for ref in REFERENCES for k in (f"jsd_vs_{ref}", f"jsd_vs_{ref}_ci",
+                                                      f"jsd_vs_{ref}_questions"))
 METRICS_JSON_KEYS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "belief_mass", "tvd",
                      "tvd_ci", "wasserstein", "wasserstein_ci", "entropy", "entropy_target",
-                     "n_questions", "n_invalid", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")
+                     "n_questions", "n_invalid", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate",
+                     *PAIRED_KEYS)
+# Reward margins on the conflicting test pairs (every preference method, like for like) and,
+# for the GDPO family, on its own shared-belief pairs (the paper's Finding 1).
 SKEW_KEYS = ("margin_majority", "margin_minority")
-TABLE_COLUMNS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci", "wasserstein",
-                 "wasserstein_ci", "entropy", "entropy_target", "belief_mass", "n_invalid",
+SHARED_SKEW_KEYS = ("shared_margin_majority", "shared_margin_minority")
+TABLE_COLUMNS = ("jsd", "jsd_ci", *PAIRED_KEYS, "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci",
+                 "wasserstein", "wasserstein_ci", "entropy", "entropy_target", "belief_mass",
+                 "n_invalid", "margin_majority", "margin_minority", *SHARED_SKEW_KEYS,
                  "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate", "majority_bias")
 
 
 # ----------------------------------------------------------------------------- metrics.json
 def record(run, method: str, numbers: dict[str, Any]) -> None:
     """THE writer of a method's numbers into metrics.json: methods.<m>.<key> for the keys of
-    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (margins) for dpo and gdpo."""
+    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (the margins of SKEW_KEYS and
+    SHARED_SKEW_KEYS present) for the preference methods."""
     part: dict[str, Any] = {"methods": {method: {k: numbers[k] for k in METRICS_JSON_KEYS
                                                  if k in numbers}}}
-    if method in ("dpo", "gdpo") and all(k in numbers for k in SKEW_KEYS):
-        part["skew"] = {method: {k: numbers[k] for k in SKEW_KEYS}}
+    if all(k in numbers for k in SKEW_KEYS):
+        part["skew"] = {method: {k: numbers[k] for k in (*SKEW_KEYS, *SHARED_SKEW_KEYS)
+                                 if k in numbers}}
     run.merge_metrics(part)
 
 
@@ -70,7 +89,8 @@ def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]
     """The checkpoint a method is scored with (training it if missing) and its identity.
 
     zeroshot and kshot: the base model (untrained policy); icf: SFT on few-shot-context prompts;
-    sft; and the preference methods, from the training stages (cached). `uniform` has none."""
+    sft; and the preference methods, from the training stages (cached). The FIXED baselines
+    have none."""
     if method in ("zeroshot", "kshot"):
         return base_model(cfg, run, data)
     if method == "icf":
@@ -83,7 +103,8 @@ def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]
         return train_sft(cfg, run, data), run.stage_hash("checkpoints/sft")
     if method in PREFERENCE_METHODS:
         return train_preference(cfg, run, data, method), run.stage_hash(f"checkpoints/{method}")
-    raise ValueError(f"no model for method {method!r} (one of {', '.join(METHOD_ORDER[1:])})")
+    raise ValueError(f"no model for method {method!r} (one of "
+                     f"{', '.join(m for m in METHOD_ORDER if m not in FIXED)})")
 
 
 def _context_limit(model, tokenizer, cfg, data: RunData, method: str) -> int:
@@ -110,18 +131,48 @@ def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
 
 
 # ----------------------------------------------------------------------------- read-out stage
+def fixed_readout(data: RunData, method: str) -> tuple[EvalSet, np.ndarray]:
+    """The test prompts and the [N, K] read-out of a baseline without a model (FIXED):
+    `uniform` (1/|B|) or `context_free` (EvalSet.context_free over the train split)."""
+    es = EvalSet.from_table(data.prompts["test"])
+    if method == "uniform":
+        return es, es.uniform()
+    if method == "context_free":
+        return es, es.context_free(EvalSet.from_table(data.prompts["train"]))
+    raise ValueError(f"{method!r} is not a baseline without a model ({', '.join(FIXED)})")
+
+
+def test_margins(cfg, run, data: RunData, method: str, model, tok) -> dict[str, float]:
+    """Reward margins of a preference method vs the SFT reference on the test pairs, by
+    majority / minority chosen belief (margins.margin_summary): on the conflicting (DPO) pairs
+    for every method, so that the skew is measured like for like, and for the GDPO family also
+    on its own shared-belief pairs (keys `shared_*`), where the belief prefix cancels."""
+    length = sequence_length(cfg, data, tok, max_context(model))
+    ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
+    out: dict[str, float] = {}
+    sets = [("", data.dpo["test"])] + ([] if method == "dpo" else [("shared_", data.gdpo["test"])])
+    for prefix, pairs in sets:
+        enc = margins.encode_pairs(tok, pairs)
+        pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, length)
+        rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, length)
+        summary = margins.margin_summary(margins.reward_margins(pol, rl, cfg.beta),
+                                         np.asarray(pairs["majority"]))
+        out.update({prefix + k: v for k, v in summary.items()})
+    return out
+
+
 def test_readout(cfg, run, data: RunData, method: str,
                  checkpoint: tuple[Path | str, str] | None = None) -> dict[str, Any]:
     """The probability-based test numbers of a method (trained if missing): scoring's
     readout_summary over the test prompts (both JSD conventions, TVD, Wasserstein, entropies,
     belief mass, 95% bootstrap intervals over questions, prompts left out) and, for preference
-    methods, the reward margins on the test pairs vs the SFT reference by majority / minority
-    chosen belief. `uniform` needs no model. Cached as `stages/test/<method>`; recorded in
-    metrics.json. `checkpoint`: method_model's answer, when the caller has it."""
+    methods, the reward margins vs the SFT reference (test_margins). The FIXED baselines need no
+    model. Cached as `stages/test/<method>`; recorded in metrics.json. `checkpoint`:
+    method_model's answer, when the caller has it."""
     key = {"version": READOUT_VERSION, "method": method, "data": data_hash(run, data),
            **cfg.subset("seed", "ci_resamples")}
     model_path = None
-    if method != "uniform":
+    if method not in FIXED:
         model_path, key["model"] = checkpoint or method_model(cfg, run, data, method)
         key["beta"] = cfg.beta
     if method in PREFERENCE_METHODS:
@@ -131,8 +182,8 @@ def test_readout(cfg, run, data: RunData, method: str,
 
     def build(out: Path) -> None:
         if model_path is None:
-            es = EvalSet.from_table(data.prompts["test"])
-            read = score_probs(es.uniform(), es)
+            es, probs = fixed_readout(data, method)
+            read = score_probs(probs, es)
         else:
             model, tok = models.load_policy(model_path, cfg)
             es = test_prompts(cfg, data, method, model, tok)
@@ -140,14 +191,7 @@ def test_readout(cfg, run, data: RunData, method: str,
                            cfg.eval_batch_size)
         res: dict[str, Any] = readout_summary(read, es, cfg.seed, cfg.ci_resamples)
         if method in PREFERENCE_METHODS:
-            length = sequence_length(cfg, data, tok, max_context(model))
-            ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
-            pairs = (data.dpo if method == "dpo" else data.gdpo)["test"]
-            enc = margins.encode_pairs(tok, pairs)
-            pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, length)
-            rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, length)
-            res.update(margins.margin_summary(margins.reward_margins(pol, rl, cfg.beta),
-                                              np.asarray(pairs["majority"])))
+            res.update(test_margins(cfg, run, data, method, model, tok))
         (out / "test.json").write_text(json.dumps(res, indent=2))
         np.save(out / "probs.npy", read["probs"])
         pd.DataFrame({"qid": es.qids, "style": es.styles, "valid": read["valid"],
@@ -167,6 +211,25 @@ def jsd_by_question(cfg, run, data: RunData, method: str) -> dict[str, float]:
                              dtype={"qid": str})
     per_prompt = per_prompt[per_prompt["valid"]]
     return _jsd_by_question(per_prompt["jsd"].to_numpy(), list(per_prompt["qid"]))
+
+
+def paired_comparisons(cfg, run, data: RunData, methods: Sequence[str]) -> dict[str, dict]:
+    """Each method's test JSD minus each reference's in REFERENCES that is among `methods`,
+    question by question (both read-outs' mean JSD per question, over the questions both
+    scored), with a paired 95% bootstrap interval over those questions (paired.compare_by_question,
+    `ci_resamples`, seeded): `jsd_vs_<ref>`, `jsd_vs_<ref>_ci`, `jsd_vs_<ref>_questions`.
+    Recorded in metrics.json (methods.<m>); returns {method: numbers}."""
+    per_q = {m: jsd_by_question(cfg, run, data, m) for m in methods}
+    out: dict[str, dict] = {}
+    for m in methods:
+        numbers: dict[str, Any] = {}
+        for ref in (r for r in REFERENCES if r in per_q and r != m):
+            d = paired.compare_by_question(per_q[m], per_q[ref], cfg.ci_resamples, cfg.seed)
+            numbers.update({f"jsd_vs_{ref}": d["difference"], f"jsd_vs_{ref}_ci": d["ci"],
+                            f"jsd_vs_{ref}_questions": d["n"]})
+        record(run, m, numbers)
+        out[m] = numbers
+    return out
 
 
 # ----------------------------------------------------------------------------- sampling stage
@@ -214,7 +277,7 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
                     ) -> dict[str, Any]:
     """All Table-2 numbers of a method: its test read-out (test_readout) and its sampled outputs,
     cached as `stages/eval/<method>`; returns the summary and records it in metrics.json.
-    The baselines (uniform, zeroshot) get their read-out numbers only (nothing is sampled)."""
+    The BASELINES get their read-out numbers only (nothing is sampled)."""
     if method in BASELINES:
         return {"method": method, **test_readout(cfg, run, data, method)}
     judging = judging or Judging(cfg)
@@ -248,8 +311,8 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
 
 
 def methods_to_run(cfg, run) -> list[str]:
-    """The baselines (uniform, zeroshot), cfg.methods, cfg.ablations and any preference method
-    already trained in the run, in METHOD_ORDER."""
+    """The BASELINES, cfg.methods, cfg.ablations and any preference method already trained in
+    the run, in METHOD_ORDER."""
     wanted = set(BASELINES) | set(cfg.methods) | set(cfg.ablations)
     wanted |= {m for m in PREFERENCE_METHODS
                if (run.stage_dir(f"checkpoints/{m}") / "stage.json").exists()}
@@ -257,11 +320,14 @@ def methods_to_run(cfg, run) -> list[str]:
 
 
 def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """Score every method (training what is missing) and the baselines; a methods x metrics
-    table (intervals as [low, high]), also written to the run as `tables/methods.csv` (with the
+    """Score every method (training what is missing) and the baselines, and compare each with
+    SFT and the context-free baseline (paired_comparisons); a methods x metrics table
+    (intervals as [low, high]), also written to the run as `tables/methods.csv` (with the
     per-method stages under stages/eval/)."""
     judging = Judging(cfg)
     rows = {m: evaluate_method(cfg, run, data, m, judging) for m in methods or methods_to_run(cfg, run)}
+    for m, numbers in paired_comparisons(cfg, run, data, list(rows)).items():
+        rows[m].update(numbers)
     table = pd.DataFrame.from_dict(rows, orient="index")
     cols = [c for c in TABLE_COLUMNS if c in table] + \
         [c for c in ("bpc_judged", "bpc_api_errors", "bpc_unparseable", "n_prompts",
@@ -273,6 +339,12 @@ def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = No
 
 
 # ----------------------------------------------------------------------------- notebook helpers
+def short(text: str, width: int = 70) -> str:
+    """The start of a question for a figure title (one line, cut at a word with '...')."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + "..."
+
+
 def compare_distributions(cfg, run, data: RunData, methods: Sequence[str], n: int = 4,
                           split: str = "test") -> dict[str, Any]:
     """Belief distributions of several trained methods on n prompts of `split` (those where the
@@ -290,7 +362,7 @@ def compare_distributions(cfg, run, data: RunData, methods: Sequence[str], n: in
     return {"p_star": es.p_star[order], "mask": es.mask[order],
             "dists": {m.upper(): reads[m]["probs"][order] for m in methods},
             "labels": [ds[int(i)]["labels"] for i in order],
-            "titles": [f"{ds[int(i)]['qid']}: {ds[int(i)]['question']}  (JSD " +
+            "titles": [f"{ds[int(i)]['qid']}: {short(ds[int(i)]['question'])}  (JSD " +
                        ", ".join(f"{m} {reads[m]['jsd'][i]:.3f}" for m in methods) + ")"
                        for i in order]}
 

@@ -1,6 +1,7 @@
-"""Stages of notebooks 02 and 03: SFT (TRL SFTTrainer), the DPO baseline (TRL DPOTrainer,
-unchanged) and GDPO with its ablations (GDPOTrainer), each a cached, resumable run stage
-`checkpoints/<method>/` keyed by its parameters and the hashes of the stages it starts from.
+"""Stages of notebooks 02 and 03: SFT (TRL SFTTrainer), the DPO baseline (TRL DPOTrainer, its
+loss unchanged; pairs of similar length batched, gdpolib.trainers.pairs) and GDPO with its
+ablations (GDPOTrainer), each a cached, resumable run stage `checkpoints/<method>/` keyed by its
+parameters and the hashes of the stages it starts from.
 
   train_sft(cfg, run, data, dataset=None, name="sft") -> Path
   train_preference(cfg, run, data, method) -> Path        method in dpo | gdpo | cdpo | mft
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl import DPOConfig, SFTConfig, SFTTrainer
 
 from gdpolib import beliefs, models
 from gdpolib.data.records import RunData
@@ -25,6 +26,7 @@ from gdpolib.generation import max_context
 from gdpolib.stages.data import base_model, sequence_length
 from gdpolib.trainers.fit import finish_stage, fit, peft_config, progress_dir, training_args
 from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer, method_lambdas
+from gdpolib.trainers.pairs import DPOTrainer
 from gdpolib.trainers.tracking import Tracker, TrackingCallback
 
 PREFERENCE_METHODS = ("dpo", "gdpo", "cdpo", "mft")
@@ -122,7 +124,7 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
     key = {"stage": method, **cfg.subset(*TRAIN_KEYS, "beta", "eval_every", "eval_subset",
                                          "precompute_ref_log_probs", "model"),
            "steps": steps, "lr": lr, "sft": run.stage_hash("checkpoints/sft"),
-           "data": data_hash(run, data)}
+           "data": data_hash(run, data), "batches": "group_by_length"}
     if not is_dpo:
         key.update(method_lambdas(cfg, method), calibration_form=cfg.calibration_form,
                    label_smoothing=cfg.label_smoothing)
@@ -130,19 +132,29 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
     if run.stage_done(stage, key):
         return run.stage_dir(stage)
     s = _start(cfg, run, data, method, key, sft_dir)
-    eval_pairs = pairs["eval"]
-    eval_pairs = eval_pairs.shuffle(seed=cfg.seed).select(range(min(cfg.eval_subset, len(eval_pairs))))
+    # The same eval pairs for every method: the conflicting (DPO) ones measure the skew like for
+    # like; the GDPO family's own shared-belief pairs are the same draws (row i of data.dpo and
+    # data.gdpo), tracked as shared_*.
+    n_eval = min(cfg.eval_subset, len(data.dpo["eval"]))
+
+    def subset(ds):    # the same seeded shuffle of equally long datasets: the same rows
+        return ds.shuffle(seed=cfg.seed).select(range(n_eval))
+
     tracker = Tracker(s.tok, s.ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset,
                                                        cfg.seed),
-                      pairs=eval_pairs, ref_model=s.model, beta=cfg.beta,
-                      batch_size=cfg.eval_batch_size, max_length=s.length)
+                      pairs=subset(data.dpo["eval"]), ref_model=s.model, beta=cfg.beta,
+                      batch_size=cfg.eval_batch_size, max_length=s.length,
+                      shared_pairs=None if is_dpo else subset(data.gdpo["eval"]))
     ref_model = None
     if not (cfg.precompute_ref_log_probs or cfg.lora):
         ref_model, _ = models.load_policy(sft_dir, cfg)
     cols = ["prompt", "chosen", "rejected"] + ([] if is_dpo else ["p_star", "belief_mask"])
     train = pairs["train"].select_columns(cols)
     common = dict(beta=cfg.beta, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
-                  label_smoothing=cfg.label_smoothing, max_length=s.length)
+                  label_smoothing=cfg.label_smoothing, max_length=s.length,
+                  # Pairs of similar length share a batch, as SFT's rows (trainers.pairs): random
+                  # batches padded every pair to the longest, 1.8-1.9x the real tokens.
+                  train_sampling_strategy="group_by_length")
     logs = run.path("logs", method)
     if is_dpo:
         args = training_args(cfg, DPOConfig, s.progress, steps, lr, logs, **common)

@@ -32,6 +32,7 @@ from trl.trainer.utils import global_then_local_main_first
 
 from gdpolib import beliefs, losses
 from gdpolib.models import plain_lm
+from gdpolib.trainers.pairs import LengthGroupedPairs
 
 # Batch keys the GDPO collator adds (the model never sees them).
 GDPO_KEYS = ("belief_span_mask", "answer_pos", "p_star", "belief_mask")
@@ -140,8 +141,9 @@ class GDPOCollator(DataCollatorForPreference):
         return out
 
 
-class GDPOTrainer(DPOTrainer):
-    """TRL's DPOTrainer with the GDPO loss: lambda_cal*KL + lambda_pref*DPO - lambda_nll*log p(b_c).
+class GDPOTrainer(LengthGroupedPairs, DPOTrainer):
+    """TRL's DPOTrainer with the GDPO loss: lambda_cal*KL + lambda_pref*DPO - lambda_nll*log p(b_c),
+    and length-grouped batches of pairs under `train_sampling_strategy="group_by_length"`.
 
     `args` must be a GDPOConfig (the weights and the calibration form); `belief_token_ids` are
     the K_MAX ids of the digits "0".."K_MAX-1" (beliefs.check_belief_tokens). The training rows
