@@ -5,8 +5,8 @@ Trainers (`--kinds`), each built as the training stages build it (the run's para
   sft-random  TRL's SFTTrainer with random batches (before: padding to the longest row)
   sft       TRL's SFTTrainer as the SFT stage runs it (after: rows of similar length batched)
   dpo       TRL's DPOTrainer, unchanged (the baseline method runs TRL as it is)
-  gdpo      GDPOTrainer (TRL's DPO head; a log-probs-only head was measured in
-            bench_step_overhead-tiny-cpu-t1-after.json at ~2 %, within noise, and not kept)
+  gdpo      GDPOTrainer (TRL's DPO head; a log-probs-only head saved about 2 %, within
+            noise, and was not kept)
 `--steps` steps of `trainer.train()` are timed step by step, split into collation, forward +
 loss (policy forward and, for DPO/GDPO, the reference forward), backward, optimizer step (with
 clipping), Trainer logging and the rest. The bare step runs batches of the trainer's own

@@ -85,7 +85,7 @@ def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
     assert all(0 <= metrics["methods"][m]["jsd"] <= math.sqrt(math.log(2)) for m in ("sft", "dpo", "gdpo"))
     assert set(metrics["skew"]) == {"dpo", "gdpo"}
     assert set(metrics["skew"]["dpo"]) == {"margin_majority", "margin_minority"}
-    # issue 12: every method row has both JSD conventions, the mass, TVD and an interval over
+    # every method row has both JSD conventions, the mass, TVD and an interval over
     # questions; the baselines (uniform 1/|B|, the untrained base model) sit beside them
     for m in evaluate.BASELINES:
         evaluate.test_readout(cfg, run, data, m)

@@ -245,7 +245,7 @@ def seed_pairs(cfg: RunConfig, run: Run, dataset: str, seeds: Sequence[int],
 
 
 def gpo_metrics(table, k: int) -> dict:
-    """The `gpo` part of metrics.json (GUIDE.md §6) from an alignment_table."""
+    """The `gpo` part of metrics.json (docs/metrics.md) from an alignment_table."""
     overall = table[table.group == "ALL"].set_index("method")["score"]
     return {"gpo": {"alignment": {m: float(v) for m, v in overall.items()}, "k": int(k)}}
 
