@@ -1,5 +1,5 @@
-"""The result pages (results/*.md): their tables are generated from the raw data files beside
-them, so no number on a page is typed by hand.
+"""The result pages (results/*.md) and the README's results: their tables are generated from the
+raw data files beside them, so no number on a page is typed by hand.
 
 A page is Markdown with generated blocks:
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import sys
@@ -49,8 +50,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 
 def _link(path: Path, page_dir: Path = RESULTS) -> str:
-    rel = Path(*[".."] * len(page_dir.relative_to(ROOT).parts)) / path.relative_to(ROOT)
-    return f"[`{path.name}`]({rel.as_posix()})"
+    return f"[`{path.name}`]({Path(os.path.relpath(path, page_dir)).as_posix()})"
 
 
 def _provenance(path: Path, command: str, commit: str, machine: str, date: str) -> list[str]:
@@ -148,6 +148,14 @@ def gpo_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return [*keys, *(f"k = {k}" for k in ks)], rows
 
 
+def _gpo_score(d: dict[str, Any]) -> str:
+    """The alignment score's definition: the file's, or the dataset's (as notebook 05 scores)."""
+    if d.get("score"):
+        return d["score"]
+    names = {"opinionqa": "1 - WD / WD_max", "goqa": "1 - JS distance"}
+    return " / ".join(sorted({names[r["dataset"]] for r in d["rows"]}))
+
+
 def _gpo_block(name: str) -> Callable[[], list[str]]:
     def render() -> list[str]:
         path = RESULTS / "gpo" / f"{name}.json"
@@ -159,8 +167,8 @@ def _gpo_block(name: str) -> Callable[[], list[str]]:
         n_seeds = len({r["seed"] for r in d["rows"]})
         return (_provenance(path, d["command"], f"`{env['git_commit']}`", machine,
                             d["date"][:10]) + [""]
-                + _table(header, rows) + ["", f"Score: {d.get('score', 'alignment')}; "
-                                              f"{d['unit']}; {n_seeds} seeds."])
+                + _table(header, rows) + ["", f"Score: {_gpo_score(d)}; {d['unit']}; "
+                                              f"{n_seeds} seeds."])
     return render
 
 
@@ -186,7 +194,8 @@ def render_page(text: str, where: str = "page") -> str:
 
 
 def pages() -> list[Path]:
-    return sorted(p for p in RESULTS.glob("*.md"))
+    """The result pages, and README.md (its demo findings are a generated block too)."""
+    return [*sorted(RESULTS.glob("*.md")), ROOT / "README.md"]
 
 
 def sync_pages(write: bool = False, files: Sequence[Path] | None = None) -> list[Path]:
@@ -213,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    names = ", ".join(f"results/{p.name}" for p in stale)
+    names = ", ".join(p.name for p in stale)
     if args.write:
         print(f"rewrote {names}" if stale else "result pages already up to date")
         return 0
