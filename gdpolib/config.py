@@ -24,7 +24,7 @@ Adding a parameter
    -> problem or None), `allowed=` (the text that errors and the docs show for a pattern or
    check). A data input (a file, folder, `hub`, URL...) is declared with `_data(name, ...)` and
    read with `gdpolib.sources.for_run(cfg, name)`, the one place that decides what it means.
-2. Run `python -m gdpolib.paramdocs --write` (regenerates defaults.yaml and the README table).
+2. Run `python -m gdpolib.paramdocs --write` (regenerates defaults.yaml and docs/parameters.md).
 3. Read it as `cfg.my_steps`, and add it to the cache key of every stage whose output it changes.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Embeddings of (question, option) pairs for GPO, cached on disk.
 
 GPO's input x for option o of question q is a frozen model's embedding of the question with o
-as the answer (reference gpo-method.md §2.1). Two kinds of encoder:
+as the answer (the GPO paper's input). Two kinds of encoder:
 
 - a Hugging Face causal LM (the run's policy, SmolLM2 offline, a 7B model on a GPU) reads the
   prompt "question + all options listed + 'Answer: L. option'"; x is the attention-masked mean

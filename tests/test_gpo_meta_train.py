@@ -132,4 +132,4 @@ def test_episodes_follow_the_seed_and_are_reproducible(gpo_synthetic):
         return [h["loss"] for h in res.history]
 
     assert run(0) == run(0)
-    assert run(0) != run(1)          # bug 7.2.6: episodes must change with the seed
+    assert run(0) != run(1)          # episodes must change with the seed (docs/deviations.md)

@@ -83,7 +83,7 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
     settings.episodes says), and takes an Adam step (CosineAnnealingLR over `steps`). Every
     `eval_every` steps and at the end the model predicts the validation groups' fixed targets
     from k = eval_k context questions (eval_plans seeded by settings.seed). Model init and
-    episodes are seeded by settings.seed (bug §7.2.6: episodes must change with the seed),
+    episodes are seeded by settings.seed (episodes must change with the seed: docs/deviations.md),
     without touching the global RNGs.
     With no validation group the last weights are kept. A GroupPriorTable `emb` gives the
     group-prior model (GPOModel.deviation_scale), any other table the paper's model.
@@ -131,7 +131,7 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()        # one batch per step, so T_max counts batches (bug §7.2.10)
+        sched.step()        # one batch per step, so T_max counts batches (docs/deviations.md)
         row = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
                "tokens": int(batch.yc.numel() + batch.yt.numel())}
         if val_jobs and (step % settings.eval_every == 0 or step == settings.steps):
