@@ -75,22 +75,42 @@ def _bench_provenance(path: Path, d: dict[str, Any]) -> list[str]:
                        machine, d["date"][:10])
 
 
+STEP_KINDS = {"sft-random": "SFT, random batches", "sft": "SFT (the stage's batches)",
+              "dpo-random": "DPO, random batches", "dpo": "DPO (the stage's batches)",
+              "gdpo-random": "GDPO, random batches", "gdpo": "GDPO (the stage's batches)"}
+
+
+def _step_overhead(names: Sequence[str]) -> list[str]:
+    """One row per (file, trainer) of bench_step_overhead results: CPU and wall seconds per step
+    (medians), the bare step, their ratio, padding; the files' provenance above the table."""
+    lines, rows = [], []
+    for name in names:
+        path = BENCH / f"bench_step_overhead-{name}.json"
+        d = _load(path)
+        lines += _bench_provenance(path, d)
+        for kind, r in d["results"].items():
+            cpu = r["cpu"]
+            rows.append([STEP_KINDS.get(kind, kind), d["torch_threads"],
+                         f"{cpu['trainer_step_s']['total']:.3f}",
+                         f"{r['wall']['trainer_step_s']['total']:.3f}", f"{cpu['bare_step_s']:.3f}",
+                         f"{cpu['ratio_trainer_over_bare']:.2f}",
+                         f"{r['padding']['padded_over_real']:.2f}"])
+    p = d["params"]
+    return lines + [""] + _table(
+        ["trainer", "torch threads", "trainer step (CPU s)", "trainer step (wall s)",
+         "bare step (CPU s)", "trainer / bare (CPU)", "padded / real tokens"], rows) + [
+        "", f"Tiny model {p['tiny_n_layer']} × {p['tiny_n_embd']} ({d['model_parameters']:,} "
+            f"parameters), batch {p['batch_size']}, median of {r['steps']} steps."]
+
+
 def speed_step_overhead() -> list[str]:
-    path = BENCH / "bench_step_overhead-tiny-cpu-t1-llama.json"
-    d = _load(path)
-    names = {"sft-random": "SFT, random batches", "sft": "SFT, rows of similar length batched",
-             "dpo": "DPO (TRL's DPOTrainer)", "gdpo": "GDPO (GDPOTrainer)"}
-    rows = []
-    for kind, r in d["results"].items():
-        cpu = r["cpu"]
-        rows.append([names.get(kind, kind), f"{cpu['trainer_step_s']['total']:.3f}",
-                     f"{cpu['bare_step_s']:.3f}", f"{cpu['ratio_trainer_over_bare']:.2f}",
-                     f"{r['padding']['padded_over_real']:.2f}", f"{cpu['tracking_per_step_s']:.3f}"])
-    return _bench_provenance(path, d) + [""] + _table(
-        ["trainer", "trainer step (CPU s)", "bare step (CPU s)", "ratio",
-         "padded / real tokens", "in-training evaluation per step (CPU s)"], rows) + [
-        "", f"Tiny model ({d['model_parameters']:,} parameters), batch {d['params']['batch_size']}, "
-            f"median of {next(iter(d['results'].values()))['steps']} steps."]
+    """The demo's tiny model: 1 and 2 torch threads, length-grouped and random batches."""
+    return _step_overhead(["tiny-cpu-t1-threads", "tiny-cpu-t2-threads", "tiny-cpu-t1-pairs-random"])
+
+
+def speed_step_overhead_quick() -> list[str]:
+    """The 4 × 64 tiny model of params/quick.yaml and params/cpu-full.yaml."""
+    return _step_overhead(["tiny-cpu-t1-llama"])
 
 
 def speed_gdpo_vs_dpo() -> list[str]:
@@ -174,6 +194,7 @@ def _gpo_block(name: str) -> Callable[[], list[str]]:
 
 RENDERERS: dict[str, Callable[[], list[str]]] = {
     "speed-step-overhead": speed_step_overhead,
+    "speed-step-overhead-quick": speed_step_overhead_quick,
     "speed-gdpo-vs-dpo": speed_gdpo_vs_dpo,
     "speed-jsd-batched": speed_jsd_batched,
     "gpo-options-validation": _gpo_block("options-validation"),
