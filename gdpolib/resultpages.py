@@ -192,6 +192,45 @@ def _gpo_block(name: str) -> Callable[[], list[str]]:
     return render
 
 
+# ---- the demo over seeds and countries (results/demo/*.json, written by scripts/seed_table.py) ----
+
+DEMO_COLUMNS = (("jsd", "JSD", "{:.3f}"), ("jsd_digits", "JSD, all digits", "{:.3f}"),
+                ("invalid_rate", "invalid", "{:.3f}"), ("cbc", "CBC", "{:.3f}"),
+                ("margin_majority", "margin maj", "{:.3f}"), ("margin_minority", "margin min", "{:.3f}"))
+
+
+def _mean_sd(values: list[float], fmt: str) -> str:
+    if not values:
+        return ""
+    mean = fmt.format(statistics.fmean(values))
+    return f"{mean} ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else mean
+
+
+def demo_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """mean ± sd over seeds per (protocol, country, method) of the seed table's raw rows."""
+    cells: dict[tuple, list[dict]] = {}
+    for row in d["rows"]:
+        cells.setdefault((row.get("protocol", ""), row["country"], row["method"]), []).append(row)
+    cols = [c for c in DEMO_COLUMNS if any(r.get(c[0]) is not None for r in d["rows"])]
+    rows = [[*key, len({r["seed"] for r in runs}),
+             *(_mean_sd([r[c] for r in runs if r.get(c) is not None], fmt) for c, _, fmt in cols)]
+            for key, runs in cells.items()]
+    return ["protocol", "country", "method", "seeds", *(name for _, name, _ in cols)], rows
+
+
+def _demo_block(name: str) -> Callable[[], list[str]]:
+    def render() -> list[str]:
+        path = RESULTS / "demo" / f"{name}.json"
+        d = _load(path)
+        machine = d.get("machine") or "not recorded in the file"
+        header, rows = demo_table(d)
+        claims = [f"- {line}" for line in d["findings"]["paper_claims"]]
+        return (_provenance(path, d["command"], f"`{d['commit']}`", machine, d["written"][:10])
+                + [""] + _table(header, rows) + ["", "The paper's findings, counted over seeds:",
+                                                  ""] + claims)
+    return render
+
+
 RENDERERS: dict[str, Callable[[], list[str]]] = {
     "speed-step-overhead": speed_step_overhead,
     "speed-step-overhead-quick": speed_step_overhead_quick,
@@ -199,6 +238,7 @@ RENDERERS: dict[str, Callable[[], list[str]]] = {
     "speed-jsd-batched": speed_jsd_batched,
     "gpo-options-validation": _gpo_block("options-validation"),
     "gpo-planted-opinionqa": _gpo_block("planted-opinionqa"),
+    "demo-seeds": _demo_block("seeds"),
 }
 
 
