@@ -1,7 +1,7 @@
 """Evaluation metrics: pure functions on numpy arrays (shapes in each docstring).
 
 JSD is scipy's Jensen-Shannon DISTANCE (sqrt of the divergence, natural log, max sqrt(ln 2)),
-with both inputs renormalised, as the authors' evaluate.py (reference §5.1). Two conventions:
+with both inputs renormalised, as the authors' evaluation does. Two conventions:
 `jsd` renormalises over the question's belief set, `jsd_digits` over all K belief digits (the
 authors'). Other distances: total variation, the normalised Wasserstein distance over ordinal
 beliefs, the entropy of a distribution; a bootstrap interval over questions.
@@ -18,7 +18,7 @@ import numpy as np
 from scipy.special import rel_entr
 from scipy.stats import multinomial, wasserstein_distance
 
-INVALID = -1   # belief id of a generated output that does not parse (bug B15: never class 0)
+INVALID = -1   # belief id of an output that does not parse (never class 0: docs/deviations.md)
 
 
 # ---- input checks: a NaN, a negative or an empty row is never scored ----
@@ -218,7 +218,7 @@ def sampled_jsd_per_prompt(beliefs, p_star, mask) -> np.ndarray:
 
     beliefs: [N, n] (INVALID = -1); p_star, mask: [N, K]. Invalid samples go to an extra
     "invalid" category where the target has 0 mass, so they cost JSD instead of being dropped
-    (or, as in the authors' code, counted as class 0; bug B15). Returns [N].
+    (or, as in the authors' code, counted as class 0; docs/deviations.md). Returns [N].
     """
     counts, invalid = belief_counts(beliefs, mask)
     target = renormalise(p_star, mask)
@@ -336,7 +336,7 @@ def cbc(beliefs, descriptions, labels, scheme: str, option_map=None) -> float:
 
 def reference_similarity(responses, beliefs, references, embed) -> np.ndarray:
     """RS per sample: cosine similarity between the response and the reference response of the
-    PREDICTED belief for that prompt (no fixed lookup table; bug B14).
+    PREDICTED belief for that prompt (no fixed lookup table; docs/deviations.md).
 
     responses, beliefs: [N, n]; references: [N, K] strings ("" when none);
     embed(list[str]) -> [M, D] array. A sample whose belief is invalid, or whose belief has no
@@ -363,8 +363,9 @@ def reference_similarity(responses, beliefs, references, embed) -> np.ndarray:
 # ---- GPO alignment scores ----
 # Paper Eq. 1: AS = mean over (group, question) of 1 - Dist(prediction, group distribution);
 # Dist = JS distance (scipy, natural log) for GlobalOpinionQA, WD / WD_max over the options'
-# ordinal values for OpinionQA. A NaN is never scored as perfect (the official code's bug 7.2.5):
-# invalid inputs raise, or with on_invalid="exclude" they are left out and counted.
+# ordinal values for OpinionQA. A NaN is never scored as perfect (the official code scores it 0;
+# docs/deviations.md): invalid inputs raise, or with on_invalid="exclude" they are left out and
+# counted.
 def _check_dist(p, what: str) -> np.ndarray:
     p = np.asarray(p, dtype=np.float64)
     if p.ndim != 1 or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:

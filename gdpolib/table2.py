@@ -14,7 +14,7 @@ import pandas as pd
 from gdpolib.report import (TEXT_METRICS, WELL_FORMED, format_ci, protocol_line, table_reader,
                             well_formed)
 
-# Reference §7.1 (the poster's Table 2, small sets). Keys: (country, model family).
+# The GDPO paper's Table 2 (the poster's small sets). Keys: (country, model family).
 _T2_METHODS = ("kshot", "icf", "sft", "dpo", "gdpo")
 _T2 = {
     ("us", "gpt2-large"): {"jsd": (0.513, 0.269, 0.261, 0.385, 0.188),
@@ -114,13 +114,13 @@ def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None 
              protocol_line(split), "", markdown_table(t2), ""]
     if setting:
         lines.append(f"Columns `paper:*` are the GDPO paper's Table 2 ({setting[1]}, "
-                     f"{setting[0].upper()}; reference §7.1); its JSD sits in row `jsd_digits`, "
+                     f"{setting[0].upper()}); its JSD sits in row `jsd_digits`, "
                      f"the convention it was computed with (renormalised over all belief digits), "
                      f"on its stance6 classes and its own data, under the seen-questions protocol.")
     else:
         lines.append("The paper's Table 2 used GPT-2 Large and Pythia-2.8B on its own synthetic "
                      "data; this run's model differs, so the paper's numbers are not set beside "
-                     "ours (see reference §7.1 for them).")
+                     "ours (the paper's Table 2 has them).")
     lines += ["", "jsd: JS distance of the belief read-out renormalised over the question's "
               "belief set; jsd_digits: renormalised over all belief digits (the authors' "
               "convention: mass on digits outside the set counts); tvd: total variation; "

@@ -67,7 +67,7 @@ def test_progress_lines_are_throttled(monkeypatch, capsys):
     assert all(ln.startswith(console.MARK + console.PROGRESS + "sampling\t") for ln in lines)
 
 
-# Numbers of the demo's metrics.json shape (GUIDE §6), chosen to sit on both sides of each bar.
+# Numbers of the demo's metrics.json shape (docs/metrics.md), on both sides of each bar.
 METRICS = {"methods": {"sft": {"jsd": 0.196, "invalid_rate": 0.0, "cbc": 0.95,
                                "jsd_vs_context_free": -0.02, "jsd_vs_context_free_ci": [-0.03, -0.01]},
                        "dpo": {"jsd": 0.260, "invalid_rate": 0.04, "cbc": 0.91,

@@ -43,7 +43,7 @@ def test_noise_floor_matches_simulation():
     hist = rng.multinomial(8, p, size=100_000).astype(float)
     sim = M.js_distance(hist, np.broadcast_to(p, hist.shape)).mean()
     assert exact == pytest.approx(sim, abs=0.003)
-    assert exact == pytest.approx(0.27, abs=0.01)    # reference §5.1
+    assert exact == pytest.approx(0.27, abs=0.01)    # the GDPO authors' value for it
     # Monte Carlo path (forced) agrees with the exact sum
     assert M.noise_floor_one(p, 8, exact_limit=0, seed=1) == pytest.approx(exact, abs=0.005)
     # a calibrated sampler scores the floor on average with the same function used for models
@@ -108,7 +108,7 @@ def test_rs_uses_the_reference_of_the_predicted_belief():
     assert M.reference_similarity([["I like it"]], [[2]], references, embed)[0, 0] == 0.0
 
 
-# ---- both JSD conventions, TVD, Wasserstein, entropy, bootstrap (issue 12) ----
+# ---- both JSD conventions, TVD, Wasserstein, entropy, bootstrap ----
 def test_jsd_conventions_on_the_issue_example():
     # Mass 0.35 and 0.05 on digits 3 and 5, outside the belief set {2, 4}.
     probs = np.array([[0, 0, 0.30, 0.35, 0.30, 0.05]])
@@ -187,7 +187,7 @@ def test_bootstrap_resamples_questions_not_prompts():
         M.bootstrap_ci([], [])
 
 
-# ---- NaN, all-zero rows, empty samples: never scored (issue 12) ----
+# ---- NaN, all-zero rows, empty samples: never scored ----
 def test_nan_and_all_zero_rows_raise_instead_of_scoring_perfect():
     good = np.array([0.5, 0.5])
     with pytest.raises(ValueError, match="row 0 is not finite"):

@@ -95,7 +95,7 @@ def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
         test["dpo"]["n_majority"], test["dpo"]["n_minority"])
     assert {"shared_margin_majority", "shared_margin_minority"} <= set(tracks)
     assert "shared_margin_majority" not in pd.read_json(dpo / "tracking.jsonl", lines=True)
-    # issue 12: every method row has both JSD conventions, the mass, TVD and an interval over
+    # every method row has both JSD conventions, the mass, TVD and an interval over
     # questions; the baselines (uniform 1/|B|, the untrained base model) sit beside them
     for m in evaluate.BASELINES:
         evaluate.test_readout(cfg, run, data, m)

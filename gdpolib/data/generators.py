@@ -5,7 +5,7 @@
   style, option) response, batched; malformed replies are retried, then the style is dropped
   and reported.
 - OpenAIGenerator: an OpenAI-compatible chat endpoint, one call per question with the paper's
-  generation prompt (paraphrased, §1.2 of the reference); strict parsing: a style block with
+  generation prompt (paraphrased from the GDPO authors'); strict parsing: a style block with
   a missing or mislabelled answer is rejected, never patched.
 - make_generator(cfg): the generator named by `responses` (template | hf | openai).
 """

@@ -174,8 +174,8 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
             "labels": [labels[k] if mask[k] else "" for k in range(len(mask))],
             "references": [it.candidates[k][0] if mask[k] else "" for k in range(len(mask))],
             "majority": int(np.argmax(it.qb.p_star)), "ordinal": list(it.ordinal)})
-    # Shuffle at record level (not per prompt: bug B6), seeded; DPO and GDPO get the SAME
-    # permutation so that row i of both is the same draw.
+    # Shuffle at record level (not per prompt: docs/deviations.md), seeded; DPO and GDPO get
+    # the SAME permutation so that row i of both is the same draw.
     rng = np.random.default_rng(stable_seed("shuffle", seed))
     out["sft"] = [out["sft"][i] for i in rng.permutation(len(out["sft"]))]
     perm = rng.permutation(len(out["dpo"]))

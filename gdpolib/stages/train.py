@@ -6,7 +6,7 @@ parameters and the hashes of the stages it starts from.
   train_sft(cfg, run, data, dataset=None, name="sft") -> Path
   train_preference(cfg, run, data, method) -> Path        method in dpo | gdpo | cdpo | mft
 Model selection is a fixed schedule (the last step) for every method unless `select_by: eval_jsd`
-keeps the step with the lowest eval-subset JSD; never a method's own loss (bug B20).
+keeps the step with the lowest eval-subset JSD; never a method's own loss (docs/deviations.md).
 """
 from __future__ import annotations
 

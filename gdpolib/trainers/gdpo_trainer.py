@@ -17,7 +17,7 @@ log-probs (TRL's `precompute_ref_log_probs`, which caches them next to the datas
 The belief prefix `b_c<label>` is the same on both sides of a GDPO pair, so its log-prob cancels
 in the DPO log-ratio; the collator drops it from `completion_mask` (the DPO mask), which keeps the
 DPO value unchanged and the reference log-probs to the response. Spans come from character
-offsets (gdpolib.beliefs.belief_span), never from a '>' token search (bug B8).
+offsets (gdpolib.beliefs.belief_span), never from a '>' token search (docs/deviations.md).
 """
 from __future__ import annotations
 
