@@ -31,7 +31,7 @@ import numpy as np
 
 from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, clean_label,
                              format_completion)
-from gdpolib.runs import stable_seed
+from gdpolib.seeds import stable_seed
 
 log = logging.getLogger("gdpolib.data.records")
 DATA_VERSION = "data-v2"       # bump when the record format changes (invalidates data stages)

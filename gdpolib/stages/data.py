@@ -29,7 +29,7 @@ from gdpolib.data.splits import (assign_splits, check_splits, heldout_style_ids,
                                  merge_split_reports, split_report)
 from gdpolib.data.generators import make_generator
 from gdpolib.data.survey import Survey, read_survey
-from gdpolib.runs import file_hash, stable_hash
+from gdpolib.seeds import file_hash, stable_hash
 
 log = logging.getLogger("gdpolib.stages.data")
 

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from gdpolib import runs
+from gdpolib import runs, seeds
 from gdpolib.config import RunConfig
 from gdpolib.gpo.predict import FewShotPrediction, few_shot_p_star
 from gdpolib.stages.data import prepare_data
@@ -67,7 +67,7 @@ def few_shot_gdpo(cfg: RunConfig, run: runs.Run, exp: GPOExperiment, k: int | No
     sub_data = prepare_data(sub_cfg, sub_run, p_star_override=fs.override)
     train_preference(sub_cfg, sub_run, sub_data, "gdpo")
     train_preference(cfg, run, data, "gdpo")
-    runs.seed_everything(cfg.seed)      # Run.open of the sub-run re-seeded; restore the order
+    seeds.seed_everything(cfg.seed)      # Run.open of the sub-run re-seeded; restore the order
     # Both scored on the same test prompts against the TRUE p* (an override changes only the
     # training target: the sub-run's eval prompts carry the true p*).
     per_q = {"gpo_prediction": fs.jsd,

@@ -36,7 +36,8 @@ from gdpolib.gpo.meta_train import GPOSettings, meta_train
 from gdpolib.gpo.model import load_model, save_model
 from gdpolib.gpo.predict import (Job, eval_plans, lm_option_distributions, predict, ridge_alpha,
                                  score)
-from gdpolib.runs import Run, stable_hash
+from gdpolib.runs import Run
+from gdpolib.seeds import stable_hash
 from gdpolib.stages.data import base_model, load_survey, target_groups
 from gdpolib.trackers import open_tracker
 

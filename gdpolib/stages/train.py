@@ -19,7 +19,7 @@ from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
 from gdpolib import beliefs, models
 from gdpolib.data.records import RunData
-from gdpolib.runs import stable_hash
+from gdpolib.seeds import stable_hash
 from gdpolib.scoring import EvalSet
 from gdpolib.generation import max_context
 from gdpolib.stages.data import base_model, sequence_length
