@@ -17,6 +17,7 @@ import datasets as ds
 import yaml
 
 from gdpolib import integrity, sources
+from gdpolib import methods as registry
 from gdpolib.scrub import scrub, scrub_text
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -26,11 +27,6 @@ PARAM_KEYS = ("model", "country", "belief_scheme", "split_by", "max_questions", 
               "batch_size", "grad_accum", "sft_steps", "sft_lr", "dpo_steps", "dpo_lr",
               "gdpo_steps", "gdpo_lr", "beta", "lambda_cal", "lambda_nll", "lambda_pref",
               "calibration_form", "lora", "lora_r", "dtype", "select_by")
-METHOD_NAMES = {"sft": "supervised fine-tuning on beliefs drawn from the group's distribution",
-                "dpo": "DPO on conflicting pairs (the baseline that skews to the majority)",
-                "gdpo": "GDPO: calibration to the group's belief distribution + belief-conditioned DPO",
-                "cdpo": "GDPO ablation without the calibration and belief terms (cdpo)",
-                "mft": "GDPO ablation without the preference term (mft)"}
 BASE_MODELS = {"gpt2-large": "openai-community/gpt2-large", "gpt2": "openai-community/gpt2",
                "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 CITATIONS = """\
@@ -197,7 +193,7 @@ def _model_card(run_dir: Path, method: str, repo_id: str) -> str:
 
 # {repo_id.split('/')[-1]}
 
-{base_text[0].upper() + base_text[1:]}, trained with **{method}** ({METHOD_NAMES.get(method, method)})
+{base_text[0].upper() + base_text[1:]}, trained with **{method}** ({registry.get(method).description})
 to answer survey questions the way the group **{group}** does: the model first writes a belief token (the
 digit of an answer option) whose probability should follow the group's distribution of answers
 p*(b|x), then a response that voices that belief. Trained with the `gdpolib` toolkit (GDPO and

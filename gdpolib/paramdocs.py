@@ -1,10 +1,12 @@
-"""The files generated from the run parameters' declaration (gdpolib.config.RunConfig):
+"""The files generated from the run parameters' declaration (gdpolib.sections, joined in
+gdpolib.config.RunConfig):
 params/defaults.yaml (every parameter, its default, help and rule) and the README's parameter
 tables. `python -m gdpolib.paramdocs` checks them (exit 1 when stale); `--write` rewrites them.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import textwrap
@@ -28,19 +30,13 @@ def _yaml_value(value: Any) -> str:
 
 
 def _sections() -> list[tuple[str, list[str]]]:
-    starts = {first: title for title, first in SECTIONS.items()}
-    out: list[tuple[str, list[str]]] = []
-    for name in FIELDS:
-        if name in starts:
-            out.append((starts[name], []))
-        out[-1][1].append(name)
-    return out
+    return [(title, [f.name for f in dataclasses.fields(cls)]) for title, cls in SECTIONS.items()]
 
 
 def render_defaults_yaml() -> str:
     """params/defaults.yaml: every parameter, its help and rule as a comment, by section."""
     lines = textwrap.wrap(
-        f"GENERATED from gdpolib/config.py by `{WRITE_COMMAND}`: edit the declaration there, not "
+        f"GENERATED from gdpolib/sections/ by `{WRITE_COMMAND}`: edit the declaration there, not "
         "this file (runs start from the dataclass defaults; this file documents them and can be "
         "passed with -f). The defaults are the embedded demo: offline, the tiny model, the local "
         "partial GlobalOpinionQA. Paths are relative to the project root.",
@@ -63,7 +59,7 @@ def render_readme_table() -> str:
         return re.sub(r"<(?=[A-Za-z/!])", "&lt;", text)
 
     lines = [README_START,
-             f"<!-- generated from gdpolib/config.py by `{WRITE_COMMAND}`; do not edit -->"]
+             f"<!-- generated from gdpolib/sections/ by `{WRITE_COMMAND}`; do not edit -->"]
     for title, names in _sections():
         lines += ["", f"**{title}**", "", "| name | default | allowed | help |", "|---|---|---|---|"]
         lines += [f"| `{n}` | `{cell(_yaml_value(default_of(n)))}` | {cell(allowed_text(FIELDS[n].metadata, HINTS[n]))} | "

@@ -1,21 +1,23 @@
 """Stage of notebook 04 (and the test numbers of notebooks 02/03): every method scored by the
 same code on the same test prompts.
 
-Methods: the baselines `uniform` (1/|B| on each question's beliefs, no model) and `zeroshot`
-(the base model, untrained, plain test prompts), then the paper's Table 2 order: kshot (the base
-model prompted with k solved examples), icf (SFT with a few-shot context block in every prompt),
-sft, dpo, gdpo, and the ablations cdpo / mft. A method that has not been trained yet is trained
-through gdpolib.stages.train (which reuses finished stages).
+Methods: those of the registry (gdpolib.methods), in its table order: the baselines `uniform`
+(1/|B| on each question's beliefs, no model) and `zeroshot` (the base model, untrained, plain
+test prompts), then the paper's Table 2 order: kshot (the base model prompted with k solved
+examples), icf (SFT with a few-shot context block in every prompt), sft, dpo, gdpo, and the
+ablations cdpo / mft. A method that has not been trained yet is trained through
+gdpolib.stages.train (which reuses finished stages).
 
 Cached stages per method:
   stages/test/<method>/   the belief read-out on the test prompts (scoring.readout /
                           readout_summary): test.json (jsd, jsd_digits, tvd, wasserstein,
                           entropies, belief_mass, their bootstrap intervals over questions, the
-                          prompts left out; for preference methods the reward margins on the test
-                          pairs vs the SFT reference, by majority / minority), probs.npy, readout.csv
+                          prompts left out; for a method with `margins` the reward margins on
+                          those test pairs vs the SFT reference, by majority / minority),
+                          probs.npy, readout.csv
   stages/eval/<method>/   sampled outputs (scoring.score_samples): summary.json (the read-out's
                           numbers and the sampled ones), per_prompt.csv, probs.npy, samples.jsonl;
-                          not for the baselines (read-out only)
+                          not for the methods that are read out only (the baselines)
 `record` is the one place that writes a method's numbers into metrics.json.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from gdpolib import beliefs, judges, margins, models, sources
+from gdpolib import methods as registry
 from gdpolib.data.fewshot import demo_pool, fewshot_prompts, icf_dataset
 from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
@@ -36,15 +39,12 @@ from gdpolib.metrics import jsd_by_question as _jsd_by_question
 from gdpolib.scoring import (PER_PROMPT, EvalSet, readout, readout_summary, score_probs,
                              score_samples)
 from gdpolib.stages.data import base_model, sequence_length
-from gdpolib.stages.train import PREFERENCE_METHODS, data_hash, train_preference, train_sft
+from gdpolib.stages.train import data_hash, train_preference, train_sft
 
 log = logging.getLogger("gdpolib.stages.evaluate")
 
 EVAL_VERSION = "eval-v4"        # bump when scoring changes (invalidates eval stages)
 READOUT_VERSION = "readout-v2"  # bump when the read-out numbers change (invalidates test stages)
-BASELINES = ("uniform", "zeroshot")
-METHOD_ORDER = (*BASELINES, "kshot", "icf", "sft", "dpo", "gdpo", "cdpo", "mft")
-FEWSHOT_METHODS = ("kshot", "icf")
 METRICS_JSON_KEYS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "belief_mass", "tvd",
                      "tvd_ci", "wasserstein", "wasserstein_ci", "entropy", "entropy_target",
                      "n_questions", "n_invalid", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")
@@ -57,10 +57,11 @@ TABLE_COLUMNS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci"
 # ----------------------------------------------------------------------------- metrics.json
 def record(run, method: str, numbers: dict[str, Any]) -> None:
     """THE writer of a method's numbers into metrics.json: methods.<m>.<key> for the keys of
-    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (margins) for dpo and gdpo."""
+    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (margins) for a method whose registry
+    entry says `skew` (dpo, gdpo)."""
     part: dict[str, Any] = {"methods": {method: {k: numbers[k] for k in METRICS_JSON_KEYS
                                                  if k in numbers}}}
-    if method in ("dpo", "gdpo") and all(k in numbers for k in SKEW_KEYS):
+    if registry.get(method).skew and all(k in numbers for k in SKEW_KEYS):
         part["skew"] = {method: {k: numbers[k] for k in SKEW_KEYS}}
     run.merge_metrics(part)
 
@@ -69,21 +70,23 @@ def record(run, method: str, numbers: dict[str, Any]) -> None:
 def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]:
     """The checkpoint a method is scored with (training it if missing) and its identity.
 
-    zeroshot and kshot: the base model (untrained policy); icf: SFT on few-shot-context prompts;
-    sft; and the preference methods, from the training stages (cached). `uniform` has none."""
-    if method in ("zeroshot", "kshot"):
+    model "base" (zeroshot, kshot): the base model (untrained policy); "trained": its training
+    stage (cached): SFT on its records (sft; icf on few-shot-context prompts) or a preference
+    method. A method of model "none" (uniform) has none."""
+    m = registry.get(method)
+    if m.model == "base":
         return base_model(cfg, run, data)
-    if method == "icf":
+    if m.preference:
+        return train_preference(cfg, run, data, method), run.stage_hash(f"checkpoints/{method}")
+    if m.trainer == "sft" and m.records == "icf":
         base = base_model(cfg, run, data)[0]
         tok = models.load_tokenizer(base, cfg)
         length = sequence_length(cfg, data, tok, models.context_window(base, cfg))
-        path = train_sft(cfg, run, data, dataset=icf_dataset(cfg, data, tok, length), name="icf")
-        return path, run.stage_hash("checkpoints/icf")
-    if method == "sft":
+        path = train_sft(cfg, run, data, dataset=icf_dataset(cfg, data, tok, length), name=method)
+        return path, run.stage_hash(f"checkpoints/{method}")
+    if m.trainer == "sft":
         return train_sft(cfg, run, data), run.stage_hash("checkpoints/sft")
-    if method in PREFERENCE_METHODS:
-        return train_preference(cfg, run, data, method), run.stage_hash(f"checkpoints/{method}")
-    raise ValueError(f"no model for method {method!r} (one of {', '.join(METHOD_ORDER[1:])})")
+    raise ValueError(f"method {method!r} is scored without a model")
 
 
 def _context_limit(model, tokenizer, cfg, data: RunData, method: str) -> int:
@@ -101,7 +104,7 @@ def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
     zeroshot), with a few-shot context for kshot and icf (demonstrations from the train split,
     cut to fit the model)."""
     es = EvalSet.from_table(data.prompts["test"])
-    if method in FEWSHOT_METHODS:
+    if registry.get(method).fewshot:
         es = es.with_prompts(fewshot_prompts(es.prompts, es.qids, demo_pool(data), tokenizer,
                                              cfg.kshot_k,
                                              _context_limit(model, tokenizer, cfg, data, method),
@@ -114,19 +117,21 @@ def test_readout(cfg, run, data: RunData, method: str,
                  checkpoint: tuple[Path | str, str] | None = None) -> dict[str, Any]:
     """The probability-based test numbers of a method (trained if missing): scoring's
     readout_summary over the test prompts (both JSD conventions, TVD, Wasserstein, entropies,
-    belief mass, 95% bootstrap intervals over questions, prompts left out) and, for preference
-    methods, the reward margins on the test pairs vs the SFT reference by majority / minority
-    chosen belief. `uniform` needs no model. Cached as `stages/test/<method>`; recorded in
-    metrics.json. `checkpoint`: method_model's answer, when the caller has it."""
+    belief mass, 95% bootstrap intervals over questions, prompts left out) and, for a method
+    with `margins`, the reward margins on those test pairs vs the SFT reference by majority /
+    minority chosen belief. A method of model "none" (uniform) needs no model. Cached as
+    `stages/test/<method>`; recorded in metrics.json. `checkpoint`: method_model's answer, when
+    the caller has it."""
+    m = registry.get(method)
     key = {"version": READOUT_VERSION, "method": method, "data": data_hash(run, data),
            **cfg.subset("seed", "ci_resamples")}
     model_path = None
-    if method != "uniform":
+    if m.model != "none":
         model_path, key["model"] = checkpoint or method_model(cfg, run, data, method)
         key["beta"] = cfg.beta
-    if method in PREFERENCE_METHODS:
+    if m.margins:
         key["ref"] = run.stage_hash("checkpoints/sft")
-    if method in FEWSHOT_METHODS:
+    if m.fewshot:
         key.update(cfg.subset("kshot_k", "max_length", "max_new_tokens"))
 
     def build(out: Path) -> None:
@@ -139,10 +144,10 @@ def test_readout(cfg, run, data: RunData, method: str,
             read = readout(model, tok, es, beliefs.check_belief_tokens(tok, data.k_max),
                            cfg.eval_batch_size)
         res: dict[str, Any] = readout_summary(read, es, cfg.seed, cfg.ci_resamples)
-        if method in PREFERENCE_METHODS:
+        if m.margins:
             length = sequence_length(cfg, data, tok, max_context(model))
             ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
-            pairs = (data.dpo if method == "dpo" else data.gdpo)["test"]
+            pairs = getattr(data, m.margins)["test"]
             enc = margins.encode_pairs(tok, pairs)
             pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, length)
             rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, length)
@@ -184,7 +189,7 @@ def eval_key(cfg, run, method: str, model_hash: str) -> dict[str, Any]:
            **cfg.subset("seed", "n_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                         "eval_batch_size", "judge", "embedder", "judge_samples", "device",
                         "dtype")}
-    if method in FEWSHOT_METHODS:
+    if registry.get(method).fewshot:
         key.update(cfg.subset("kshot_k", "max_length"))
     if cfg.judge == "openai":
         key.update(cfg.subset("api_base", "api_model"))
@@ -214,8 +219,8 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
                     ) -> dict[str, Any]:
     """All Table-2 numbers of a method: its test read-out (test_readout) and its sampled outputs,
     cached as `stages/eval/<method>`; returns the summary and records it in metrics.json.
-    The baselines (uniform, zeroshot) get their read-out numbers only (nothing is sampled)."""
-    if method in BASELINES:
+    A method that is not `sampled` (the baselines) gets its read-out numbers only."""
+    if not registry.get(method).sampled:
         return {"method": method, **test_readout(cfg, run, data, method)}
     judging = judging or Judging(cfg)
     model_path, model_hash = method_model(cfg, run, data, method)
@@ -249,11 +254,10 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
 
 def methods_to_run(cfg, run) -> list[str]:
     """The baselines (uniform, zeroshot), cfg.methods, cfg.ablations and any preference method
-    already trained in the run, in METHOD_ORDER."""
-    wanted = set(BASELINES) | set(cfg.methods) | set(cfg.ablations)
-    wanted |= {m for m in PREFERENCE_METHODS
-               if (run.stage_dir(f"checkpoints/{m}") / "stage.json").exists()}
-    return [m for m in METHOD_ORDER if m in wanted]
+    already trained in the run, in the registry's table order."""
+    trained = registry.names(lambda m: m.preference and (
+        run.stage_dir(f"checkpoints/{m.name}") / "stage.json").exists())
+    return registry.in_order([*registry.baselines(), *cfg.methods, *cfg.ablations, *trained])
 
 
 def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = None) -> pd.DataFrame:

@@ -24,10 +24,14 @@ log = logging.getLogger("gdpolib.trainers")
 
 class Tracker:
     """Evaluates a policy on a FIXED eval subset: JSD and belief mass on eval prompts, and (for
-    preference methods) reward margins vs the reference, split by majority / minority."""
+    preference methods) reward margins vs the reference, split by majority / minority.
+
+    `ref_logps_from`: the model whose pair log-probs are the reference, computed ONCE, here. A
+    preference stage passes its policy before the first step (the SFT checkpoint it starts
+    from, which is the reference of the DPO/GDPO loss too), so no second copy is kept."""
 
     def __init__(self, tokenizer, belief_ids: Sequence[int], prompts: EvalSet,
-                 pairs: Dataset | None = None, ref_model=None, beta: float = 0.1,
+                 pairs: Dataset | None = None, ref_logps_from=None, beta: float = 0.1,
                  batch_size: int = 16, max_length: int | None = None):
         self.tokenizer, self.belief_ids, self.prompts = tokenizer, list(belief_ids), prompts
         self.beta, self.batch_size, self.max_length = beta, batch_size, max_length
@@ -35,9 +39,9 @@ class Tracker:
         self.majority = np.asarray(pairs["majority"]).astype(bool) if pairs is not None else None
         self.ref = None
         if self.pairs is not None:
-            if ref_model is None:
-                raise ValueError("margins need the reference model")
-            self.ref = pair_logps(ref_model, tokenizer, self.pairs, batch_size, max_length)
+            if ref_logps_from is None:
+                raise ValueError("margins need the reference model (ref_logps_from)")
+            self.ref = pair_logps(ref_logps_from, tokenizer, self.pairs, batch_size, max_length)
 
     def evaluate(self, model) -> dict[str, float]:
         read = readout(model, self.tokenizer, self.prompts, self.belief_ids, self.batch_size)
