@@ -184,7 +184,7 @@ def main() -> None:
 
     from gdpolib import beliefs, config, models, runs
     from gdpolib.generation import max_context
-    from gdpolib.scoring import EvalSet
+    from gdpolib.evalset import EvalSet
     from gdpolib.stages.data import base_model, prepare_data, sequence_length
     from gdpolib.trainers.fit import trl_args
     from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer

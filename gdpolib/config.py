@@ -110,30 +110,18 @@ class RunConfig(GPOSection, EvaluationSection, TrainingSection, ModelSection, Da
     def is_local_path(name: str) -> bool:
         return is_local_path(name)
 
-    # ---- the sections ----
+    # ---- the sections (views: frozen copies of the section's own fields) ----
     def _section(self, cls: type) -> Any:
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
 
-    @property
-    def data(self) -> DataSection:
-        return self._section(DataSection)
-
-    @property
-    def policy(self) -> ModelSection:
-        """The model section (the policy trained and evaluated; `model` is its name)."""
-        return self._section(ModelSection)
-
-    @property
-    def training(self) -> TrainingSection:
-        return self._section(TrainingSection)
-
-    @property
-    def evaluation(self) -> EvaluationSection:
-        return self._section(EvaluationSection)
-
-    @property
-    def gpo(self) -> GPOSection:
-        return self._section(GPOSection)
+    data = property(lambda self: self._section(DataSection), doc="The data section.")
+    policy = property(lambda self: self._section(ModelSection),
+                      doc="The model section (the policy trained and evaluated; `model` is its "
+                          "name).")
+    training = property(lambda self: self._section(TrainingSection), doc="The training section.")
+    evaluation = property(lambda self: self._section(EvaluationSection),
+                          doc="The evaluation section.")
+    gpo = property(lambda self: self._section(GPOSection), doc="The GPO section.")
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(RunConfig)}

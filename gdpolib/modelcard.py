@@ -1,8 +1,9 @@
 """The model card (README.md) of a published model, written from its run folder's records: YAML
 metadata (licence, base model, datasets, tags), the method, base model and group, how to read the
-belief distribution, the test metrics of every method in metrics.json, the main parameters and
-the full resolved config, data provenance and citations. Absolute local paths are shortened to
-file names and credentials masked (gdpolib.scrub): nothing of this machine leaves it.
+belief distribution, the test metrics of every method in metrics.json and the findings checked on
+them (gdpolib.report.claims), the main parameters and the full resolved config, data provenance
+and citations. Absolute local paths are shortened to file names and credentials masked
+(gdpolib.scrub): nothing of this machine leaves it.
 A damaged record raises integrity.RecordError naming the file.
 """
 from __future__ import annotations
@@ -18,11 +19,12 @@ import yaml
 
 from gdpolib import integrity, sources
 from gdpolib import methods as registry
+from gdpolib.metrics import registry as metric_registry
+from gdpolib.report import claims
 from gdpolib.scrub import scrub, scrub_text
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-METRIC_ORDER = ("jsd", "jsd_sampled", "jsd_digits", "belief_mass", "tvd", "cbc", "bpc", "rs",
-                "invalid_rate", "margin_majority", "margin_minority")
+METRIC_ORDER = metric_registry.keys(table="card", intervals=False)   # the metric registry's
 PARAM_KEYS = ("model", "country", "belief_scheme", "split_by", "max_questions", "seed",
               "batch_size", "grad_accum", "sft_steps", "sft_lr", "dpo_steps", "dpo_lr",
               "gdpo_steps", "gdpo_lr", "beta", "lambda_cal", "lambda_nll", "lambda_pref",
@@ -227,6 +229,13 @@ better); margins = mean DPO reward margin on test pairs whose chosen belief is t
 a minority one.
 
 {metrics_table(metrics, method)}
+
+## Findings
+
+The paper's claims checked on these test numbers (`gdpolib.report.claims`: yes / NO; a claim
+whose numbers the run lacks is left out):
+
+{chr(10).join(claims.card_lines(metrics)) or "No claim could be checked on this run's numbers."}
 
 ## Training
 

@@ -1,7 +1,8 @@
-"""The files generated from the run parameters' declaration (gdpolib.sections, joined in
-gdpolib.config.RunConfig):
-params/defaults.yaml (every parameter, its default, help and rule) and the README's parameter
-tables. `python -m gdpolib.paramdocs` checks them (exit 1 when stale); `--write` rewrites them.
+"""The files generated from declarations: from the run parameters' (gdpolib.sections, joined in
+gdpolib.config.RunConfig) params/defaults.yaml (every parameter, its default, help and rule) and
+the README's parameter tables; from the metric registry (gdpolib.metrics.registry)
+docs/metrics.md (every key of metrics.json: meaning, function, convention, direction).
+`python -m gdpolib.paramdocs` checks them (exit 1 when stale); `--write` rewrites them.
 """
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import yaml
 
 from gdpolib.config import (DEFAULTS_FILE, FIELDS, HINTS, PROJECT_ROOT, SECTIONS, ConfigError,
                             default_of)
+from gdpolib.metrics import registry as metric_registry
 from gdpolib.paramspec import allowed_text, has_rule
 
 README_FILE = PROJECT_ROOT / "README.md"
+METRICS_FILE = PROJECT_ROOT / "docs" / "metrics.md"
 README_START, README_END = "<!-- params:start -->", "<!-- params:end -->"
 WRITE_COMMAND = "python -m gdpolib.paramdocs --write"
 
@@ -76,10 +79,12 @@ def _with_table(readme: str, where: Path) -> str:
 
 
 def sync_generated(write: bool = False, defaults_file: Path = DEFAULTS_FILE,
-                   readme_file: Path = README_FILE) -> list[Path]:
-    """The generated files that differ from the declaration (rewritten when `write`)."""
+                   readme_file: Path = README_FILE, metrics_file: Path = METRICS_FILE
+                   ) -> list[Path]:
+    """The generated files that differ from their declarations (rewritten when `write`)."""
     wanted = {defaults_file: render_defaults_yaml(),
-              readme_file: _with_table(readme_file.read_text(encoding="utf-8"), readme_file)}
+              readme_file: _with_table(readme_file.read_text(encoding="utf-8"), readme_file),
+              metrics_file: metric_registry.render_docs()}
     stale = [p for p, text in wanted.items()
              if not p.exists() or p.read_text(encoding="utf-8") != text]
     if write:
@@ -91,7 +96,8 @@ def sync_generated(write: bool = False, defaults_file: Path = DEFAULTS_FILE,
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gdpolib.paramdocs",
                                  description="Check (with --write: regenerate) params/defaults.yaml"
-                                             " and the README parameter table from RunConfig.")
+                                             ", the README parameter table and docs/metrics.md "
+                                             "from their declarations.")
     ap.add_argument("--write", action="store_true", help="rewrite the stale files")
     args = ap.parse_args(argv)
     stale = sync_generated(write=args.write)

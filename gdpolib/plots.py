@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gdpolib import metrics
+from gdpolib.metrics.distances import renormalise
 
 
 def save(fig, run_or_dir, name: str) -> Path:
@@ -173,8 +173,8 @@ def plot_belief_bars(p_star, dists: Mapping[str, np.ndarray], mask, labels: Sequ
     rows = []
     for i in range(len(titles)):
         ks = [k for k in range(len(mask[i])) if mask[i][k]]
-        sources = {"p* (target)": metrics.renormalise(p_star[i:i + 1], mask[i:i + 1])[0]}
-        sources.update({n: metrics.renormalise(d[i:i + 1], mask[i:i + 1])[0] for n, d in dists.items()})
+        sources = {"p* (target)": renormalise(p_star[i:i + 1], mask[i:i + 1])[0]}
+        sources.update({n: renormalise(d[i:i + 1], mask[i:i + 1])[0] for n, d in dists.items()})
         for name, p in sources.items():
             rows += [{"prompt": i, "belief": f"{k}. {labels[i][k][:18]}", "p": p[k], "source": name}
                      for k in ks]

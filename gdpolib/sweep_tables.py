@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from gdpolib.report import claims, seeds
+
 
 def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
     """One row per run x method: grid labels, the run's protocol (metrics.json data.protocol),
@@ -32,11 +34,10 @@ def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
 
 
 def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -> str:
-    """results.md: the multi-seed table (report.seed_summary: mean ± sd per protocol x grid cell
-    x country x method) and each finding with the seeds it holds in (report.seed_findings)."""
-    # Deferred: gdpolib.report imports torch (through scoring), and --help or a config error
-    # should not wait for it.
-    from gdpolib import report
+    """results.md: the multi-seed table (report.seeds.seed_summary: mean ± sd per protocol x grid
+    cell x country x method) and each claim with the seeds it holds in
+    (report.claims.seed_findings)."""
+    # Deferred: the data package loads datasets, and --help or a config error should not wait.
     from gdpolib.data.splits import PROTOCOLS
 
     keys = [c for c in runs.columns if c not in ("seed", "run", "method", "split_by", "country")
@@ -44,7 +45,7 @@ def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -
             and (c != "params" or runs[c].nunique() > 1 or runs[c].iloc[0] != "-")] + ["country"]
     if "protocol" in keys:     # protocol first: one block of rows per protocol
         keys = ["protocol"] + [k for k in keys if k != "protocol"]
-    summary = report.seed_summary(runs, keys, method_order)
+    summary = seeds.seed_summary(runs, keys, method_order)
     text = "\n".join([
         f"# Results over {runs['seed'].nunique()} seed(s): mean ± sd", "",
         "Read-out metrics on the test prompts (jsd: renormalised over the belief set; "
@@ -52,10 +53,10 @@ def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -
         "normalised, ordinal beliefs only). Protocols: " + "; ".join(
             f"`{p}` = {PROTOCOLS.get(p, p)}" for p in dict.fromkeys(
                 runs.get("protocol", pd.Series(dtype=str)).dropna())) + ".", "",
-        report.seed_markdown(summary, keys), "", "## Findings, with the seeds they hold in", "",
-        *(f"- {line}" for line in report.seed_findings(runs, keys)), "",
+        seeds.seed_markdown(summary, keys), "", "## Findings, with the seeds they hold in", "",
+        *(f"- {line}" for line in claims.seed_findings(runs, keys)), "",
         "## The paper's findings as the demo checks them, with the seeds they hold in", "",
-        *(f"- {line}" for line in report.seed_findings(runs, keys, report.PAPER_CLAIMS)), ""])
+        *(f"- {line}" for line in claims.seed_findings(runs, keys, demo=True)), ""])
     path.write_text(text)
     return text
 

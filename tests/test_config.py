@@ -102,17 +102,21 @@ def test_generated_files_are_up_to_date():
 
 def test_stale_generated_files_are_found_and_rewritten(tmp_path):
     defaults, readme = tmp_path / "defaults.yaml", tmp_path / "README.md"
+    metrics_md = tmp_path / "metrics.md"
     defaults.write_text(config.DEFAULTS_FILE.read_text().replace("seed: 0", "seed: 1"))
     readme.write_text(paramdocs.README_FILE.read_text().replace("| `seed` | `0` |", "| `seed` | `9` |"))
-    assert paramdocs.sync_generated(False, defaults, readme) == [defaults, readme]
+    metrics_md.write_text(paramdocs.METRICS_FILE.read_text().replace("lower", "higher", 1))
+    files = [defaults, readme, metrics_md]
+    assert paramdocs.sync_generated(False, *files) == files
     assert "seed: 1" in defaults.read_text()             # checking writes nothing
-    assert paramdocs.sync_generated(True, defaults, readme) == [defaults, readme]
+    assert paramdocs.sync_generated(True, *files) == files
     assert defaults.read_text() == config.DEFAULTS_FILE.read_text()
     assert readme.read_text() == paramdocs.README_FILE.read_text()
-    assert paramdocs.sync_generated(False, defaults, readme) == []
+    assert metrics_md.read_text() == paramdocs.METRICS_FILE.read_text()
+    assert paramdocs.sync_generated(False, *files) == []
     readme.write_text("# no markers\n")
     with pytest.raises(ConfigError, match="params:start"):
-        paramdocs.sync_generated(False, defaults, readme)
+        paramdocs.sync_generated(False, *files)
 
 
 def test_readme_table_lists_every_parameter_with_its_allowed_values():

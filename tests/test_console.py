@@ -1,12 +1,13 @@
 """The main command's console (gdpolib.console): marked lines reach the console, everything else
 (including what a child process writes to its inherited stderr) goes to the run's log file; the
-findings summary of notebook 05 (gdpolib.report.paper_findings)."""
+findings summary of notebook 05 (gdpolib.report.claims.paper_findings)."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from gdpolib import console, report
+from gdpolib import console
+from gdpolib.report import claims
 from gdpolib.config import PROJECT_ROOT
 
 # A pipeline in miniature: a Console is opened, a child process (as a kernel would) writes to its
@@ -76,18 +77,18 @@ METRICS = {"methods": {"sft": {"jsd": 0.196, "invalid_rate": 0.0, "cbc": 0.95},
 
 
 def test_paper_findings_checks_each_claim_with_its_numbers():
-    found = {claim: (ok, numbers) for claim, ok, numbers in report.paper_findings(METRICS)}
+    found = {claim: (ok, numbers) for claim, ok, numbers in claims.paper_findings(METRICS)}
     assert len(found) == 7
-    claims = list(found)
-    assert found[claims[0]] == (True, "SFT 0.196, DPO 0.260 (+0.064)")
-    assert found[claims[1]] == (True, "GDPO 0.185 vs SFT 0.196 (-0.011)")
-    assert found[claims[2]] == (True, "0.411 vs 0.089")
+    order = list(found)
+    assert found[order[0]] == (True, "SFT 0.196, DPO 0.260 (+0.064)")
+    assert found[order[1]] == (True, "GDPO 0.185 vs SFT 0.196 (-0.011)")
+    assert found[order[2]] == (True, "0.411 vs 0.089")
     # minority/majority: GDPO 0.23 vs DPO 0.22, so GDPO is (barely) closer to 1
-    assert found[claims[3]] == (True, "GDPO 0.23, DPO 0.22")
-    assert [found[c][0] for c in claims[4:]] == [True, True, False]   # GDPO: 6 % invalid
+    assert found[order[3]] == (True, "GDPO 0.23, DPO 0.22")
+    assert [found[c][0] for c in order[4:]] == [True, True, False]   # GDPO: 6 % invalid
 
 
 def test_paper_findings_says_what_was_not_measured():
-    found = report.paper_findings({"methods": {"sft": {"jsd": 0.2}}})
+    found = claims.paper_findings({"methods": {"sft": {"jsd": 0.2}}})
     assert [ok for _, ok, _ in found] == [None] * 7
     assert all(numbers == "not measured" for _, _, numbers in found)

@@ -14,7 +14,7 @@ from datasets import Dataset
 
 from gdpolib import beliefs, losses, methods, models
 from gdpolib.config import RunConfig
-from gdpolib.scoring import EvalSet
+from gdpolib.evalset import EvalSet
 from gdpolib.stages.train import method_args
 from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
 from gdpolib.trainers.tracking import Tracker

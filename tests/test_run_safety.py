@@ -30,7 +30,8 @@ import pytest
 from gdpolib import config, folders, integrity, pipeline, publish, runs, seeds, sweep, train
 from gdpolib.config import PROJECT_ROOT, ConfigError, load_config
 from gdpolib.data import goqa
-from gdpolib.data.survey import SurveyRow, write_survey
+from gdpolib.data.survey import SurveyRow
+from gdpolib.data.survey_files import write_survey
 from gdpolib.runs import Run
 
 PY = sys.executable

@@ -17,9 +17,9 @@ from gdpolib.gpo.groups import GroupPriorTable
 from gdpolib.gpo.meta_train import GPOSettings
 from gdpolib.gpo.predict import eval_plans
 from gdpolib.runs import Run
-from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, alignment_table, gpo_metrics, k_curve,
-                                method_predictions, predicted_vs_true, run_gpo, save_results,
-                                seed_pairs)
+from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, alignment_table, k_curve,
+                                method_predictions, predicted_vs_true, record, run_gpo,
+                                save_results, seed_pairs)
 
 
 @pytest.mark.parametrize("prior", ["none", "train_groups"])
@@ -109,8 +109,11 @@ def test_alignment_table_k_curve_and_metrics_agree(experiment, tmp_cfg):
     pd.testing.assert_series_equal(overall.sort_index(), at_5.sort_index())
     for method, rows in table[table.group != "ALL"].groupby("method"):   # ALL = micro mean
         assert math.isclose(np.average(rows.score, weights=rows.n), overall[method])
-    assert gpo_metrics(table, 5) == {"gpo": {"alignment": overall.to_dict(), "k": 5}}
-    folder = save_results(Run.open(tmp_cfg), "synthetic", table, curve)
+    run = Run.open(tmp_cfg)
+    part = {"gpo": {"alignment": overall.to_dict(), "k": 5}}
+    assert record(run, table, 5) == part
+    assert run.metrics()["gpo"] == part["gpo"]          # the library writes metrics.json's part
+    folder = save_results(run, "synthetic", table, curve)
     pd.testing.assert_frame_equal(pd.read_csv(folder / "alignment.csv"), table)
     pd.testing.assert_frame_equal(pd.read_csv(folder / "k_curve.csv"), curve)
 

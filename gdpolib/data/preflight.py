@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gdpolib import groupnames, sources
-from gdpolib.beliefs import BeliefError, make_scheme
+from gdpolib import schemes
+from gdpolib.beliefs import BeliefError
 from gdpolib.config import ConfigError, RunConfig
 from gdpolib.sources import SourceError
 
@@ -23,7 +24,8 @@ def check_groups(cfg: RunConfig) -> None:
         return
     # Deferred: the run folder's checks come first and must answer at once, before pandas loads.
     from gdpolib.data.opinionqa import attribute_groups, group_aliases
-    from gdpolib.data.survey import SurveyError, read_survey, resolve_group
+    from gdpolib.data.survey import SurveyError, resolve_group
+    from gdpolib.data.survey_files import read_survey
 
     source = "opinionqa_path" if cfg.survey == "opinionqa" else "survey_path"
     try:
@@ -53,7 +55,7 @@ def check_survey_size(cfg: RunConfig, survey: Survey, groups: list[str]) -> None
     """ConfigError when a group has fewer usable questions than min_questions, counted as the
     data stage counts them (under its belief scheme, whose option map check_data fetched)."""
     try:
-        scheme = make_scheme(cfg)
+        scheme = schemes.for_config(cfg)
     except (BeliefError, SourceError) as err:
         raise ConfigError(f"parameter 'belief_scheme': {err}") from None
     for group in groups:

@@ -8,6 +8,7 @@ from typing import Any
 from gdpolib import sources
 from gdpolib.countries import UnknownCountryError, resolve_country
 from gdpolib.paramspec import FRACTIONS, fractions_problem, param
+from gdpolib.schemes import SURVEY_SCHEMES
 
 N_STYLES_MAX = 6          # len(gdpolib.data.responses.STYLES), not imported: config stays light
 
@@ -59,7 +60,7 @@ class DataSection:
                                         "github downloads the authors' map at its pinned commit.")
     belief_scheme: str = param("options", "Beliefs of a question: options = its answer options, "
                                           "stance6 = the paper's six stance classes (option map).",
-                               choices=("options", "stance6"))
+                               choices=tuple(SURVEY_SCHEMES))
     max_options: int = param(10, "options scheme: questions with more options are left out "
                                  "(beliefs are single digit tokens).", ge=1, le=10)
     max_questions: int | None = param(None, "Use the first N questions only (quick runs, CI); "

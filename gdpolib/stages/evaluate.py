@@ -30,14 +30,15 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from gdpolib import beliefs, judges, margins, models, sources
+from gdpolib import beliefs, judges, margins, models, schemes
 from gdpolib import methods as registry
 from gdpolib.data.fewshot import demo_pool, fewshot_prompts, icf_dataset
 from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
-from gdpolib.metrics import jsd_by_question as _jsd_by_question
-from gdpolib.scoring import (PER_PROMPT, EvalSet, readout, readout_summary, score_probs,
-                             score_samples)
+from gdpolib.evalset import EvalSet
+from gdpolib.metrics import registry as metric_registry
+from gdpolib.metrics.distances import jsd_by_question as _jsd_by_question
+from gdpolib.scoring import PER_PROMPT, readout, readout_summary, score_probs, score_samples
 from gdpolib.stages.data import base_model, sequence_length
 from gdpolib.stages.train import data_hash, train_preference, train_sft
 
@@ -45,13 +46,10 @@ log = logging.getLogger("gdpolib.stages.evaluate")
 
 EVAL_VERSION = "eval-v4"        # bump when scoring changes (invalidates eval stages)
 READOUT_VERSION = "readout-v2"  # bump when the read-out numbers change (invalidates test stages)
-METRICS_JSON_KEYS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "belief_mass", "tvd",
-                     "tvd_ci", "wasserstein", "wasserstein_ci", "entropy", "entropy_target",
-                     "n_questions", "n_invalid", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")
-SKEW_KEYS = ("margin_majority", "margin_minority")
-TABLE_COLUMNS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci", "wasserstein",
-                 "wasserstein_ci", "entropy", "entropy_target", "belief_mass", "n_invalid",
-                 "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate", "majority_bias")
+# What metrics.json records of a method, and the columns of tables/methods.csv: the metric
+# registry's (gdpolib/metrics/registry.py).
+METRICS_JSON_KEYS = metric_registry.keys(part="methods")
+SKEW_KEYS = metric_registry.keys(part="skew")
 
 
 # ----------------------------------------------------------------------------- metrics.json
@@ -175,13 +173,6 @@ def jsd_by_question(cfg, run, data: RunData, method: str) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- sampling stage
-def _load_option_map(cfg, scheme: str):
-    if scheme != "stance6":
-        return None
-    path = sources.for_run(cfg, "option_map_path")
-    return None if path is None else beliefs.load_option_map(path)
-
-
 def eval_key(cfg, run, method: str, model_hash: str) -> dict[str, Any]:
     """Everything a method's sampled scores depend on."""
     key = {"version": EVAL_VERSION, "method": method, "model": model_hash,
@@ -231,9 +222,9 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
         log.info("scoring %s on %d test prompts", method, len(data.prompts["test"]))
         model, tok = models.load_policy(model_path, cfg)
         es = test_prompts(cfg, data, method, model, tok)
-        res = score_samples(model, tok, es, cfg, k_max=data.k_max, scheme=data.scheme,
-                            embed=judging.embed, judge=judging.judge,
-                            option_map=_load_option_map(cfg, data.scheme))
+        res = score_samples(model, tok, es, cfg.evaluation, seed=cfg.seed,
+                            scheme=schemes.for_data(data.scheme, data.k_max, cfg),
+                            embed=judging.embed, judge=judging.judge)
         summary = {"method": method, **read, **res["summary"]}
         per_read = pd.read_csv(test_dir / "readout.csv", dtype={"qid": str})
         per_prompt = res["per_prompt"]
@@ -267,9 +258,8 @@ def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = No
     judging = Judging(cfg)
     rows = {m: evaluate_method(cfg, run, data, m, judging) for m in methods or methods_to_run(cfg, run)}
     table = pd.DataFrame.from_dict(rows, orient="index")
-    cols = [c for c in TABLE_COLUMNS if c in table] + \
-        [c for c in ("bpc_judged", "bpc_api_errors", "bpc_unparseable", "n_prompts",
-                     "n_questions", "n_samples", "seconds") if c in table]
+    cols = [c for c in (*metric_registry.keys(table="table2"), *metric_registry.keys(table="details"))
+            if c in table]
     table = table[cols]
     table.index.name = "method"
     table.to_csv(run.path("tables", "methods.csv"))

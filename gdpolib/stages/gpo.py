@@ -118,9 +118,6 @@ def lm_zero_shot(cfg: RunConfig, run: Run, data: GroupOpinions,
     return out
 
 
-GPO_METHODS = ("gpo", "gpo_prior")
-
-
 def _meta_train_stage(cfg: RunConfig, run: Run, dataset: str, method: str, data: GroupOpinions,
                       emb: EmbeddingTable, split: dict[str, list[str]], device, progress: bool,
                       on_eval: Callable[[int, dict[str, float]], None] | None) -> TrainedGPO:
@@ -245,10 +242,13 @@ def seed_pairs(cfg: RunConfig, run: Run, dataset: str, seeds: Sequence[int],
     return pd.concat(frames, ignore_index=True)[cols]
 
 
-def gpo_metrics(table, k: int) -> dict:
-    """The `gpo` part of metrics.json (GUIDE.md §6) from an alignment_table."""
+def record(run: Run, table, k: int) -> dict:
+    """THE writer of the `gpo` part of metrics.json: every method's alignment over the test
+    groups (the alignment_table's "ALL" rows, at k context questions) and k. Returns the part."""
     overall = table[table.group == "ALL"].set_index("method")["score"]
-    return {"gpo": {"alignment": {m: float(v) for m, v in overall.items()}, "k": int(k)}}
+    part = {"gpo": {"alignment": {m: float(v) for m, v in overall.items()}, "k": int(k)}}
+    run.merge_metrics(part)
+    return part
 
 
 def predicted_vs_true(exp: GPOExperiment, k: int, group: str, n: int = 4, seed: int = 0):

@@ -23,7 +23,7 @@ from gdpolib import beliefs, models
 from gdpolib import methods as registry
 from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
-from gdpolib.scoring import EvalSet
+from gdpolib.evalset import EvalSet
 from gdpolib.seeds import stable_hash
 from gdpolib.stages.data import base_model, sequence_length
 from gdpolib.trainers.fit import finish_stage, fit, peft_config, progress_dir, trl_args

@@ -16,7 +16,8 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from gdpolib.margins import encode_pairs, margin_summary, pair_logps, reward_margins
-from gdpolib.scoring import EvalSet, readout
+from gdpolib.evalset import EvalSet
+from gdpolib.scoring import readout
 from gdpolib.trainers.fit import save_model
 
 log = logging.getLogger("gdpolib.trainers")
