@@ -56,9 +56,9 @@ def trl_args(cfg, cls, out_dir: Path, steps: int, lr: float, logs_dir: Path, **s
     bf16 = cuda and cfg.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
     return cfg.training.trl_args(
         cls, steps=steps, lr=lr, cuda=cuda, logs_dir=logs_dir, output_dir=str(out_dir),
-        seed=cfg.seed, data_seed=cfg.seed, project=cfg.run_dir_name, max_length=cfg.max_length,
-        bf16=bf16, fp16=False, use_cpu=device.type == "cpu", disable_tqdm=console.piped(),
-        **stage)
+        **{"seed": cfg.seed, "data_seed": cfg.seed, "project": cfg.run_dir_name,
+           "max_length": cfg.max_length, "bf16": bf16, "fp16": False,
+           "use_cpu": device.type == "cpu", "disable_tqdm": console.piped(), **stage})
 
 
 def peft_config(cfg) -> LoraConfig | None:
