@@ -4,8 +4,10 @@ maths of the same batches in plain PyTorch, before and after the cuts of the ste
 Trainers (`--kinds`), each built as the training stages build it (the run's parameters):
   sft-random  TRL's SFTTrainer with random batches (before: padding to the longest row)
   sft       TRL's SFTTrainer as the SFT stage runs it (after: rows of similar length batched)
-  dpo       TRL's DPOTrainer, unchanged (the baseline method runs TRL as it is)
-  gdpo      GDPOTrainer (TRL's DPO head; a log-probs-only head was measured in
+  dpo-random  TRL's DPOTrainer with random batches of pairs (before)
+  dpo       TRL's DPOTrainer as the DPO stage runs it: its loss unchanged, pairs of similar
+            length batched (gdpolib.trainers.pairs; after)
+  gdpo-random, gdpo  GDPOTrainer likewise (TRL's DPO head; a log-probs-only head was measured in
             bench_step_overhead-tiny-cpu-t1-after.json at ~2 %, within noise, and not kept)
 `--steps` steps of `trainer.train()` are timed step by step, split into collation, forward +
 loss (policy forward and, for DPO/GDPO, the reference forward), backward, optimizer step (with
@@ -176,11 +178,11 @@ def main() -> None:
     add_params_arguments(ap)
     ap.add_argument("--steps", type=int, default=30, help="timed trainer steps per trainer")
     ap.add_argument("--label", default="", help="suffix of the result file (e.g. before, after)")
-    ap.add_argument("--kinds", default="sft-random,sft,dpo,gdpo")
+    ap.add_argument("--kinds", default="sft-random,sft,dpo-random,dpo,gdpo-random,gdpo")
     args = ap.parse_args()
 
     import torch
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+    from trl import DPOConfig, SFTConfig, SFTTrainer
 
     from gdpolib import beliefs, config, models, runs
     from gdpolib.generation import max_context
@@ -188,6 +190,7 @@ def main() -> None:
     from gdpolib.stages.data import base_model, prepare_data, sequence_length
     from gdpolib.trainers.fit import trl_args
     from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
+    from gdpolib.trainers.pairs import DPOTrainer
     from gdpolib.trainers.tracking import Tracker
 
     overrides = {"run_name": "bench-step-overhead", "update_run": True, **dict(args.params)}
@@ -215,11 +218,13 @@ def main() -> None:
             tracker = Tracker(tok, ids, eval_set, batch_size=cfg.eval_batch_size)
             lr = cfg.sft_lr
         else:
-            pairs = data.dpo if kind == "dpo" else data.gdpo
-            cols = ["prompt", "chosen", "rejected"] + ([] if kind == "dpo" else ["p_star", "belief_mask"])
+            dpo = kind.startswith("dpo")
+            pairs = data.dpo if dpo else data.gdpo
+            cols = ["prompt", "chosen", "rejected"] + ([] if dpo else ["p_star", "belief_mask"])
             ref = copy.deepcopy(base)
-            lr = cfg.dpo_lr if kind == "dpo" else cfg.gdpo_lr
-            if kind == "dpo":
+            lr = cfg.dpo_lr if dpo else cfg.gdpo_lr
+            common["train_sampling_strategy"] = "random" if kind.endswith("-random") else "group_by_length"
+            if dpo:
                 targs = trl_args(cfg, DPOConfig, out_dir, n, lr, out_dir, **common)
                 trainer = DPOTrainer(model=model, ref_model=ref, args=targs, processing_class=tok,
                                      train_dataset=pairs["train"].select_columns(cols))

@@ -7,7 +7,7 @@ written as the single digit token str(k).
 Serialised completion (paper format): f"{k}<{label}>{response}", e.g.
 `4<Somewhat good job>I believe ...`. Spans are found by character offsets (the digit is char 0,
 the label ends at the first '>' after it; labels never contain '<' or '>'), never by searching
-for a '>' token (bug B8: BPE merges `)>` or `>"` into one token).
+for a '>' token (docs/deviations.md: BPE merges `)>` or `>"` into one token).
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ Adding a parameter
    check); a training field that is a TRL argument names it with `trl=`. A data input (a file,
    folder, `hub`, URL...) is declared with `data_input(name, ...)` and read with
    `gdpolib.sources.for_run(cfg, name)`, the one place that decides what it means.
-2. Run `python -m gdpolib.paramdocs --write` (regenerates defaults.yaml and the README table).
+2. Run `python -m gdpolib.paramdocs --write` (regenerates defaults.yaml and docs/parameters.md).
 3. Read it as `cfg.my_steps`, and add it to the cache key of every stage whose output it changes.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ from gdpolib.paramspec import (MAX_YAML_BYTES, PROJECT_ROOT, allowed_text, coerc
 from gdpolib.scrub import take_back
 from gdpolib.sections.data import DataSection
 from gdpolib.sections.evaluation import EvaluationSection
-from gdpolib.sections.gpo import GPOSection
+from gdpolib.sections.gpo import GPOSection, gpo_k_problem
 from gdpolib.sections.model import ModelSection, is_local_path
 from gdpolib.sections.run import RunSection
 from gdpolib.sections.training import TrainingSection
@@ -164,6 +164,12 @@ def validate(values: Mapping[str, Any], origins: Mapping[str, str] | None = None
             raise _error(name, origins.get(name, DEFAULT_ORIGIN), problem)
     if (problem := groupnames.survey_problem(merged, given=set(origins))):
         raise _error(problem[0], origins.get(problem[0], DEFAULT_ORIGIN), problem[1])
+    for name in ("gpo_k", "gpo_k_values"):
+        k = merged[name] if name == "gpo_k_values" else [merged[name]]
+        if (problem := gpo_k_problem(k, merged["gpo_ctx_range"])):
+            raise ConfigError(f"parameter {name!r} from {origins.get(name, DEFAULT_ORIGIN)}: "
+                              f"{problem} (gpo_ctx_range from "
+                              f"{origins.get('gpo_ctx_range', DEFAULT_ORIGIN)})")
     if merged["model"] == "tiny" and merged["tiny_n_embd"] % merged["tiny_n_head"]:
         raise ConfigError(f"parameter 'tiny_n_embd' from "
                           f"{origins.get('tiny_n_embd', DEFAULT_ORIGIN)}: {merged['tiny_n_embd']} "

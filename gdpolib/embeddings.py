@@ -1,11 +1,14 @@
 """Embeddings of (question, option) pairs for GPO, cached on disk.
 
 GPO's input x for option o of question q is a frozen model's embedding of the question with o
-as the answer (reference gpo-method.md §2.1). Two kinds of encoder:
+as the answer (the GPO paper's input). Two kinds of encoder:
 
-- a Hugging Face causal LM (the run's policy, SmolLM2 offline, a 7B model on a GPU): the
-  attention-masked mean of the last hidden state over the prompt "question + all options listed
-  + 'Answer: L. option'" (the paper's recipe);
+- a Hugging Face causal LM (the run's policy, SmolLM2 offline, a 7B model on a GPU) reads the
+  prompt "question + all options listed + 'Answer: L. option'"; x is the attention-masked mean
+  of its last hidden state over the answer's own tokens " L. option" (pooling "option": their
+  states are conditioned on the question) or over the whole prompt (pooling "text", the
+  paper's recipe, under which a question's options share most of the pooled tokens and get
+  nearly the same x);
 - a sentence-transformers encoder (offline MiniLM by default): the question and the answer
   "L. option" are encoded separately and concatenated (d = 2 x 384). A sentence encoder is not
   prompt-aware, and it truncates at 256 word pieces, which would cut the answer off the end of a
@@ -41,6 +44,7 @@ log = logging.getLogger("gdpolib.embeddings")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 INSTRUCTION = "Answer the following question by picking ONE of the given options."
 SENTENCE_ENCODERS = ("minilm",)   # plus any name starting with "sentence-transformers/"
+POOLINGS = ("option", "text")     # a causal LM's pooling: the answer's tokens | the whole prompt
 
 
 @dataclass
@@ -144,12 +148,13 @@ def token_limit(model, max_length: int) -> int:
 
 
 def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
-                       max_length: int = 512) -> np.ndarray:
+                       max_length: int = 512, starts: Sequence[int] | None = None) -> np.ndarray:
     """Attention-masked mean of a causal LM's last hidden state: float32 [len(texts), d].
 
-    Texts are sorted by length so that batches carry little padding; padding is on the right
-    (a causal model's states at real tokens do not see it) and truncation on the LEFT, so the
-    answer at the end of a long prompt is never cut off.
+    starts: per text, the character from which tokens are pooled (a token that ends after it
+    counts); None pools every token. Texts are sorted by length so that batches carry little
+    padding; padding is on the right (a causal model's states at real tokens do not see it) and
+    truncation on the LEFT, so the answer at the end of a long prompt is never cut off.
     """
     device = next(model.parameters()).device
     order = np.argsort([len(t) for t in texts])[::-1]
@@ -159,26 +164,39 @@ def mean_pooled_states(model, tokenizer, texts: list[str], batch_size: int = 8,
         for start in tqdm(range(0, len(texts), batch_size), desc="LM embeddings"):
             idx = order[start:start + batch_size]
             batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                              truncation=True, max_length=token_limit(model, max_length)).to(device)
+                              truncation=True, max_length=token_limit(model, max_length),
+                              return_offsets_mapping=starts is not None)
+            pool = batch["attention_mask"]                                          # [B, T]
+            if starts is not None:
+                ends = batch.pop("offset_mapping")[..., 1]                          # [B, T]
+                pool = pool * (ends > torch.tensor([starts[i] for i in idx])[:, None])
+            batch = batch.to(device)
             hidden = model(**batch, output_hidden_states=True).hidden_states[-1]   # [B, T, d]
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)          # [B, T, 1]
+            mask = pool.to(device).unsqueeze(-1).to(hidden.dtype)                   # [B, T, 1]
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
             out[idx] = pooled.float().cpu().numpy()
     return out
 
 
 def option_pooled_states(model, tokenizer, items: Sequence[QuestionItem], batch_size: int = 8,
-                         max_length: int = 512) -> np.ndarray:
+                         max_length: int = 512, pooling: str = "text") -> np.ndarray:
     """mean_pooled_states of every option_prompt of `items` (rows in item, then option order),
     with each question's shared prefix run once: float32 [n_options, d].
 
+    pooling: "text" = the mean over every token of the prompt (the paper's recipe); "option" =
+    the mean over the answer's own tokens " L. option" only, whose states are conditioned on the
+    question and its options (the prefix is the same for every option of a question, so "text"
+    gives its options nearly the same vector).
     A causal LM's states over question_prompt(question, options) are the same for every option,
     so the prefix runs once per question and its KV cache serves all options, whose suffixes
     " L. option" run as one batch: about K times fewer tokens than embedding every text whole.
-    The pooled mean is (sum of prefix states + sum of suffix states) / tokens. A question whose
-    prefix + suffix tokens differ from its whole text's, or whose text exceeds the model's limit,
-    is embedded whole (mean_pooled_states), so the result never depends on the shortcut.
+    The pooled mean is (sum of prefix states + sum of suffix states) / tokens ("text") or
+    sum of suffix states / suffix tokens ("option"). A question whose prefix + suffix tokens
+    differ from its whole text's, or whose text exceeds the model's limit, is embedded whole
+    (mean_pooled_states), so the result never depends on the shortcut.
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r} ({' | '.join(POOLINGS)})")
     device = next(model.parameters()).device
     limit = token_limit(model, max_length)
     rows: list[np.ndarray] = []
@@ -192,8 +210,10 @@ def option_pooled_states(model, tokenizer, items: Sequence[QuestionItem], batch_
             whole = [tokenizer(prefix + s).input_ids for s in suffixes]
             if any(w != p_ids + s for w, s in zip(whole, s_ids)) or \
                     max(map(len, whole)) > limit or min(map(len, s_ids)) == 0:
+                starts = [len(prefix)] * len(suffixes) if pooling == "option" else None
                 rows.append(mean_pooled_states(model, tokenizer, [prefix + s for s in suffixes],
-                                               batch_size=batch_size, max_length=max_length))
+                                               batch_size=batch_size, max_length=max_length,
+                                               starts=starts))
                 continue
             out = model(input_ids=torch.tensor([p_ids], device=device), use_cache=True,
                         output_hidden_states=True)
@@ -212,7 +232,8 @@ def option_pooled_states(model, tokenizer, items: Sequence[QuestionItem], batch_
                            position_ids=positions.expand(len(suffixes), -1),
                            output_hidden_states=True).hidden_states[-1]           # [K, S, d]
             m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (prefix_sum + (hidden * m).sum(1)) / (len(p_ids) + m.sum(1))
+            pooled = ((prefix_sum + (hidden * m).sum(1)) / (len(p_ids) + m.sum(1))
+                      if pooling == "text" else (hidden * m).sum(1) / m.sum(1))
             rows.append(pooled.float().cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, model.config.hidden_size), np.float32)
 
@@ -268,12 +289,16 @@ def _layout(items: list[QuestionItem]) -> dict[str, tuple[int, int]]:
 def embed_questions(items: list[QuestionItem], embedder: str = "minilm", *,
                     directory: str | Path | None = None, model=None, tokenizer=None,
                     model_name: str | None = None, batch_size: int = 8,
-                    device: str | None = None) -> EmbeddingTable:
+                    device: str | None = None, pooling: str = "option",
+                    load: Callable[[], tuple] | None = None) -> EmbeddingTable:
     """Embed every (question, option) of `items` with `embedder`, through the disk cache.
 
     embedder: "minilm" or "sentence-transformers/<id>" (sentence encoder); anything else is a
         causal LM: pass `model` and `tokenizer` (already loaded, e.g. by
-        gdpolib.models.load_pretrained) and `model_name` (its name in the cache key).
+        gdpolib.models.load_pretrained), or `load` (returns them; called only when the cache
+        misses, so a cached table needs no model), and `model_name` (its name in the cache key).
+    pooling: a causal LM's pooling (option_pooled_states: "option" | "text"); a sentence
+        encoder embeds the question and the answer apart and ignores it.
     directory: the cache folder (default: cache_dir()).
     Returns an EmbeddingTable whose rows follow `items` (qid order, then option order).
     """
@@ -294,15 +319,20 @@ def embed_questions(items: list[QuestionItem], embedder: str = "minilm", *,
                                    vecs[[pos[a] for a in answers]]], axis=1)
         name = embedder
     else:
-        if model is None or tokenizer is None:
-            raise ValueError(f"embedder {embedder!r} is a causal LM: pass model= and tokenizer=")
+        if (model is None or tokenizer is None) and load is None:
+            raise ValueError(f"embedder {embedder!r} is a causal LM: pass model= and tokenizer= "
+                             "(or load=)")
         name = model_name or embedder
         texts = [option_prompt(it.question, it.options, k) for it in items
                  for k in range(len(it.options))]
-        key = texts_key(name, "lm-mean-pool", texts)
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r} ({' | '.join(POOLINGS)})")
+        # "lm-mean-pool" is the whole-text pool's historical key: its caches stay valid
+        key = texts_key(name, "lm-mean-pool" if pooling == "text" else "lm-option-pool", texts)
 
         def compute() -> np.ndarray:
-            return option_pooled_states(model, tokenizer, items, batch_size=batch_size)
+            lm, tok = (model, tokenizer) if load is None else load()
+            return option_pooled_states(lm, tok, items, batch_size=batch_size, pooling=pooling)
     vectors, meta = cached_array(directory, f"emb-{name}", key, compute,
                                  meta={"model": name, "index": [[it.qid, len(it.options)]
                                                                 for it in items]})

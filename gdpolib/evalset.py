@@ -45,6 +45,21 @@ class EvalSet:
         `uniform` baseline's read-out."""
         return self.mask / self.mask.sum(axis=1, keepdims=True)
 
+    def context_free(self, train: "EvalSet") -> np.ndarray:
+        """[N, K] the `context_free` baseline's read-out: for each prompt, the mean p* of the
+        training questions (`train`, each question once) whose belief set is the prompt's (under
+        `options`: the same number of options). It ignores the question, as GPO's meta-train
+        mean does: a model at this baseline has learnt only where answers tend to fall. A
+        belief set no training question has gets the uniform distribution over it."""
+        first = {q: i for i, q in reversed(list(enumerate(train.qids)))}
+        rows = sorted(first.values())
+        means: dict[bytes, np.ndarray] = {}
+        for key in {train.mask[i].tobytes() for i in rows}:
+            same = [i for i in rows if train.mask[i].tobytes() == key]
+            means[key] = train.p_star[same].mean(axis=0)
+        uniform = self.uniform()
+        return np.stack([means.get(m.tobytes(), uniform[i]) for i, m in enumerate(self.mask)])
+
     def with_prompts(self, prompts: Sequence[str]) -> "EvalSet":
         return dataclasses.replace(self, prompts=list(prompts))
 

@@ -115,11 +115,11 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], n: int = 8, *,
 
     Pure ancestral sampling by default (temperature 1, no top-k/top-p cut; the paper's decoding):
     the first generated token is the belief drawn from the model's own p(b|x). The n samples come
-    from `num_return_sequences=n` in one generate call (independent draws, not copies; bug B10),
-    under a torch RNG seeded with `seed + batch start`, so results are reproducible for a given
-    batch size and do not disturb the caller's RNG. Only the generated token slice is decoded
-    (bug B16). Prompts longer than the context are cut from the LEFT (the end of the prompt,
-    where the answer starts, is kept).
+    from `num_return_sequences=n` in one generate call (independent draws, not copies;
+    docs/deviations.md), under a torch RNG seeded with `seed + batch start`, so results are
+    reproducible for a given batch size and do not disturb the caller's RNG. Only the generated
+    token slice is decoded (never a string replacement of the prompt). Prompts longer than the
+    context are cut from the LEFT (the end of the prompt, where the answer starts, is kept).
     Returns [N][n] strings.
     """
     was_training = model.training

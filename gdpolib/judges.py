@@ -4,9 +4,10 @@ BPC asks: does the response voice the belief the model chose (its digit and desc
 - EmbeddingJudge (offline default): embed the response, assign it to the nearest of the prompt's
   per-belief reference responses; consistent iff that belief is the predicted one. Its accuracy on
   held-out reference responses (`embedding_judge_accuracy`) says how far to trust it.
-- ChatJudge: an OpenAI-compatible chat model asked the paper's yes/no question (reference §5.3,
-  paraphrased). The first reply line must be exactly Yes or No. API errors (after retries) and
-  unparseable replies are COUNTED and EXCLUDED from the mean, never scored as passes (bug B13).
+- ChatJudge: an OpenAI-compatible chat model asked the paper's yes/no question
+  (paraphrased). The first reply line must be exactly Yes or No. API errors (after retries) and
+  unparseable replies are COUNTED and EXCLUDED from the mean, never scored as passes
+  (docs/deviations.md).
 
 A sample whose belief is invalid is inconsistent (score 0) for both judges: it voices no belief.
 """

@@ -1,6 +1,6 @@
 """GDPO losses: pure functions on tensors (no models, no trainers).
 
-Notation (reference/gdpo-method.md section 2): x = prompt, B = the question's belief set (digits
+Notation (the GDPO paper's): x = prompt, B = the question's belief set (digits
 "0".."K-1"; `belief_mask` marks which of the K_MAX slots are in B), p* = the group's target
 distribution over B, b_c = the chosen belief, y_c / y_r = chosen / rejected responses,
 beta = DPO temperature.

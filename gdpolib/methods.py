@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 TRAINERS = ("sft", "dpo", "gdpo")
+# The predictors of the methods scored without a model (gdpolib.stages.evaluate.PREDICTORS).
+PREDICTORS = ("uniform", "context_free")
 # What a method is in the paper's story; the findings compare methods by role.
 ROLES = ("baseline", "few-shot", "reference", "preference baseline", "ours", "ablation")
 
@@ -27,8 +29,10 @@ class Method:
     name: str
     description: str              # one line (model cards, `python -m gdpolib.methods`)
     role: str                     # ROLES
-    model: str                    # what is scored: "none" (no model), "base" (the untrained base
-                                  # model) or "trained" (its own checkpoints/<name> stage)
+    model: str                    # what is scored: "none" (no model: its `predictor`), "base" (the
+                                  # untrained base model) or "trained" (its own checkpoints/<name>
+                                  # stage)
+    predictor: str | None = None  # PREDICTORS: the read-out of a method without a model
     trainer: str | None = None    # TRAINERS: the TRL trainer of a trained method
     start: str = "base"           # what training starts from: base (model) or sft (and the
                                   # SFT checkpoint is then the reference model)
@@ -38,14 +42,22 @@ class Method:
     schedule: str | None = None   # its steps and peak lr: <schedule>_steps, <schedule>_lr
     trainer_args: Mapping[str, Any] = field(default_factory=dict)   # its TRL config's own values
     fewshot: bool = False         # scored on test prompts with k solved examples in context
-    margins: str | None = None    # test pairs (dpo | gdpo) whose reward margins vs the SFT
-                                  # reference it is read on; None = no margins
-    skew: bool = False            # its margins are recorded as metrics.json skew.<name>
+    margins: str | None = None    # the test pairs its reward margins vs the SFT reference are
+                                  # read on (metrics.json skew.<name>): dpo, the conflicting pairs,
+                                  # for every method alike; None = no margins
+    shared_margins: str | None = None   # also on its own training pairs (gdpo: shared-belief
+                                  # pairs, where the belief prefix cancels), keys shared_*
+    reference: bool = False       # every method's JSD is compared with this one's, question by
+                                  # question (methods.<m>.jsd_vs_<name>, a paired interval)
     sampled: bool = True          # its outputs are sampled and scored (CBC, BPC, RS, ...)
 
     def __post_init__(self):
         if self.role not in ROLES:
             raise ValueError(f"method {self.name!r}: role {self.role!r} not in {ROLES}")
+        if (self.predictor is None) != (self.model != "none") or \
+                (self.predictor is not None and self.predictor not in PREDICTORS):
+            raise ValueError(f"method {self.name!r}: a predictor in {PREDICTORS} exactly when "
+                             f"model='none'")
         if (self.trainer is None) != (self.model != "trained"):
             raise ValueError(f"method {self.name!r}: a trainer exactly when model='trained'")
         if self.trainer is not None and (self.trainer not in TRAINERS or not self.records
@@ -71,7 +83,10 @@ class Method:
 
 METHODS: tuple[Method, ...] = (
     Method("uniform", "1/|B| on each question's beliefs (no model)", "baseline", "none",
-           sampled=False),
+           predictor="uniform", sampled=False),
+    Method("context_free", "the mean p* of the training questions with the same belief set: "
+           "where answers tend to fall, whatever the question (no model)", "baseline", "none",
+           predictor="context_free", sampled=False, reference=True),
     Method("zeroshot", "the untrained base model on the plain test prompts", "baseline", "base",
            sampled=False),
     Method("kshot", "the base model prompted with k solved examples", "few-shot", "base",
@@ -79,19 +94,20 @@ METHODS: tuple[Method, ...] = (
     Method("icf", "SFT with a few-shot context block in every prompt (in-context fine-tuning)",
            "few-shot", "trained", trainer="sft", records="icf", schedule="sft", fewshot=True),
     Method("sft", "supervised fine-tuning on beliefs drawn from the group's distribution",
-           "reference", "trained", trainer="sft", records="sft", schedule="sft"),
+           "reference", "trained", trainer="sft", records="sft", schedule="sft", reference=True),
     Method("dpo", "DPO on conflicting pairs (the baseline that skews to the majority)",
            "preference baseline", "trained", trainer="dpo", start="sft", records="dpo",
-           schedule="dpo", margins="dpo", skew=True),
+           schedule="dpo", margins="dpo"),
     Method("gdpo", "GDPO: calibration to the group's belief distribution + belief-conditioned DPO",
            "ours", "trained", trainer="gdpo", start="sft", records="gdpo", schedule="gdpo",
-           margins="gdpo", skew=True),
+           margins="dpo", shared_margins="gdpo"),
     Method("cdpo", "GDPO ablation without the calibration and belief terms (cdpo)", "ablation",
            "trained", trainer="gdpo", start="sft", records="gdpo", schedule="gdpo",
-           trainer_args={"lambda_cal": 0.0, "lambda_nll": 0.0}, margins="gdpo"),
+           trainer_args={"lambda_cal": 0.0, "lambda_nll": 0.0}, margins="dpo",
+           shared_margins="gdpo"),
     Method("mft", "GDPO ablation without the preference term (mft)", "ablation", "trained",
            trainer="gdpo", start="sft", records="gdpo", schedule="gdpo",
-           trainer_args={"lambda_pref": 0.0}, margins="gdpo"),
+           trainer_args={"lambda_pref": 0.0}, margins="dpo", shared_margins="gdpo"),
 )
 BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
 
@@ -118,6 +134,11 @@ def in_order(chosen) -> list[str]:
 def baselines() -> list[str]:
     """The baselines every evaluation scores beside the methods (nothing trained, read out only)."""
     return names(lambda m: m.role == "baseline")
+
+
+def paired_references() -> list[str]:
+    """The methods every method's test JSD is compared with, question by question."""
+    return names(lambda m: m.reference)
 
 
 def unknown_problem(values, keep: Callable[[Method], bool], what: str) -> str | None:

@@ -15,6 +15,13 @@ import seaborn as sns
 from gdpolib.metrics.distances import renormalise
 
 
+def _start(text: str, width: int) -> str:
+    """A title's first `width` characters, cut at a word, with "..." when cut: the start of a
+    question says what it asks; its last characters often do not."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + "..."
+
+
 def save(fig, run_or_dir, name: str) -> Path:
     """Save `fig` as figures/<name>.png of a Run (or into a folder); returns the path."""
     folder = run_or_dir.path("figures", "x").parent if hasattr(run_or_dir, "path") \
@@ -66,8 +73,7 @@ def plot_p_star_bars(questions, n: int = 6, width: int = 38):
         sns.barplot(x=[q.p_star[k] for k in ks], y=labels, ax=ax, color="#1f77b4")
         ax.set_xlim(0, 1)
         ax.set_xlabel("p*(b|x)")
-        title = q.question if len(q.question) <= width else "..." + q.question[-width:]
-        ax.set_title(title, fontsize=8)
+        ax.set_title(_start(q.question, width), fontsize=8)
     for ax in axes.ravel()[len(qs):]:
         ax.axis("off")
     fig.tight_layout()
@@ -92,21 +98,59 @@ def plot_sampled_vs_target(records, k_max: int, column: str = "b"):
 
 
 # ---- evaluation ----
-def plot_eval_metrics(table, metrics=("jsd", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate")):
-    """Grouped bar chart of the Table-2 numbers: metrics on x, one bar per method.
-    table: DataFrame indexed by method (evaluate.evaluate_methods). The noise floor of the
-    sampled JSD (a calibrated model's value at the same n) is the dashed line."""
-    cols = [m for m in metrics if m in table.columns]
-    long = table[cols].rename_axis("method").reset_index().melt(
-        id_vars="method", var_name="metric", value_name="value")
-    fig, ax = plt.subplots(figsize=(1.6 * len(cols) + 3, 4))
-    sns.barplot(data=long, x="metric", y="value", hue="method", ax=ax)
-    if "noise_floor" in table and "jsd_sampled" in cols:
-        x = cols.index("jsd_sampled")
-        ax.hlines(float(table["noise_floor"].iloc[0]), x - 0.45, x + 0.45, colors="k",
-                  linestyles="--", label="noise floor")
-    ax.set(xlabel="", ylabel="", title="Test metrics by method (jsd, invalid_rate: lower is better)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+READOUT_METRICS = ("jsd", "jsd_digits", "tvd")                           # lower is better
+SAMPLED_METRICS = ("jsd_sampled", "invalid_rate", "cbc", "bpc", "rs")
+
+
+def plot_eval_metrics(table, interpretable: Mapping[str, bool] | None = None):
+    """The Table-2 numbers as two panels of bars, one bar per method: the belief distribution
+    read at the answer position (every method and baseline; lower is better) and the sampled
+    outputs (methods that generate). table: DataFrame indexed by method
+    (evaluate.evaluate_methods). `interpretable`: method -> whether its outputs are well-formed
+    (report.claims.well_formed); a method that is not has its CBC, BPC, RS and sampled-JSD bars
+    hatched and named in the title, as not interpretable. The dashed line is the sampled JSD's noise
+    floor (a calibrated model's value at the same number of samples)."""
+    read_cols = [c for c in READOUT_METRICS if c in table.columns]
+    samp_cols = [c for c in SAMPLED_METRICS if c in table.columns and table[c].notna().any()]
+    sampled = [m for m in table.index if samp_cols and table.loc[m, samp_cols].notna().any()]
+    bad = [m for m in sampled if (interpretable or {}).get(m) is False]
+    widths = [max(len(read_cols), 1), max(len(samp_cols), 1)] if samp_cols else [1]
+    fig, axes = plt.subplots(1, len(widths), figsize=(3 + 1.7 * sum(widths), 4), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    palette = dict(zip(table.index, sns.color_palette(n_colors=len(table.index))))
+
+    def bars(ax, cols, methods):
+        long = table.loc[methods, cols].rename_axis("method").reset_index().melt(
+            id_vars="method", var_name="metric", value_name="value")
+        sns.barplot(data=long, x="metric", y="value", hue="method", palette=palette, ax=ax)
+        ax.set(xlabel="", ylabel="")
+        return long
+
+    bars(axes[0, 0], read_cols, list(table.index))
+    axes[0, 0].set_title("Belief distribution vs p* (read-out; lower is better)", fontsize=10)
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    if samp_cols:
+        ax = axes[0, 1]
+        long = bars(ax, samp_cols, sampled)
+        # one bar container per method (seaborn's hue), its bars in the metrics' order
+        for container, method in zip(ax.containers, dict.fromkeys(long["method"])):
+            if method not in bad:
+                continue
+            for patch, metric in zip(container, samp_cols):
+                if metric != "invalid_rate":
+                    patch.set_hatch("///")
+                    patch.set_alpha(0.45)
+        handles, labels = ax.get_legend_handles_labels()
+        if "noise_floor" in table and "jsd_sampled" in samp_cols and table["noise_floor"].notna().any():
+            x = samp_cols.index("jsd_sampled")
+            handles.append(ax.hlines(float(table["noise_floor"].dropna().iloc[0]), x - 0.45,
+                                     x + 0.45, colors="k", linestyles="--", zorder=5))
+            labels.append("noise floor")
+        ax.legend(handles, labels, fontsize=7, loc="upper right")
+        note = (f"\nhatched: not interpretable ({', '.join(bad)} not well-formed)" if bad
+                else "\nall sampled methods well-formed")
+        ax.set_title("Sampled outputs (invalid_rate, jsd_sampled: lower is better)" + note,
+                     fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -118,7 +162,9 @@ def plot_eval_distributions(frame):
     fig, axes = plt.subplots(len(qids), 1, figsize=(10, 3.2 * len(qids)), squeeze=False)
     for ax, q in zip(axes[:, 0], qids):
         sns.barplot(data=frame[frame["qid"] == q], x="label", y="prob", hue="source", ax=ax)
-        ax.set(title=f"question {q}", xlabel="", ylabel="p(belief)")
+        sub = frame[frame["qid"] == q]
+        title = f"{q}: {sub['question'].iloc[0]}" if "question" in sub else f"question {q}"
+        ax.set(title=_start(title, 110), xlabel="", ylabel="p(belief)")
         ax.tick_params(axis="x", labelsize=7, rotation=15)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
@@ -128,20 +174,27 @@ def plot_eval_distributions(frame):
 # ---- training ----
 def plot_margins(tracks, methods: Sequence[str] = ("dpo", "gdpo")):
     """Mean reward margin on the fixed eval pairs over training steps, majority-chosen (solid) vs
-    minority-chosen (dashed) pairs, one panel per method (the paper's skew figure).
-    tracks: DataFrame of tracking records (trainers.read_tracking) with method, step,
-    margin_majority, margin_minority."""
-    methods = [m for m in methods if m in set(tracks["method"])]
-    fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 3.6), squeeze=False,
+    minority-chosen (dashed) pairs: one panel per method on the SAME conflicting pairs (the
+    skew, like for like), and for GDPO one more on its own shared-belief pairs, where the belief
+    prefix cancels (the paper's Finding 1). tracks: DataFrame of tracking records
+    (report.frames.load_tracks) with method, step, margin_* and, for the GDPO family,
+    shared_margin_*."""
+    present = set(tracks["method"])
+    panels = [(m, "margin_", "conflicting eval pairs") for m in methods if m in present]
+    panels += [(m, "shared_margin_", "its own shared-belief eval pairs")
+               for m in methods if m in present and "shared_margin_majority" in tracks
+               and tracks.loc[tracks["method"] == m, "shared_margin_majority"].notna().any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False,
                              sharey=True)
-    for ax, m in zip(axes[0], methods):
+    for ax, (m, prefix, what) in zip(axes[0], panels):
         t = tracks[tracks["method"] == m]
-        long = pd.concat([pd.DataFrame({"step": t["step"], "margin": t[f"margin_{g}"],
+        long = pd.concat([pd.DataFrame({"step": t["step"], "margin": t[f"{prefix}{g}"],
                                         "chosen belief": g}) for g in ("majority", "minority")])
         sns.lineplot(data=long, x="step", y="margin", hue="chosen belief", style="chosen belief",
                      markers=True, ax=ax, palette={"majority": "#d62728", "minority": "#1f77b4"})
         ax.axhline(0, color="k", lw=0.6)
-        ax.set(title=f"{m.upper()}: reward margin on eval pairs", ylabel="beta * log-ratio margin")
+        ax.set(ylabel="beta * log-ratio margin vs SFT")
+        ax.set_title(f"{m.upper()}: reward margin on {what}", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -166,7 +219,7 @@ def plot_jsd_over_steps(tracks, sft_steps: int | None = None):
 
 
 def plot_belief_bars(p_star, dists: Mapping[str, np.ndarray], mask, labels: Sequence[Sequence[str]],
-                     titles: Sequence[str], width: int = 60):
+                     titles: Sequence[str], width: int = 120):
     """Belief distributions on several prompts: p* against each model's renormalised
     distribution (e.g. {"SFT": probs, "DPO": probs}), one panel per prompt.
     p_star, mask: [N, K]; dists: name -> [N, K] probabilities; labels: N lists of K labels."""
@@ -183,8 +236,7 @@ def plot_belief_bars(p_star, dists: Mapping[str, np.ndarray], mask, labels: Sequ
     fig, axes = plt.subplots(n, 1, figsize=(10, 2.8 * n), squeeze=False)
     for i, ax in enumerate(axes[:, 0]):
         sns.barplot(data=df[df["prompt"] == i], x="belief", y="p", hue="source", ax=ax)
-        t = titles[i]
-        ax.set(title=t if len(t) <= width else "..." + t[-width:], xlabel="", ylabel="p(belief)")
+        ax.set(title=_start(titles[i], width), xlabel="", ylabel="p(belief)")
         ax.tick_params(axis="x", labelsize=7)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()

@@ -3,7 +3,7 @@
 A run lives in `outputs/<run_name>/`:
     config.yaml        the resolved parameters
     environment.json   package versions, torch/CUDA, device, git commit
-    metrics.json       one object each notebook merges its part into (GUIDE.md section 6)
+    metrics.json       one object each notebook merges its part into (docs/metrics.md)
     data/ checkpoints/ figures/ notebooks/ logs/ stages/
 A stage is a folder named by a path inside the run (`data`, `checkpoints/sft`, `stages/eval`, ...)
 with `stage.json` holding the hash of its key and the size and sha256 of every file it wrote

@@ -9,13 +9,16 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from gdpolib import methods as registry
 from gdpolib.report import claims, seeds
 
 
 def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
     """One row per run x method: grid labels, the run's protocol (metrics.json data.protocol),
-    the run name and every scalar test metric. `cells`: gdpolib.sweep.Cell (name, run_dir,
-    labels()); `methods`: cell name -> the methods it was asked for."""
+    the run name and every test number (claims.flat_numbers: an interval `<x>_ci` as
+    `<x>_ci_lo` and `<x>_ci_hi`). `cells`: gdpolib.sweep.Cell (name, run_dir, labels());
+    `methods`: cell name -> the methods it was asked for; the registry's baselines a run
+    recorded come too, so that every table has them beside the methods."""
     rows = []
     for cell in cells:
         path = cell.run_dir / "metrics.json"
@@ -23,10 +26,11 @@ def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
             continue
         metrics = json.loads(path.read_text())
         protocol = metrics.get("data", {}).get("protocol")
-        for m in methods[cell.name]:
-            numbers = {**metrics.get("methods", {}).get(m, {}), **metrics.get("skew", {}).get(m, {})}
-            numbers = {k: v for k, v in numbers.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        recorded = metrics.get("methods", {})
+        for m in dict.fromkeys([*(b for b in registry.baselines() if b in recorded),
+                                  *methods[cell.name]]):
+            numbers = claims.flat_numbers({**recorded.get(m, {}),
+                                           **metrics.get("skew", {}).get(m, {})})
             if "jsd" in numbers:
                 labels = {**cell.labels(), **({"protocol": protocol} if protocol else {})}
                 rows.append({**labels, "method": m, "run": cell.name, **numbers})
@@ -45,7 +49,7 @@ def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -
             and (c != "params" or runs[c].nunique() > 1 or runs[c].iloc[0] != "-")] + ["country"]
     if "protocol" in keys:     # protocol first: one block of rows per protocol
         keys = ["protocol"] + [k for k in keys if k != "protocol"]
-    summary = seeds.seed_summary(runs, keys, method_order)
+    summary = seeds.seed_summary(runs, keys, [*registry.baselines(), *method_order])
     text = "\n".join([
         f"# Results over {runs['seed'].nunique()} seed(s): mean ± sd", "",
         "Read-out metrics on the test prompts (jsd: renormalised over the belief set; "
@@ -81,7 +85,8 @@ def summarize(runs: pd.DataFrame, method_order: Sequence[str]) -> pd.DataFrame:
     for row in runs[cells].itertuples(index=False):
         first.setdefault(tuple(row), len(first))
     table["_cell"] = [first[tuple(r)] for r in table[cells].itertuples(index=False)]
-    table["_method"] = table["method"].map({m: i for i, m in enumerate(method_order)})
+    order = list(dict.fromkeys([*registry.baselines(), *method_order]))      # the baselines first
+    table["_method"] = table["method"].map({m: i for i, m in enumerate(order)})
     return (table.sort_values(["_cell", "_method"]).drop(columns=["_cell", "_method"])
             .reset_index(drop=True))
 

@@ -92,6 +92,7 @@ def _train(cfg: config.RunConfig, args: argparse.Namespace) -> int:
         log.info("published %s: %s", published, publish.push(folder, cfg.push_to_hub))
     if state.is_main_process:
         print(out)
+    state.destroy_process_group()   # a gloo group left to the exit can abort a rank
     return 0
 
 

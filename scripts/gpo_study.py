@@ -2,13 +2,15 @@
 
 validation: each variant (run parameters) is meta-trained for each seed (each its own group
     split) and scored on the VALIDATION groups at every k, beside the baselines (ridge alpha
-    and the GPO checkpoint are chosen on the same validation groups, at k = gpo_k). One JSON
-    line per (dataset, variant, seed, method, k) goes to --out; the table is printed.
+    and the GPO checkpoint are chosen on the same validation groups, at k = gpo_k). Each job's
+    rows (one per dataset, variant, seed, method, k) are appended to <out>.jsonl as it ends
+    (progress; removed at the end), then --out (a .json) gets every row, the table, and the
+    command, commit, machine and date; the table is printed.
 test: the seed table of notebook 05 (stages.gpo.seed_pairs + gpo.compare.summarise) on the
     TEST groups, the seeds run in parallel (one run folder per seed); CSVs go to --out.
 
     python scripts/gpo_study.py validation --dataset opinionqa --seeds 0 1 2 \\
-        --variant paper -p gpo_loss gaussian_nll --variant kl -p gpo_loss kl --out val.jsonl
+        --variant paper -p gpo_loss gaussian_nll --variant kl -p gpo_loss kl --out val.json
     python scripts/gpo_study.py test -f params/gpo-paper.yaml --dataset goqa --seeds 0 1 2 \\
         --out results/
 Workers run one torch thread each (GPO models are small: threads only add overhead).
@@ -29,14 +31,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdpolib import config  # noqa: E402
-from gdpolib.config import load_config  # noqa: E402
+from gdpolib.config import gpo_k_problem, load_config  # noqa: E402
 from gdpolib.gpo.compare import pair_scores, seed_table_text, summarise  # noqa: E402
 from gdpolib.gpo.groups import split_groups, with_group_prior  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
 from gdpolib.gpo.predict import eval_plans  # noqa: E402
+from gdpolib.gpo.results import provenance, write_results  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, embed_groups, load_groups,  # noqa: E402
-                                method_predictions, seed_pairs, validation_ridge_alpha)
+                                method_predictions, seed_pairs, validated)
 
 BASELINES = "baselines"      # the variant name of the rows that hold the baselines
 
@@ -64,8 +67,9 @@ def validation_job(job: dict) -> list[dict]:
                          progress=False)
         gpos[job["method"]] = TrainedGPO(res.model, table, res.history,
                                          {"best_step": res.best_step, "best_val": res.best_val})
-    exp = GPOExperiment(data, emb, split, eval_plans(data, split["val"], job["k_values"], cfg.seed),
-                        gpos, validation_ridge_alpha(cfg, data, split))
+    exp = validated(GPOExperiment(data, emb, split,
+                                  eval_plans(data, split["val"], job["k_values"], cfg.seed), gpos),
+                    cfg)
     cpu = time.process_time() - cpu
     rows = []
     for k in job["k_values"]:
@@ -118,26 +122,44 @@ def main(argv: list[str] | None = None) -> None:
     config.add_params_arguments(ap)           # -f / -p: for every variant
     ap.add_argument("--dataset", action="append", required=True, choices=("goqa", "opinionqa"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 20, 50])
+    ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 10, 20, 30],
+                    help="context sizes scored (validation; each within gpo_ctx_range)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--output-root", default="outputs/gpo_study")
-    ap.add_argument("--out", required=True, help="JSON lines (validation) or a folder (test)")
+    ap.add_argument("--out", required=True, help="a .json file (validation) or a folder (test)")
     args = ap.parse_args(argv[:split_at])
+    torch.set_num_threads(1)
+    record = provenance()
+    if args.mode == "validation" and not args.out.endswith(".json"):
+        raise SystemExit(f"--out {args.out}: validation writes a .json file")
     common = dict(args.params)
     if args.mode == "validation":
         variants = [(BASELINES, "", {})] + [(n, m, {**common, **o})
                                               for n, m, o in parse_variants(argv[split_at:])]
+        for name, _, overrides in variants:     # every scored k inside the training range
+            cfg = load_config(files=args.files, overrides=overrides or common)
+            if (problem := gpo_k_problem(args.k, cfg.gpo_ctx_range)):
+                raise SystemExit(f"variant {name}: --k {problem}")
         jobs = [{"dataset": d, "variant": n, "method": m, "overrides": o or common, "seed": s,
                  "files": args.files, "k_values": args.k, "output_root": args.output_root}
                 for d in args.dataset for n, m, o in variants for s in args.seeds]
         rows = []
-        with ProcessPoolExecutor(args.workers) as pool, open(args.out, "a") as out:
+        partial = Path(args.out).with_suffix(".jsonl")
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        with ProcessPoolExecutor(args.workers) as pool, open(partial, "a") as out:
             for job_rows in pool.map(validation_job, jobs):
                 for r in job_rows:
                     out.write(json.dumps(r) + "\n")
                 out.flush()
                 rows += job_rows
-        print(validation_table(pd.DataFrame(rows)).to_string())
+        table = validation_table(pd.DataFrame(rows))
+        print(table.to_string())
+        write_results(args.out, "gpo-validation-variants", __doc__.split("\n")[0], {
+            "groups": "validation", "unit": "mean over the validation groups' (group, question) "
+                      "pairs; mean ± sd over seeds",
+            "table": {" | ".join(map(str, i)): r.to_dict() for i, r in table.iterrows()},
+            "rows": rows}, record)
+        partial.unlink()           # every row is in the JSON now
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,9 @@ from gdpolib.pipeline import torch_threads  # noqa: E402
 from gdpolib.stages.data import base_model, prepare_data  # noqa: E402
 from gdpolib.stages.evaluate import Judging, evaluate_method, method_model  # noqa: E402
 
-REPORTED = ("jsd", "belief_mass", "jsd_sampled", "invalid_rate", "cbc", "rs", "bpc")
+REPORTED = ("jsd", "belief_mass", "jsd_sampled", "invalid_rate", "cbc", "rs", "bpc",
+            "margin_majority", "margin_minority", "shared_margin_majority",
+            "shared_margin_minority")
 
 
 def main(argv=None) -> int:

@@ -118,7 +118,8 @@ def gpo_synthetic_run(gpo_synthetic):
     data, emb = gpo_synthetic()
     split = split_groups(data, [0.75, 0.125, 0.125], seed=0)
     settings = GPOSettings(steps=400, lr=1e-3, loss="kl", batch_groups=8, ctx_range=(3, 10),
-                           tar_range=(5, 10), eval_every=50, eval_k=5, seed=0, init="answer")
+                           tar_range=(5, 10), episodes="per_group", eval_every=50, eval_k=5,
+                           seed=0, init="answer")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # tiny matrices: threads only add overhead (and spin on a busy CPU)
     try:

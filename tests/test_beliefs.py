@@ -39,7 +39,7 @@ def test_options_scheme_on_real_data(data):
             np.testing.assert_allclose(qb.p_star[:n], q.selections[c])
             assert qb.labels[:n] == [clean_label(o) for o in q.options] and qb.labels[n:] == [""] * (10 - n)
             assert qb.majority == int(np.argmax(q.selections[c]))
-    # GUIDE.md section 7 (the prototype): SA 125, PK 296, US 342 questions with <= 10 options.
+    # The counts of the embedded data: SA 125, PK 296, US 342 questions with <= 10 options.
     assert used == {"United States": 342, "Pakistan": 296, "S. Africa": 125}
     few, rep = OptionsScheme(max_options=4).apply(data.questions, "S. Africa")
     assert all(len(q.options) <= 4 for q in few) and len(rep.skipped) == 125 - len(few)
@@ -123,7 +123,7 @@ def test_parse_without_label():
 
 def test_belief_tokens_single_for_byte_level_bpe(data):
     from gdpolib.models import train_bpe_tokenizer
-    from gdpolib.data.records import format_prompt
+    from gdpolib.data.responses import format_prompt
 
     qb = OptionsScheme().apply(data.questions, "S. Africa")[0][0]
     prompt = format_prompt(qb.question, qb.labels, qb.mask)

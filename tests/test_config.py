@@ -101,30 +101,29 @@ def test_generated_files_are_up_to_date():
 
 
 def test_stale_generated_files_are_found_and_rewritten(tmp_path):
-    defaults, readme = tmp_path / "defaults.yaml", tmp_path / "README.md"
+    defaults, page = tmp_path / "defaults.yaml", tmp_path / "parameters.md"
     metrics_md = tmp_path / "metrics.md"
     defaults.write_text(config.DEFAULTS_FILE.read_text().replace("seed: 0", "seed: 1"))
-    readme.write_text(paramdocs.README_FILE.read_text().replace("| `seed` | `0` |", "| `seed` | `9` |"))
+    page.write_text(paramdocs.PARAMETERS_FILE.read_text().replace("| `seed` | `0` |", "| `seed` | `9` |"))
     metrics_md.write_text(paramdocs.METRICS_FILE.read_text().replace("lower", "higher", 1))
-    files = [defaults, readme, metrics_md]
+    files = [defaults, page, metrics_md]
     assert paramdocs.sync_generated(False, *files) == files
     assert "seed: 1" in defaults.read_text()             # checking writes nothing
     assert paramdocs.sync_generated(True, *files) == files
     assert defaults.read_text() == config.DEFAULTS_FILE.read_text()
-    assert readme.read_text() == paramdocs.README_FILE.read_text()
+    assert page.read_text() == paramdocs.PARAMETERS_FILE.read_text()
     assert metrics_md.read_text() == paramdocs.METRICS_FILE.read_text()
     assert paramdocs.sync_generated(False, *files) == []
-    readme.write_text("# no markers\n")
-    with pytest.raises(ConfigError, match="params:start"):
-        paramdocs.sync_generated(False, *files)
+    page.unlink()                                         # a missing page is stale too
+    assert paramdocs.sync_generated(False, *files) == [page]
 
 
-def test_readme_table_lists_every_parameter_with_its_allowed_values():
-    table = paramdocs.render_readme_table()
+def test_parameters_page_lists_every_parameter_with_its_allowed_values():
+    page = paramdocs.render_parameters_page()
     for name in config.FIELDS:
-        assert f"| `{name}` |" in table, name
-    assert "| `top_p` | `1.0` | a number in (0, 1] |" in table
-    assert "| `belief_scheme` | `options` | one of options, stance6 |" in table
+        assert f"| `{name}` |" in page, name
+    assert "| `top_p` | `1.0` | a number in (0, 1] |" in page
+    assert "| `belief_scheme` | `options` | one of options, stance6 |" in page
 
 
 def test_command_line_check_passes_on_the_committed_files():

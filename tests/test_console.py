@@ -68,27 +68,33 @@ def test_progress_lines_are_throttled(monkeypatch, capsys):
     assert all(ln.startswith(console.MARK + console.PROGRESS + "sampling\t") for ln in lines)
 
 
-# Numbers of the demo's metrics.json shape (GUIDE §6), chosen to sit on both sides of each bar.
-METRICS = {"methods": {"sft": {"jsd": 0.196, "invalid_rate": 0.0, "cbc": 0.95},
-                       "dpo": {"jsd": 0.260, "invalid_rate": 0.04, "cbc": 0.91},
-                       "gdpo": {"jsd": 0.185, "invalid_rate": 0.06, "cbc": 0.97}},
+# Numbers of the demo's metrics.json shape (docs/metrics.md), on both sides of each bar.
+METRICS = {"methods": {"sft": {"jsd": 0.196, "invalid_rate": 0.0, "cbc": 0.95,
+                               "jsd_vs_context_free": -0.02, "jsd_vs_context_free_ci": [-0.03, -0.01]},
+                       "dpo": {"jsd": 0.260, "invalid_rate": 0.04, "cbc": 0.91,
+                               "jsd_vs_sft": 0.064, "jsd_vs_sft_ci": [0.04, 0.09]},
+                       "gdpo": {"jsd": 0.185, "invalid_rate": 0.06, "cbc": 0.97,
+                                "jsd_vs_sft": -0.011, "jsd_vs_sft_ci": [-0.02, 0.001],
+                                "jsd_vs_context_free": -0.03, "jsd_vs_context_free_ci": [-0.05, -0.01]},
+                       "context_free": {"jsd": 0.216}},
            "skew": {"dpo": {"margin_majority": 0.411, "margin_minority": 0.089},
                     "gdpo": {"margin_majority": 0.126, "margin_minority": 0.029}}}
 
 
 def test_paper_findings_checks_each_claim_with_its_numbers():
     found = {claim: (ok, numbers) for claim, ok, numbers in claims.paper_findings(METRICS)}
-    assert len(found) == 7
+    assert len(found) == 9
     order = list(found)
-    assert found[order[0]] == (True, "SFT 0.196, DPO 0.260 (+0.064)")
-    assert found[order[1]] == (True, "GDPO 0.185 vs SFT 0.196 (-0.011)")
-    assert found[order[2]] == (True, "0.411 vs 0.089")
-    # minority/majority: GDPO 0.23 vs DPO 0.22, so GDPO is (barely) closer to 1
-    assert found[order[3]] == (True, "GDPO 0.23, DPO 0.22")
-    assert [found[c][0] for c in order[4:]] == [True, True, False]   # GDPO: 6 % invalid
+    assert found[order[0]] == (True, "SFT 0.196, DPO 0.260; DPO - SFT +0.064 [+0.040, +0.090]")
+    assert found[order[1]] == (True, "GDPO 0.185, SFT 0.196; GDPO - SFT -0.011 [-0.020, +0.001]")
+    assert [found[c][0] for c in order[2:4]] == [True, True]     # below the context-free one
+    assert found[order[4]] == (True, "0.411 vs 0.089")
+    # gaps on the same conflicting pairs: GDPO 0.097 < DPO 0.322
+    assert found[order[5]] == (True, "GDPO 0.126 - 0.029 = 0.097; DPO 0.411 - 0.089 = 0.322")
+    assert [found[c][0] for c in order[6:]] == [True, True, False]   # GDPO: 6 % invalid
 
 
 def test_paper_findings_says_what_was_not_measured():
     found = claims.paper_findings({"methods": {"sft": {"jsd": 0.2}}})
-    assert [ok for _, ok, _ in found] == [None] * 7
+    assert [ok for _, ok, _ in found] == [None] * 9
     assert all(numbers == "not measured" for _, _, numbers in found)

@@ -284,3 +284,20 @@ def test_lora_gdpo_step_trains_only_adapters(tiny, tmp_path):
     tr.train()
     assert all(not torch.equal(p.detach(), trainable[n])
                for n, p in tr.model.named_parameters() if p.requires_grad and "lora_B" in n)
+
+
+def test_pairs_of_similar_length_share_a_batch(tiny, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from gdpolib.trainers.pairs import pair_lengths
+
+    tr = _trainer(tiny, tmp_path, train_sampling_strategy="group_by_length")
+    ds = tr.train_dataset
+    lengths = pair_lengths(ds)
+    assert lengths == [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"]))
+                       for r in ds]
+    sampler = tr._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == lengths
+    assert sorted(sampler) == list(range(len(ds)))           # every pair once per epoch
+    plain = _trainer(tiny, tmp_path)                        # the default: random batches
+    assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)

@@ -52,8 +52,8 @@ def test_samples_reproducible_and_independent(tiny):
     assert a == b
     assert a != c
     assert len(a) == 3 and all(len(row) == 6 for row in a)
-    assert all(len(set(row)) > 1 for row in a)               # n draws, not n copies (bug B10)
-    # only the generated slice is decoded (bug B16): no sample starts with its prompt
+    assert all(len(set(row)) > 1 for row in a)               # n draws, not copies
+    # only the generated slice is decoded: no sample starts with its prompt
     assert not any(s.startswith("<Q>") for row in a for s in row)
 
 
@@ -63,7 +63,7 @@ def test_parser_puts_malformed_outputs_in_the_invalid_bucket():
     assert good.valid and good.belief == 1 and good.label == "No" and good.response == "I think not."
     for text in ["", "Yes<1>", " 1<No>x", "12<x>y", "3<Maybe>z", "1<No unterminated"]:
         p = beliefs.parse_completion(text, 10, mask)
-        assert not p.valid and p.belief is None, text          # never class 0 (bug B15)
+        assert not p.valid and p.belief is None, text          # never class 0 (docs/deviations.md)
 
 
 def test_first_token_is_drawn_from_the_models_own_distribution(tiny):

@@ -72,3 +72,24 @@ def test_seed_table_needs_the_baseline_and_the_same_groups():
     pairs = _pairs([(0, "a", "gpo", [0.5]), (0, "b", "train_mean", [0.5])])
     with pytest.raises(ValueError, match="lacks groups"):
         summarise(pairs)
+
+
+def test_study_results_are_self_describing_json(tmp_path):
+    import json
+    import math
+
+    import torch
+
+    from gdpolib.gpo.results import provenance, write_results
+
+    record = provenance(["scripts/gpo_planted.py", "--out", "x y.json"])
+    path = write_results(tmp_path / "r" / "x.json", "demo", "what it measured",
+                         {"score": np.float64(0.5), "gap": math.nan, "pair": (1, 2)}, record)
+    body = json.loads(path.read_text())
+    assert body["command"] == "python scripts/gpo_planted.py --out 'x y.json'"
+    assert body["study"] == "demo" and body["description"] == "what it measured"
+    assert body["torch_threads"] == torch.get_num_threads()
+    assert body["environment"]["git_commit"] == record["environment"]["git_commit"]
+    assert body["date"] <= body["finished"]
+    assert (body["score"], body["gap"], body["pair"]) == (0.5, None, [1, 2])   # NaN -> null
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]                # no temp file

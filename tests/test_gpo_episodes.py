@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gdpolib.gpo.episodes import collate, make_episode, sample_episode, sample_sizes
+from gdpolib.gpo.episodes import (collate, make_episode, sample_batch, sample_episode,
+                                  sample_sizes)
 
 
 def test_episodes_are_tokens_per_option_padded_into_a_batch(gpo_synthetic):
@@ -38,3 +39,26 @@ def test_episode_sampling_is_disjoint_by_question():
         assert 1 <= n_ctx <= 25 and 5 <= n_tar <= 20 and n_ctx + n_tar <= 30
         ctx, tar = sample_episode(rng, qids, n_ctx, n_tar)
         assert len(ctx) == n_ctx and len(tar) == n_tar and not set(ctx) & set(tar)
+
+
+def test_batches_draw_questions_per_group_or_shared_by_the_whole_batch():
+    qids = {"a": [f"q{i}" for i in range(30)], "b": [f"q{i}" for i in range(10, 40)],
+            "c": [f"q{i}" for i in range(5, 60)]}
+    groups = ["a", "b", "c"]
+    # per_group: the draws of one size pair, then each group its own permutation (as before)
+    rng, ref = np.random.default_rng(0), np.random.default_rng(0)
+    draws = sample_batch(rng, qids, groups, (2, 8), (3, 6), "per_group")
+    n_ctx, n_tar = sample_sizes(ref, 30, (2, 8), (3, 6))
+    assert draws == [sample_episode(ref, qids[g], n_ctx, n_tar) for g in groups]
+    # shared: one draw from the questions every group answered, for every group
+    for seed in range(20):
+        ctx, tar = sample_batch(np.random.default_rng(seed), qids, groups, (2, 8), (3, 6),
+                                "shared")[0]
+        shared = sample_batch(np.random.default_rng(seed), qids, groups, (2, 8), (3, 6), "shared")
+        assert all(d == (ctx, tar) for d in shared) and len(shared) == 3
+        assert set(ctx + tar) <= {f"q{i}" for i in range(10, 30)} and not set(ctx) & set(tar)
+    with pytest.raises(ValueError, match="answered 20 questions in common, fewer than 16 context "
+                                         r"\+ 5 target"):
+        sample_batch(np.random.default_rng(0), qids, groups, (16, 20), (5, 6), "shared")
+    with pytest.raises(ValueError, match="unknown GPO episodes"):
+        sample_batch(np.random.default_rng(0), qids, groups, (2, 8), (3, 6), "official")

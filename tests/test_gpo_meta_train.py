@@ -16,17 +16,32 @@ from gdpolib.gpo.predict import eval_plans, predict, score, train_mean_baseline
 
 def test_settings_are_the_run_configs_gpo_parameters():
     cfg = load_config(overrides={"gpo_steps": 7, "gpo_ctx_range": [2, 4], "seed": 3,
-                                 "gpo_init": "torch"})
+                                 "gpo_init": "torch", "gpo_k": 3, "gpo_k_values": [2, 4],
+                                 "gpo_episodes": "shared"})
     s = GPOSettings.from_config(cfg)
     assert dataclasses.asdict(s) == {
         "steps": 7, "lr": cfg.gpo_lr, "loss": cfg.gpo_loss, "batch_groups": cfg.gpo_batch_groups,
-        "ctx_range": (2, 4), "tar_range": tuple(cfg.gpo_tar_range),
-        "eval_every": cfg.gpo_eval_every, "eval_k": cfg.gpo_k, "seed": 3, "init": "torch"}
+        "ctx_range": (2, 4), "tar_range": tuple(cfg.gpo_tar_range), "episodes": "shared",
+        "eval_every": cfg.gpo_eval_every, "eval_k": 3, "seed": 3, "init": "torch"}
     assert load_config().gpo_loss == "gaussian_nll"          # the paper's loss by default
     with pytest.raises(TypeError):
         GPOSettings(steps=7)                       # no defaults of its own
     with pytest.raises(ConfigError, match="gpo_tar_range"):
         GPOSettings.from_config(load_config(overrides={"gpo_tar_range": [9, 3]}))
+
+
+@pytest.mark.parametrize("overrides, name, bad", [
+    ({"gpo_k_values": [1, 5, 50]}, "gpo_k_values", "k = 50"),
+    ({"gpo_ctx_range": [10, 100]}, "gpo_k_values", "k = 1, 5"),      # the default curve
+    ({"gpo_ctx_range": [1, 10], "gpo_k_values": [1, 5]}, "gpo_k", "k = 20")])
+def test_a_k_outside_the_training_context_range_is_refused(overrides, name, bad):
+    """Scored outside the episodes' context range, GPO pays for the range, not for what the
+    context says: the configuration refuses such a k before anything runs."""
+    ctx = overrides.get("gpo_ctx_range", [1, 30])
+    with pytest.raises(ConfigError, match=rf"parameter '{name}' from [^:]+: {bad} outside the "
+                                          rf"training context range gpo_ctx_range \{ctx}"):
+        load_config(overrides=overrides)
+    assert load_config(overrides={"gpo_ctx_range": [10, 100], "gpo_k_values": [10, 20, 100]})
 
 
 def test_meta_training_converges_on_a_synthetic_task(gpo_synthetic_run):
@@ -50,7 +65,8 @@ def leaves_the_mean(gpo_synthetic, prior: bool, seed: int, threads: int, steps: 
     split = split_groups(data, [0.75, 0.125, 0.125], seed=0)
     table = with_group_prior(emb, data, split["train"]) if prior else emb
     settings = GPOSettings(steps=steps, lr=1e-3, loss="kl", batch_groups=8, ctx_range=(3, 10),
-                           tar_range=(5, 10), eval_every=50, eval_k=5, seed=seed, init="answer")
+                           tar_range=(5, 10), episodes="per_group", eval_every=50, eval_k=5,
+                           seed=seed, init="answer")
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -86,15 +102,22 @@ def test_on_eval_gets_every_validation(gpo_synthetic):
     data, emb = gpo_synthetic(n_groups=8, n_q=40)
     split = split_groups(data, [0.75, 0.125, 0.125], seed=0)
     settings = GPOSettings(steps=5, lr=1e-3, loss="gaussian_nll", batch_groups=4,
-                           ctx_range=(2, 5), tar_range=(2, 5), eval_every=2, eval_k=3, seed=0,
-                           init="answer")
-    calls = []
+                           ctx_range=(2, 5), tar_range=(2, 5), episodes="per_group",
+                           eval_every=2, eval_k=3, seed=0, init="answer")
+    calls, probed = [], []
+
+    def probe(step, model):
+        assert not model.training                                # scored in eval mode
+        probed.append(step)
+        return {"probe": float(step)}
+
     res = meta_train(data, emb, split["train"], split["val"], settings, progress=False,
-                     on_eval=lambda step, values: calls.append((step, values)))
-    assert [c[0] for c in calls] == [2, 4, 5]                  # every eval_every and the last
+                     on_eval=lambda step, values: calls.append((step, values)), probe=probe)
+    assert [c[0] for c in calls] == probed == [2, 4, 5]        # every eval_every and the last
     for step, values in calls:
         row = res.history[step - 1]
         assert values == {"loss": row["loss"], "val_score": row["val_score"], "lr": row["lr"]}
+        assert row["probe"] == step                            # the probe's numbers join the row
 
 
 def test_episodes_follow_the_seed_and_are_reproducible(gpo_synthetic):
@@ -104,9 +127,9 @@ def test_episodes_follow_the_seed_and_are_reproducible(gpo_synthetic):
     def run(seed: int) -> list[float]:
         cfg = load_config(overrides={"gpo_steps": 3, "gpo_batch_groups": 4, "gpo_ctx_range": [2, 5],
                                      "gpo_tar_range": [2, 5], "gpo_loss": "gaussian_nll",
-                                     "seed": seed})
+                                     "gpo_k": 5, "gpo_k_values": [2, 5], "seed": seed})
         res = meta_train(data, emb, groups, [], GPOSettings.from_config(cfg), progress=False)
         return [h["loss"] for h in res.history]
 
     assert run(0) == run(0)
-    assert run(0) != run(1)          # bug 7.2.6: episodes must change with the seed
+    assert run(0) != run(1)          # episodes must change with the seed (docs/deviations.md)

@@ -194,17 +194,17 @@ def test_to_beliefs_sums_options_into_beliefs():
 def test_few_shot_p_star_keeps_the_answered_questions_and_predicts_the_rest(gpo_synthetic_run):
     data, emb, split, res = gpo_synthetic_run
     plan = eval_plans(data, split["test"], [5], seed=0)[split["test"][0]]
-    g = plan.group
+    g, ctx = plan.group, plan.context(5)
     # GDPO's view of 3 answered and 9 other questions: option o is belief 1 - o ("no" first)
-    qids = plan.context(5)[:3] + plan.targets[:9]
+    qids = ctx[:3] + plan.targets[:9]
     questions = [QuestionBeliefs(q, q, ["yes", "no"], np.r_[data.dists[g][q][::-1], [0] * 4],
                                  np.array([1, 1, 0, 0, 0, 0]), ["no", "yes", "", "", "", ""],
                                  [1, 0]) for q in qids]
-    fs = few_shot_p_star(res.model, emb, data, plan, questions, 5)
-    assert fs.country == g and fs.k == 5 and fs.context == plan.context(5)
-    pred = predict(res.model, emb, data, [Job(g, plan.context(5), qids)])[g]
+    pred = predict(res.model, emb, data, [Job(g, ctx, qids[3:-1])])[g]     # one left out
+    fs = few_shot_p_star(pred, g, 5, ctx, questions, "gpo")
+    assert fs.country == g and fs.k == 5 and fs.context == ctx and fs.method == "gpo"
     for qb in questions:
-        if qb.qid in fs.context:             # answered: the true p* is kept, nothing is scored
+        if qb.qid in fs.context or qb.qid == qids[-1]:   # answered or not predicted: true p*
             np.testing.assert_array_equal(fs.override[qb.qid], qb.p_star)
             assert qb.qid not in fs.jsd
         else:
@@ -212,4 +212,4 @@ def test_few_shot_p_star_keeps_the_answered_questions_and_predicts_the_rest(gpo_
                                        atol=1e-6)
             expect = jsd_per_prompt(fs.override[qb.qid][None], qb.p_star[None], qb.mask[None])[0]
             assert math.isclose(fs.jsd[qb.qid], expect)
-    assert set(fs.jsd) == set(qids[3:])
+    assert set(fs.jsd) == set(qids[3:-1])

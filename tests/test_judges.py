@@ -49,7 +49,7 @@ def test_chat_judge_counts_and_excludes_errors_and_junk():
                       questions=["q"] * 5, descriptions=["Yes", "No", "Yes", "No", None])
     assert res.verdicts == [True, None, None, False, False]
     assert res.api_errors == 1 and res.unparseable == 1 and res.judged == 3
-    assert res.bpc == pytest.approx(1 / 3)   # errors never count as passes (bug B13)
+    assert res.bpc == pytest.approx(1 / 3)   # errors never count as passes (docs/deviations.md)
     assert sleeps == [0.5, 1.0, 0.5]         # exponential backoff
     assert len(client.calls) == 7            # the invalid sample was not sent
     user = client.calls[0][1]["content"]

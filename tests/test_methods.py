@@ -38,7 +38,8 @@ def small(tmp_path_factory, goqa_csv):
 def test_every_list_of_methods_reads_the_registry(small):
     names = methods.names()
     assert len(names) == len(set(names)) == len(methods.METHODS)
-    assert methods.baselines() == ["uniform", "zeroshot"]
+    assert methods.baselines() == ["uniform", "context_free", "zeroshot"]
+    assert methods.paired_references() == ["context_free", "sft"]
     assert publish.METHODS == tuple(TRAINED)
     for name in [*names, "all"]:
         assert train.parse_args(["--method", name]).method == name
@@ -52,7 +53,8 @@ def test_every_list_of_methods_reads_the_registry(small):
         methods.get("nope")
     for m in methods.METHODS:
         assert m.description and m.role in methods.ROLES
-        assert m.trained == (m.name in TRAINED) and (m.margins is not None) >= m.skew
+        assert m.trained == (m.name in TRAINED) and (m.predictor is None) == (m.model != "none")
+        assert m.margins in (None, "dpo") and (m.shared_margins is None or m.margins)
 
 
 @pytest.mark.parametrize("name", TRAINED)
@@ -64,9 +66,11 @@ def test_every_trained_method_trains_is_scored_and_recorded(small, name):
     recorded = small.run.metrics()
     assert recorded["methods"][name]["jsd"] == summary["jsd"]
     assert {"cbc", "invalid_rate", "jsd_digits", "tvd"} <= set(recorded["methods"][name])
-    assert (name in recorded.get("skew", {})) == m.skew
-    if m.margins:
+    assert (name in recorded.get("skew", {})) == bool(m.margins)
+    if m.margins:                      # on the same conflicting pairs for every method
         assert {"margin_majority", "margin_minority"} <= set(summary)
+    if m.shared_margins:
+        assert {"shared_margin_majority", "shared_margin_minority"} <= set(summary)
     card = modelcard.model_card(small.run.root, name, "someone/model")
     assert m.description in card and "## Findings" in card
 
@@ -83,11 +87,16 @@ def test_table2_the_sweep_and_the_findings_hold_every_method(small):
     rows = sweep_tables.collect([cell], {"m": methods.names()})
     assert list(rows["method"]) == methods.names()
     lines = claims.findings(table)
+    # every method compared with SFT and the context-free baseline, question by question
+    assert table.drop(index="sft")["jsd_vs_sft"].notna().all()
+    assert table.drop(index="context_free")["jsd_vs_context_free_ci"].notna().all()
     per_seed = claims.seed_findings(rows, ["country"])
     for b in methods.names(lambda m: m.role == "preference baseline"):
         assert any(line.endswith(f"] {b.upper()} raises jsd over SFT: {b.upper()} "
                                  f"{table.loc[b, 'jsd']:.3f}, SFT {table.loc['sft', 'jsd']:.3f}")
                    for line in lines)
+        assert any(f"] {b.upper()} raises jsd over SFT, paired 95% interval above 0: "
+                   f"{b.upper()} - SFT" in line for line in lines)
         assert any(f"GDPO lowers jsd below {b.upper()}: holds in" in line for line in per_seed)
         assert any(f"{b.upper()}'s majority-chosen margins exceed" in line
                    for line in claims.card_lines(run.metrics()))

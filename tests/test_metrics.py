@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 
+from gdpolib import methods
 from gdpolib.metrics import distances as D
 from gdpolib.metrics import sampled as S
 from gdpolib.schemes import OptionsScheme, Stance6Scheme
@@ -45,7 +46,7 @@ def test_noise_floor_matches_simulation():
     hist = rng.multinomial(8, p, size=100_000).astype(float)
     sim = D.js_distance(hist, np.broadcast_to(p, hist.shape)).mean()
     assert exact == pytest.approx(sim, abs=0.003)
-    assert exact == pytest.approx(0.27, abs=0.01)    # reference §5.1
+    assert exact == pytest.approx(0.27, abs=0.01)    # the GDPO authors' value for it
     # Monte Carlo path (forced) agrees with the exact sum
     assert S.noise_floor_one(p, 8, exact_limit=0, seed=1) == pytest.approx(exact, abs=0.005)
     # a calibrated sampler scores the floor on average with the same function used for models
@@ -114,7 +115,7 @@ def test_rs_uses_the_reference_of_the_predicted_belief():
     assert S.reference_similarity([["I like it"]], [[2]], references, embed)[0, 0] == 0.0
 
 
-# ---- both JSD conventions, TVD, Wasserstein, entropy, bootstrap (issue 12) ----
+# ---- both JSD conventions, TVD, Wasserstein, entropy, bootstrap ----
 def test_jsd_conventions_on_the_issue_example():
     # Mass 0.35 and 0.05 on digits 3 and 5, outside the belief set {2, 4}.
     probs = np.array([[0, 0, 0.30, 0.35, 0.30, 0.05]])
@@ -193,7 +194,7 @@ def test_bootstrap_resamples_questions_not_prompts():
         D.bootstrap_ci([], [])
 
 
-# ---- NaN, all-zero rows, empty samples: never scored (issue 12) ----
+# ---- NaN, all-zero rows, empty samples: never scored ----
 def test_nan_and_all_zero_rows_raise_instead_of_scoring_perfect():
     good = np.array([0.5, 0.5])
     with pytest.raises(ValueError, match="row 0 is not finite"):
@@ -260,10 +261,12 @@ def test_metric_registry_names_real_functions_and_every_key_a_run_writes():
         assert m.meaning and (m.direction in R.DIRECTIONS), m.key
     counts = {"questions": 3, "dpo": {"train": 5, "eval": 1, "test": 2}, "prompts": {"test": 4},
               "prompt_questions": {"test": 2}}
-    data = metrics_part(counts, {"protocol": "seen_questions", "heldout_styles": ["formal"]})
+    data = metrics_part(counts, {"protocol": "seen_questions", "heldout_styles": ["formal"],
+                                 "overlap": {"longest_shared_span_mean": 0.4}})
     assert set(data["data"]) == set(R.keys(part="data"))
     margins = margin_summary(np.array([0.1, -0.2, 0.3]), np.array([1, 0, 1]))
-    assert set(R.keys(part="skew")) <= set(margins)
+    # on the conflicting pairs, and (shared_*) on a method's own pairs
+    assert set(R.keys(part="skew")) <= set(margins) | {f"shared_{k}" for k in margins}
     rows = [{"prompt": f"p{i}", "qid": f"q{i % 2}", "style": "plain",
              "p_star": [0.6, 0.4] + [0.0] * 8, "belief_mask": [1, 1] + [0] * 8,
              "labels": ["a", "b"] + [""] * 8, "references": [""] * 10,
@@ -275,7 +278,9 @@ def test_metric_registry_names_real_functions_and_every_key_a_run_writes():
                                                  "gdpolib.scoring.score_probs",
                                                  "gdpolib.scoring.readout_summary"))}
     assert read_out <= set(summary)
-    assert set(R.keys(part="methods")) - read_out == {"jsd_sampled", "cbc", "bpc", "rs",
-                                                       "invalid_rate"}
+    paired = {f"jsd_vs_{ref}{end}" for ref in methods.paired_references()
+              for end in ("", "_ci", "_questions")}         # stages.evaluate.paired_comparisons
+    assert set(R.keys(part="methods")) - read_out - paired == {"jsd_sampled", "cbc", "bpc", "rs",
+                                                               "invalid_rate"}
     assert set(R.well_formed_keys()) == {"jsd_sampled", "cbc", "bpc", "rs"}
     assert R.get("jsd_ci") is R.get("jsd") and R.get("jsd").ci

@@ -8,10 +8,11 @@ import subprocess
 import sys
 
 import nbformat
+import pandas as pd
 import pytest
 
 from gdpolib import pipeline
-from gdpolib.config import PROJECT_ROOT
+from gdpolib.config import PROJECT_ROOT, load_config
 
 PY = sys.executable
 
@@ -116,6 +117,13 @@ def test_pipeline_runs_every_notebook_on_real_data(tmp_path, goqa_csv):
         {"margin_majority": 0.024025, "margin_minority": -0.003229}, abs=5e-3)
     assert "uniform | zeroshot | kshot" in (run_dir / "tables" / "table2.md").read_text()
     assert set(metrics["gpo"]["alignment"]) >= {"gpo", "uniform", "train_mean"}
+    # Notebook 05 scores GPO only inside its training context range, each score beside the
+    # meta-training step its checkpoint was selected at.
+    curve = pd.read_csv(run_dir / "stages" / "gpo_goqa_results" / "k_curve.csv")
+    lo, hi = load_config(files=["params/ci.yaml"]).gpo_ctx_range
+    assert sorted(set(curve.k)) == [1, 5, 20] and curve.k.between(lo, hi).all()
+    gpo_rows = curve[curve.method == "gpo"]
+    assert len(gpo_rows) and gpo_rows.step.between(0, 100).all()
     assert list((run_dir / "figures").glob("*.png"))
     # The console shows the pipeline's lines, not the kernels' logs (those go to the run's log).
     log = run_dir / "logs" / "pipeline.log"

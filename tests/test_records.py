@@ -11,8 +11,8 @@ from gdpolib.data import goqa
 from gdpolib.data.goqa import load_goqa
 from gdpolib.data.records import DataError, build_records, goqa_items
 from gdpolib.data.splits import (LeakageError, assign_splits, check_leakage, heldout_style_ids,
-                                 protocol_name, split_report)
-from gdpolib.data.responses import TemplateGenerator
+                                 protocol_name, shared_span_shares, split_report)
+from gdpolib.data.responses import OPTION_LAYOUTS, TemplateGenerator, format_prompt
 from gdpolib.schemes import OptionsScheme, Stance6Scheme, load_option_map
 
 
@@ -21,9 +21,9 @@ def data(goqa_csv):
     return load_goqa(goqa_csv)
 
 
-def make_items(qbs, n_styles=3, seed=0):
-    styled, _ = TemplateGenerator(seed).generate([(q.qid, q.question, q.options) for q in qbs],
-                                                 n_styles)
+def make_items(qbs, n_styles=3, seed=0, recast=()):
+    styled, _ = TemplateGenerator(seed, recast=recast).generate(
+        [(q.qid, q.question, q.options) for q in qbs], n_styles)
     return goqa_items(qbs, styled)
 
 
@@ -59,8 +59,53 @@ def test_formats(built):
         p = parse_completion(r["completion"], scheme.k_max, r["belief_mask"])
         assert p.valid and p.belief == r["b"] and r["completion"][0] == str(r["b"])
         assert r["majority"] == (r["b"] == int(np.argmax(r["p_star"])))
-        # The prompt lists each belief with its digit.
-        assert f"\n{r['b']}. {p.label}\n" in r["prompt"]
+        # The prompt lists each belief with its digit, in the layout of the prompt's style.
+        entry = OPTION_LAYOUTS[r["style"]]
+        assert entry.format(k=r["b"], label=p.label) in r["prompt"].split("\n", 1)[1]
+
+
+def test_each_style_lists_the_options_in_its_own_layout():
+    labels, mask = ["Yes", "No", "Don't know"], [1, 1, 1]
+    assert format_prompt("Tea?", labels, mask) == "<Q>Tea?\n0. Yes\n1. No\n2. Don't know\n<A>"
+    assert format_prompt("Tea?", labels, mask, "formal") == (
+        "<Q>Tea?\n0 = Yes\n1 = No\n2 = Don't know\n<A>")
+    listings = {format_prompt("Tea?", labels, mask, s).split("\n", 1)[1] for s in OPTION_LAYOUTS}
+    assert len(listings) == len(OPTION_LAYOUTS)              # no two styles share a layout
+
+
+def test_shared_span_share_is_the_longest_common_run_of_words():
+    train = ["<Q>Do you like tea?\n0. Yes\n1. No\n<A>", "<Q>Is it raining today?\n<A>"]
+    shares = shared_span_shares(["Do you like tea?", "Is it snowing today?", "Cats."], train)
+    # 5 tokens "Do you like tea ?" all shared; "Is it" (2 of 5); "Cats ." shares only "."
+    np.testing.assert_allclose(shares, [1.0, 2 / 5, 1 / 2])
+
+
+def test_overlap_report_catches_a_fixed_sentence_in_front_of_a_training_prompt():
+    from gdpolib.data.records import PromptItem
+    from gdpolib.data.splits import overlap_report
+
+    def item(prompt, split):
+        return PromptItem("q", "s", prompt, None, None, {}, split)
+
+    train = "<Q>Do you like tea?\n0. Yes\n1. No\n<A>"                     # 17 word tokens
+    items = [item(train, "train"), item("<Q>Is it raining?\n0. Yes\n<A>", "train"),
+             item("Answer briefly. " + train, "test"),                    # 3 + 17 tokens
+             item("<Q>Would you say tea is good?\n0 = Yes\n1 = No\n<A>", "test")]
+    rep = overlap_report(items)
+    assert rep["containing_a_training_prompt"] == 1 and rep["test_prompts"] == 2
+    # the prefixed prompt shares all 17 of its 20 tokens; the reworded one (19 tokens) only
+    # its tail "No < A >" (4)
+    assert rep["longest_shared_span_max"] == round(17 / 20, 4)
+    assert rep["longest_shared_span_mean"] == round((17 / 20 + 4 / 19) / 2, 4)
+
+
+def test_held_out_test_prompts_do_not_repeat_a_training_prompt(data):
+    qbs, _ = OptionsScheme().apply(data.questions, "S. Africa")
+    items = make_items(qbs, recast=["formal"])
+    assign_splits(items, "prompt", [0.8, 0.1, 0.1], seed=0, heldout_styles=["formal"])
+    overlap = split_report(items, "prompt", [0.8, 0.1, 0.1], 0, ["formal"])["overlap"]
+    assert overlap["containing_a_training_prompt"] == 0 and overlap["test_prompts"] == 62
+    assert overlap["longest_shared_span_max"] < 0.7          # reworded question, other layout
 
 
 def test_dpo_pairs_never_share_a_belief(built):
@@ -171,7 +216,7 @@ def test_heldout_styles_split_seen_questions_in_unseen_phrasings(data):
     assert rep["protocol"] == "seen_questions" == protocol_name("prompt", heldout)
     assert rep["styles"] == {"train": ["casual", "plain"], "eval": ["formal"], "test": ["formal"]}
     assert rep["prompts"]["test"] == rep["questions"]["test"] == len(splits["test"])
-    assert rep["heldout_styles"] == ["formal"] and "never trained on" in rep["held_out"]
+    assert rep["heldout_styles"] == ["formal"] and "no training prompt uses" in rep["held_out"]
 
 
 def test_leakage_check_fails_when_a_test_style_was_trained_on(data):

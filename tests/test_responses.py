@@ -43,6 +43,29 @@ def test_template_generator_varies_and_is_deterministic():
         assert len(set(s.responses)) == 3
 
 
+def test_recast_rewords_the_question_itself():
+    from gdpolib.data.responses import recast
+    # a survey item after its stem comes first, the stem's opener reworded
+    assert recast("Please tell me if you have a favorable opinion of...India") == (
+        "Regarding \u201cIndia\u201d: Tell us if you have a favorable opinion of")
+    assert recast("How important is it?\n\nFreedom of speech") == (
+        "Regarding \u201cFreedom of speech\u201d: How much does it matter?")
+    # several sentences: the last (the question asked) first
+    assert recast("Some feel A. Others feel B. Which comes closer to your opinion?") == (
+        "Which comes closer to your opinion? Some feel A. Others feel B.")
+    assert recast("Do you think it will rain?") == "Would you say it will rain?"
+    assert recast("Is it raining?") == "Is it raining?"         # nothing to reword: unchanged
+
+
+def test_only_the_held_out_styles_reword_the_question():
+    items = [("q1", "Do you think tea is good?", ["Yes", "No"])]
+    out, _ = TemplateGenerator(0, recast=("formal",)).generate(items, 3)
+    plain, casual, formal = out["q1"]
+    assert plain.question == "Do you think tea is good?"
+    assert casual.question.endswith("Do you think tea is good?")
+    assert formal.question.endswith("Would you say tea is good?")
+
+
 REPLY = """Style 1: Plain and direct
 Q: Do you enjoy drinking tea?
 A1: [Yes] I really do enjoy a cup every morning.

@@ -76,3 +76,24 @@ def test_uniform_baseline_and_a_nominal_evalset():
     assert summary["jsd"] == pytest.approx(jensenshannon([0.2, 0.4, 0.4], [1 / 3] * 3) / 3)
     assert summary["jsd"] == pytest.approx(summary["jsd_digits"])
     assert summary["entropy"] == pytest.approx((2 * np.log(2) + np.log(3)) / 3)
+
+
+def test_context_free_baseline_is_the_mean_target_of_training_questions_with_that_belief_set():
+    def es(qids, p_star, mask):
+        n = len(qids)
+        return scoring.EvalSet(prompts=[""] * n, questions=[""] * n, qids=qids, styles=["s"] * n,
+                               p_star=np.asarray(p_star, float), mask=np.asarray(mask),
+                               labels=[[""] * 3] * n, references=[[""] * 3] * n)
+
+    two, three = [1, 1, 0], [1, 1, 1]
+    train = es(["a", "a", "b", "c"],           # question a has two prompts: counted once
+               [[0.8, 0.2, 0], [0.8, 0.2, 0], [0.4, 0.6, 0], [0.2, 0.3, 0.5]],
+               [two, two, two, three])
+    test = es(["x", "y", "z"], [[0.5, 0.5, 0], [0.1, 0.1, 0.8], [0, 0.5, 0.5]],
+              [two, three, [0, 1, 1]])
+    cf = test.context_free(train)
+    np.testing.assert_allclose(cf[0], [0.6, 0.4, 0])            # mean of a and b
+    np.testing.assert_allclose(cf[1], [0.2, 0.3, 0.5])          # c alone
+    np.testing.assert_allclose(cf[2], [0, 0.5, 0.5])            # no such set trained: uniform
+    read = scoring.score_probs(cf, test)
+    assert read["jsd"][0] == pytest.approx(jensenshannon([0.6, 0.4], [0.5, 0.5]))

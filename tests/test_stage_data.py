@@ -32,9 +32,12 @@ def test_prepare_data_stage(cfg, monkeypatch):
                                                   "labels", "references"}
     m = run.metrics()["data"]
     # seen questions: all 30 trained in 2 styles, the 3rd (formal) split 15 / 15 into eval / test
+    overlap = json.loads((d.path / "reports.json").read_text())["split"]["overlap"]
     assert m == {"questions": 30, **{s: d.dpo[s].num_rows for s in ("train", "eval", "test")},
                  "protocol": "seen_questions", "heldout_styles": ["formal"],
-                 "test_prompts": 15, "test_questions": 15}
+                 "test_prompts": 15, "test_questions": 15,
+                 "test_overlap": overlap["longest_shared_span_mean"]}
+    assert 0 < m["test_overlap"] < 0.7 and overlap["containing_a_training_prompt"] == 0
     assert (m["train"], m["eval"], m["test"]) == (30 * 2 * 2, 15 * 2, 15 * 2)
     split = json.loads((d.path / "reports.json").read_text())["split"]
     assert split["split_by"] == "prompt" and split["styles"]["test"] == ["formal"]

@@ -85,12 +85,22 @@ def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
     assert all(0 <= metrics["methods"][m]["jsd"] <= math.sqrt(math.log(2)) for m in ("sft", "dpo", "gdpo"))
     assert set(metrics["skew"]) == {"dpo", "gdpo"}
     assert set(metrics["skew"]["dpo"]) == {"margin_majority", "margin_minority"}
-    # issue 12: every method row has both JSD conventions, the mass, TVD and an interval over
+    # GDPO on the same conflicting pairs as DPO (like for like), and on its own pairs too
+    assert set(metrics["skew"]["gdpo"]) == {"margin_majority", "margin_minority",
+                                            "shared_margin_majority", "shared_margin_minority"}
+    test = {m: json.loads((run.stage_dir(f"stages/test/{m}") / "test.json").read_text())
+            for m in ("dpo", "gdpo")}
+    assert test["dpo"]["n_majority"] + test["dpo"]["n_minority"] == data.dpo["test"].num_rows
+    assert (test["gdpo"]["n_majority"], test["gdpo"]["n_minority"]) == (
+        test["dpo"]["n_majority"], test["dpo"]["n_minority"])
+    assert {"shared_margin_majority", "shared_margin_minority"} <= set(tracks)
+    assert "shared_margin_majority" not in pd.read_json(dpo / "tracking.jsonl", lines=True)
+    # every method row has both JSD conventions, the mass, TVD and an interval over
     # questions; the baselines (uniform 1/|B|, the untrained base model) sit beside them
     for m in methods.baselines():
         evaluate.test_readout(cfg, run, data, m)
     metrics = run.metrics()
-    for m in ("uniform", "zeroshot", "sft", "dpo", "gdpo"):
+    for m in ("uniform", "context_free", "zeroshot", "sft", "dpo", "gdpo"):
         row = metrics["methods"][m]
         assert {"jsd", "jsd_digits", "belief_mass", "tvd", "jsd_ci", "entropy",
                 "entropy_target", "n_invalid"} <= set(row), m
@@ -99,3 +109,13 @@ def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
     uniform = metrics["methods"]["uniform"]
     assert uniform["belief_mass"] == 1.0 and uniform["jsd_digits"] == pytest.approx(uniform["jsd"])
     assert "uniform" not in metrics["skew"]
+    assert metrics["methods"]["context_free"]["belief_mass"] == pytest.approx(1.0)
+
+    # paired per-question differences to SFT and to the context-free baseline
+    numbers = evaluate.paired_comparisons(cfg, run, data, ["context_free", "sft", "gdpo"])
+    gdpo_row = run.metrics()["methods"]["gdpo"]
+    d = gdpo_row["jsd_vs_sft"]
+    assert d == pytest.approx(gdpo_row["jsd"] - metrics["methods"]["sft"]["jsd"], abs=1e-9)
+    assert gdpo_row["jsd_vs_sft_ci"][0] <= d <= gdpo_row["jsd_vs_sft_ci"][1]
+    assert gdpo_row["jsd_vs_sft_questions"] == 4 and "jsd_vs_context_free" in gdpo_row
+    assert "jsd_vs_sft" not in numbers["sft"] and "jsd_vs_sft" in numbers["context_free"]

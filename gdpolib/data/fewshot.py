@@ -1,6 +1,6 @@
 """Few-shot prompts: solved examples from the TRAIN split placed before a prompt, for the k-shot
 baseline (the base model prompted with k examples) and for ICF (in-context fine-tuning: SFT on
-prompts that carry such a context, reference §6)."""
+prompts that carry such a context, the GDPO paper's baselines)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -55,7 +55,7 @@ def fewshot_prompts(prompts: Sequence[str], qids: Sequence[str], pool: tuple[lis
 
 def icf_dataset(cfg, data, tokenizer, max_length: int) -> Dataset:
     """ICF training set: every SFT train record with a few-shot context block before its prompt
-    (reference §6: SFT on `context + <Q>...<A>`). The context holds as many of kshot_k
+    (the paper's ICF: SFT on `context + <Q>...<A>`). The context holds as many of kshot_k
     demonstrations as fit in `max_length` (the run's sequence length) together with the prompt
     and its completion (+ EOS), so that SFT never truncates the completion (the authors raised
     their limits to 1024 for ICF)."""

@@ -5,7 +5,7 @@
   style, option) response, batched; malformed replies are retried, then the style is dropped
   and reported.
 - OpenAIGenerator: an OpenAI-compatible chat endpoint, one call per question with the paper's
-  generation prompt (paraphrased, §1.2 of the reference); strict parsing: a style block with
+  generation prompt (paraphrased from the GDPO authors'); strict parsing: a style block with
   a missing or mislabelled answer is rejected, never patched.
 - make_generator(cfg): the generator named by `responses` (template | hf | openai).
 """
@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from gdpolib.data.responses import (STYLE_IDS, STYLES, ResponseCache, ResponseError,
                                     ResponseGenerator, StyledQuestion, TemplateGenerator,
                                     clean_reply)
+from gdpolib.data.splits import heldout_style_ids
 from gdpolib.models import load_pretrained
 
 
@@ -271,8 +272,9 @@ def make_generator(cfg, cache_dir: str | Path | None = None) -> ResponseGenerato
         slug = re.sub(r"[^A-Za-z0-9.]+", "-", gen_id).strip("-")[:80]
         return Path(cache_dir) / f"responses-{slug}.jsonl"
 
-    if cfg.responses == "template":
-        return TemplateGenerator(seed=cfg.seed)
+    if cfg.responses == "template":     # held-out styles word the question their own way
+        return TemplateGenerator(seed=cfg.seed, recast=heldout_style_ids(
+            cfg.split_by, cfg.n_styles, cfg.heldout_styles))
     if cfg.responses == "hf":
         name = cfg.response_model or "smollm2-135m"
         return HFGenerator(name, cfg, cache_path=cache(f"hf:{name}"), seed=cfg.seed,

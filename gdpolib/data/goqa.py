@@ -6,9 +6,9 @@ The hub file has one row per survey question with four string columns:
   options    str  a Python list repr, e.g. "['Yes', \"Don't know\"]"
   source     str  GAS | WVS
 Both literals are parsed with `ast.literal_eval` on the extracted literal (never `eval`), so
-options holding quotes or apostrophes survive (the authors' string-splitting parser broke them,
-bug B22). Every row is validated; a bad row is reported (row index + reason) and skipped, or the
-load fails naming the row (`bad_rows="error"`).
+options holding quotes or apostrophes survive (the authors' string-splitting parser broke them;
+docs/deviations.md). Every row is validated; a bad row is reported (row index + reason) and
+skipped, or the load fails naming the row (`bad_rows="error"`).
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """The GDPO authors' datasets on the Hugging Face hub, normalised to our record schema.
 
 - `Binwei01/mmoqa_{usa,pk,sa}[_large]`: opinion QA, beliefs = the 6 stance classes (K_MAX 6).
-  Columns used (reference §1.3): prompt, optional context, question, style, accept_choice_id,
+  Columns used: prompt, optional context, question, style, accept_choice_id,
   accept_choice, accept_response, reject_choice_id, reject_choice, reject_response,
   probabilities (len 6), optional majority.
 - `Binwei01/movie_review[_large]`: beliefs = rating classes; columns prompt, accept_choice_id,
   accept_response, reject_choice_id, reject_response, probabilities. There is no choice text,
   so the label is "rating {id}" (our completions always carry a `<label>`).
-Splits train/eval/test. One record per row (no grouping by prompt: bug B6); the eval-prompts
-table groups rows by prompt and checks that their `probabilities` agree.
+Splits train/eval/test. One record per row (no grouping by prompt: docs/deviations.md); the
+eval-prompts table groups rows by prompt and checks that their `probabilities` agree.
 """
 from __future__ import annotations
 

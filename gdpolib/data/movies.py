@@ -24,10 +24,10 @@ import numpy as np
 
 from gdpolib.schemes import MoviesScheme, QuestionBeliefs
 from gdpolib import sources
-from gdpolib.data.records import (PromptItem, apply_override, build_records, format_prompt,
+from gdpolib.data.records import (PromptItem, apply_override, build_records,
                                   write_stage)
 from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
-from gdpolib.data.responses import styles_for
+from gdpolib.data.responses import format_prompt, styles_for
 
 K_MOVIES = MoviesScheme.k_max
 STAR_LABELS = ["1 star", "2 stars", "3 stars", "4 stars", "5 stars"]
@@ -185,7 +185,7 @@ def movie_items(qbs: Sequence[QuestionBeliefs], responses: Mapping[str, dict[int
         for style, _ in styles_for(n_styles):
             target = (targets or {}).get(qb.qid, qb.p_star)
             items.append(PromptItem(qb.qid, style, format_prompt(
-                MOVIE_PROMPTS[style].format(pid=pid), qb.labels, qb.mask), qb,
+                MOVIE_PROMPTS[style].format(pid=pid), qb.labels, qb.mask, style), qb,
                 np.asarray(target, dtype=np.float64), responses[qb.qid],
                 ordinal=MoviesScheme().ordinals()))
     return items

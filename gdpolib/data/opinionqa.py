@@ -41,7 +41,7 @@ from gdpolib.data.survey_files import read_csv_text
 
 log = logging.getLogger("gdpolib.data.opinionqa")
 
-# GPO's 22 US demographic groups (reference gpo-method.md §1.3) and the attribute file of each.
+# GPO's 22 US demographic groups (the GPO paper's) and the attribute file of each.
 # The RELIG groups have no data file in tatsu-lab's copy; they are used when a file exists.
 GPO_GROUPS: dict[str, str] = {
     "Northeast": "CREGION", "South": "CREGION",

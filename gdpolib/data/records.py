@@ -12,8 +12,9 @@ Record schema (ARCHITECTURE.md "Records"); every list column has length K_MAX:
            ordinal (K_MAX ordinal values of the beliefs, NaN off the scale; [] = no order)
 `majority` is b == argmax p_star (the training target) for records, argmax p* for prompts.
 
-Prompt: `<Q>{styled question}` + one line per belief `"{k}. {label}"` + `<A>` (the digits in
-the prompt let a split by question generalise); the completion starts with the digit. A model
+Prompt: `<Q>{styled question}`, the beliefs with their digits in the style's layout (plain: one
+line per belief `"{k}. {label}"`; responses.format_prompt), then `<A>` (the digits in the prompt
+let a split by question generalise); the completion starts with the digit. A model
 conditioned on several groups reads the group first, `<G>{group}` on its own line
 (group_prompt), and its records carry qid `{qid}@{group}` (group_qid): p* is per (group, question).
 DPO and GDPO use the SAME (b_c, b_r, y_c, y_r) draws, so the two methods see paired data.
@@ -30,11 +31,12 @@ import datasets as ds
 import numpy as np
 
 from gdpolib.beliefs import BeliefError, clean_label, format_completion
+from gdpolib.data.responses import format_prompt
 from gdpolib.schemes import QuestionBeliefs, check_distribution
 from gdpolib.seeds import stable_seed
 
 log = logging.getLogger("gdpolib.data.records")
-DATA_VERSION = "data-v2"       # bump when the record format changes (invalidates data stages)
+DATA_VERSION = "data-v3"       # bump when the record format changes (invalidates data stages)
 SPLITS = ("train", "eval", "test")
 KINDS = ("sft", "dpo", "gdpo", "prompts")
 
@@ -56,12 +58,6 @@ class PromptItem:
     split: str = ""
     ordinal: list[float] = field(default_factory=list)  # K_MAX values (NaN: off the scale) or []
     group: str = ""                      # whose p* this is (the survey's group name)
-
-
-def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int]) -> str:
-    """`<Q>{question}\\n0. Yes\\n1. No\\n<A>`: the beliefs of B listed with their digits."""
-    lines = [f"<Q>{question}"] + [f"{k}. {labels[k]}" for k in range(len(mask)) if mask[k]]
-    return "\n".join(lines + ["<A>"])
 
 
 # ----------------------------------------------------------------------------- items
@@ -91,8 +87,8 @@ def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
             for i, b in enumerate(qb.option_belief):
                 cands.setdefault(b, []).append(sq.responses[i])
             target = qb.p_star if targets is None or qb.qid not in targets else targets[qb.qid]
-            items.append(PromptItem(qb.qid, sq.style, format_prompt(sq.question, qb.labels, qb.mask),
-                                    qb, np.asarray(target, dtype=np.float64), cands,
+            items.append(PromptItem(qb.qid, sq.style,
+                                    format_prompt(sq.question, qb.labels, qb.mask, sq.style), qb, np.asarray(target, dtype=np.float64), cands,
                                     ordinal=list((ordinals or {}).get(qb.qid, [])), group=group))
     return items
 
@@ -165,8 +161,8 @@ def build_records(items: Sequence[PromptItem], sft_per_prompt: int, pairs_per_pr
             "labels": [labels[k] if mask[k] else "" for k in range(len(mask))],
             "references": [it.candidates[k][0] if mask[k] else "" for k in range(len(mask))],
             "majority": int(np.argmax(it.qb.p_star)), "ordinal": list(it.ordinal)})
-    # Shuffle at record level (not per prompt: bug B6), seeded; DPO and GDPO get the SAME
-    # permutation so that row i of both is the same draw.
+    # Shuffle at record level (not per prompt: docs/deviations.md), seeded; DPO and GDPO get
+    # the SAME permutation so that row i of both is the same draw.
     rng = np.random.default_rng(stable_seed("shuffle", seed))
     out["sft"] = [out["sft"][i] for i in rng.permutation(len(out["sft"]))]
     perm = rng.permutation(len(out["dpo"]))
@@ -246,13 +242,18 @@ def metrics_part(counts: Mapping[str, Any], split: Mapping[str, Any] | None = No
     """The `data` part of metrics.json: questions used, PREFERENCE PAIRS (DPO = GDPO) per split
     (SFT records and prompts per split are in the data stage's counts.json), and the evaluation
     protocol: its name (records.PROTOCOLS; "given" for a dataset with its own splits), the
-    held-out styles, and the test prompts and questions."""
+    held-out styles, the test prompts and questions, and `test_overlap`: the mean share of a
+    test prompt's word tokens in the longest span it shares with a training prompt
+    (splits.overlap_report)."""
     part = {"questions": int(counts["questions"]), **{s: int(counts["dpo"][s]) for s in SPLITS},
             "protocol": (split or {}).get("protocol", "given"),
             "heldout_styles": list((split or {}).get("heldout_styles", [])),
             "test_prompts": int(counts["prompts"]["test"])}
     if "prompt_questions" in counts:
         part["test_questions"] = int(counts["prompt_questions"]["test"])
+    overlap = (split or {}).get("overlap") or {}
+    if "longest_shared_span_mean" in overlap:
+        part["test_overlap"] = overlap["longest_shared_span_mean"]
     return {"data": part}
 
 

@@ -6,8 +6,9 @@ options to beliefs (gdpolib.data.records; under `stance6` a class can hold sever
 several candidate responses).
 
 This module holds the shared types, the response cache and the TemplateGenerator (the offline
-default: fixed style wrappers and several sentence variants, chosen deterministically from
-(seed, qid, style, option); instant, so not cached). The LM-backed generators (a local HF model,
+default: fixed style wrappers, a rule-based rewording of the question in the held-out styles
+(recast), and several sentence variants, chosen deterministically from (seed, qid, style, option);
+instant, so not cached). The LM-backed generators (a local HF model,
 an OpenAI-compatible endpoint) and `make_generator` are in gdpolib.data.generators. Generated
 text is cached on disk in a JSONL file keyed by (generator id, question, options, style), so a
 re-run does not regenerate it.
@@ -79,6 +80,31 @@ def _pick(options: Sequence[str], *key: object) -> str:
     """A deterministic choice from `options` keyed by `key` (no global RNG, no hash() salt)."""
     h = hashlib.sha256(json.dumps([str(k) for k in key]).encode()).digest()
     return options[int.from_bytes(h[:8], "little") % len(options)]
+
+
+# How each prompt style lists the beliefs with their digits: one line per belief, in the order
+# of the digits, the digit first, with the style's own marker, so that a prompt in a held-out
+# style presents its options in a way no training prompt does. The tiny model could not read a
+# list in reverse order or on one line, nor one whose lines start with a word ("Option 0 -
+# Yes"): its CBC on such test prompts fell to 0.6-0.7.
+OPTION_LAYOUTS: dict[str, str] = {
+    "plain": "{k}. {label}",
+    "casual": "({k}) {label}",
+    "formal": "{k} = {label}",
+    "curious": "[{k}] {label}",
+    "concise": "{k}: {label}",
+    "story": "{k} - {label}",
+}
+
+
+def format_prompt(question: str, labels: Sequence[str], mask: Sequence[int],
+                  style: str = "plain") -> str:
+    """`<Q>{question}`, the beliefs of B with their digits in the style's layout
+    (OPTION_LAYOUTS), then `<A>`: plain `<Q>...\\n0. Yes\\n1. No\\n<A>`, formal
+    `<Q>...\\n0 = Yes\\n1 = No\\n<A>`."""
+    entry = OPTION_LAYOUTS[style]
+    listed = "\n".join(entry.format(k=k, label=labels[k]) for k in range(len(mask)) if mask[k])
+    return f"<Q>{question}\n{listed}\n<A>"
 
 
 # ----------------------------------------------------------------------------- cache
@@ -195,21 +221,75 @@ _CLOSERS = ["That is how I honestly see it.", "That reflects my own experience."
             "It matches what I see around me.", ""]
 
 
+# Common question openers and a rewording of each (recast). Longest first where one is a
+# prefix of another.
+_REWORDINGS = (
+    ("Generally speaking, do you", "In general, do you"), ("In general, do you", "Broadly, do you"),
+    ("Overall, do you", "All in all, do you"), ("Do you personally", "Do you yourself"),
+    ("Do you think of", "Do you see"), ("Do you think", "Would you say"),
+    ("Would you say", "Do you think"),
+    ("In your opinion,", "As you see it,"), ("In your view,", "As you see it,"),
+    ("Please tell me", "Tell us"), ("Please tell us", "Tell us"),
+    ("Which of these", "Which of the following"), ("Which one of", "Which of"),
+    ("How important is it", "How much does it matter"), ("Some people say", "It is sometimes said"),
+    ("Thinking about", "Considering"), ("How satisfied are", "How content are"),
+    ("I'd like your opinion", "We would like to know your view"),
+    ("Now I'm going to read you", "Here is"), ("Now I am going to read you", "Here is"),
+    ("I am going to read you", "Here is"), ("Now I'm going to read", "Here is"),
+    ("Now I am going to read", "Here is"), ("I am going to read", "Here is"),
+    ("As I read", "Going through"),
+)
+# Where a survey item follows its shared stem: a blank line, an ellipsis, or "? a. " / ". e. ".
+_ITEM = re.compile(r"\n\s*\n|\.{3}|\u2026|(?<=[?.:])\s+[a-h]\.\s+")
+_SENTENCE = re.compile(r"(?<=[.?!])\s+(?=[A-Z(\u201c\"'])")
+
+
+def recast(question: str) -> str:
+    """The question reworded without an LM, so that a prompt in a recast style does not repeat
+    another style's question text: a survey item after its stem (`stem...item`) comes first
+    ("Regarding <item>: <stem>"); otherwise a question of several sentences asks its last
+    sentence first; a common opener is reworded (_REWORDINGS). Deterministic."""
+    text = " ".join(question.split()) if "\n" not in question else question.strip()
+    parts = [p.strip(" .") for p in _ITEM.split(text, maxsplit=1)]
+    if len(parts) == 2 and all(parts):
+        stem, item = parts
+        return f"Regarding \u201c{item}\u201d: {_reword(' '.join(stem.split()))}"
+    text = " ".join(text.split())
+    sentences = _SENTENCE.split(text)
+    if len(sentences) > 1:
+        sentences = [sentences[-1], *sentences[:-1]]
+    return _reword(" ".join(sentences))
+
+
+def _reword(text: str) -> str:
+    """The first opener of _REWORDINGS found in `text` (case-sensitive, at a word start),
+    reworded once."""
+    for old, new in _REWORDINGS:
+        m = re.search(rf"(?<![\w']){re.escape(old)}(?!\w)", text)
+        if m:
+            return text[:m.start()] + new + text[m.end():]
+    return text
+
+
 class TemplateGenerator(ResponseGenerator):
     """Offline, deterministic responses from style templates (no LM). The option text appears
-    in each response, so responses for different beliefs always differ."""
+    in each response, so responses for different beliefs always differ. The styles in `recast`
+    (the run's held-out styles: make_generator) also reword the question itself, so that a
+    test prompt words it in a way no training prompt does."""
 
     id = "template-v1"
     cacheable = False
 
-    def __init__(self, seed: int = 0, cache_path: str | Path | None = None):
+    def __init__(self, seed: int = 0, cache_path: str | Path | None = None,
+                 recast: Sequence[str] = ()):
         super().__init__(None)
-        self.seed = seed
+        self.seed, self.recast = seed, tuple(recast)
 
     def _generate_missing(self, todo):
         out = {}
         for qid, question, options, (style, _) in todo:
-            q = _QUESTION_WRAP[style].format(q=question)
+            q = _QUESTION_WRAP[style].format(q=recast(question) if style in self.recast
+                                             else question)
             responses = []
             for i, opt in enumerate(options):
                 lo = _lower_first(opt)

@@ -11,6 +11,7 @@ was trained on. `split_report` says what is held out (reports.json `split`, metr
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -42,8 +43,9 @@ def split_key(item: PromptItem, split_by: str) -> str:
 # The evaluation protocols, named (data stage reports, metrics.json `data.protocol`, tables).
 PROTOCOLS = {
     "seen_questions": "seen questions, unseen phrasings: every question is trained in the other "
-                      "prompt styles; eval and test prompts ask it in the held-out style(s), never "
-                      "trained on; eval and test share no question",
+                      "prompt styles; eval and test prompts ask it in the held-out style(s), whose "
+                      "wording and option layout no training prompt uses; eval and test share no "
+                      "question",
     "unseen_questions": "unseen questions: whole questions (all their styles) are held out for "
                         "eval and test",
     "seen_prompts": "seen questions and seen styles: prompt strings split at random, so a test "
@@ -169,24 +171,81 @@ def check_leakage(items: Sequence[PromptItem], split_by: str,
             claim("eval/test question:" + _norm(it.qb.question), it.split, "question (eval/test)")
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+
+def shared_span_shares(prompts: Sequence[str], others: Sequence[str]) -> np.ndarray:
+    """For each prompt, the longest run of consecutive word tokens (words and punctuation
+    marks, case kept) it shares with any of `others`, as a share of its own tokens: 1 = the
+    whole prompt appears inside another one, 0 = not one token in common. [len(prompts)]."""
+    words = [_TOKEN.findall(p) for p in prompts]
+    pool = [_TOKEN.findall(o) for o in others]
+    grams: dict[int, set[tuple[str, ...]]] = {}
+
+    def shared(gram: tuple[str, ...]) -> bool:
+        n = len(gram)
+        if n not in grams:
+            grams[n] = {tuple(w[i:i + n]) for w in pool for i in range(len(w) - n + 1)}
+        return gram in grams[n]
+
+    out = np.zeros(len(prompts))
+    for j, w in enumerate(words):
+        lo, hi = 0, len(w)              # binary search: a shared n-gram holds shared (n-1)-grams
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if any(shared(tuple(w[i:i + mid])) for i in range(len(w) - mid + 1)):
+                lo = mid
+            else:
+                hi = mid - 1
+        out[j] = lo / len(w) if w else 0.0
+    return out
+
+
+def overlap_report(items: Sequence[PromptItem]) -> dict[str, Any]:
+    """How much the test prompts repeat training text: the longest word-token span each test
+    prompt shares with any training prompt, as a share of the test prompt (mean, median, max,
+    shared_span_shares), and the number of test prompts that contain a whole training prompt."""
+    test = [it.prompt for it in items if it.split == "test"]
+    train = [it.prompt for it in items if it.split == "train"]
+    if not test or not train:
+        return {}
+    shares = shared_span_shares(test, train)
+    inside = sum(any(t in p for t in train) for p in test)
+    return {"longest_shared_span_mean": round(float(shares.mean()), 4),
+            "longest_shared_span_median": round(float(np.median(shares)), 4),
+            "longest_shared_span_max": round(float(shares.max()), 4),
+            "containing_a_training_prompt": int(inside), "test_prompts": len(test)}
+
+
 def split_report(items: Sequence[PromptItem], split_by: str, fractions: Sequence[float],
                  seed: int, heldout_styles: Sequence[str] = ()) -> dict[str, Any]:
-    """What a split holds out, in words and counts (the data stage's reports.json `split`)."""
+    """What a split holds out, in words and counts (the data stage's reports.json `split`),
+    and how much of the training prompts' text the test prompts repeat (`overlap`)."""
     name = protocol_name(split_by, heldout_styles)
     styles = {s: sorted({it.style for it in items if it.split == s}) for s in SPLITS}
     return {"split_by": split_by, "protocol": name, "held_out": PROTOCOLS[name],
             "heldout_styles": list(heldout_styles), "styles": styles,
             "fractions": list(fractions), "seed": seed,
             "prompts": {s: sum(it.split == s for it in items) for s in SPLITS},
-            "questions": {s: len({it.qid for it in items if it.split == s}) for s in SPLITS}}
+            "questions": {s: len({it.qid for it in items if it.split == s}) for s in SPLITS},
+            "overlap": overlap_report(items)}
 
 
 def merge_split_reports(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The split report of a run conditioned on several groups: the groups share the protocol
-    (same parameters); prompts and questions per split are summed over the groups, and the
-    styles of a split are those of any group."""
+    (same parameters); prompts and questions per split are summed over the groups, the styles
+    of a split are those of any group, and the overlap is over all groups' test prompts (each
+    against its own group's training prompts; no median)."""
     first = reports[0]
-    return {**first,
+    parts = [r["overlap"] for r in reports if r.get("overlap")]
+    n = sum(o["test_prompts"] for o in parts)
+    overlap = {"longest_shared_span_mean": round(sum(o["longest_shared_span_mean"] *
+                                                     o["test_prompts"] for o in parts) / n, 4),
+               "longest_shared_span_max": max(o["longest_shared_span_max"] for o in parts),
+               "containing_a_training_prompt": sum(o["containing_a_training_prompt"]
+                                                   for o in parts),
+               "test_prompts": n} if n else {}
+    return {**first, "overlap": overlap,
             "styles": {s: sorted({st for r in reports for st in r["styles"][s]}) for s in SPLITS},
             "prompts": {s: sum(r["prompts"][s] for r in reports) for s in SPLITS},
             "questions": {s: sum(r["questions"][s] for r in reports) for s in SPLITS}}

@@ -6,7 +6,7 @@ the group's share y of that option, target tokens [x; 0]; x is a frozen embeddin
 question with that option as the answer (gdpolib.embeddings). A transformer encoder without
 positional encoding lets the targets attend to the context only, and a per-question softmax
 turns the head's means into a distribution over each target question's options. The model is
-meta-trained across groups (reference gpo-method.md §2) and never sees a test group's answers
+meta-trained across groups and never sees a test group's answers
 except as context.
 
 Modules (each imports only those above it; none imports training code or a stage):
@@ -31,7 +31,7 @@ table's type alone: a GroupPriorTable gives the group-prior model, any other tab
 Both start from our initialisation (GPOModel init="answer"), under which the context moves the
 prediction from step 0; init="torch" is the official code's.
 
-Fixed here, unlike the official code (§7.2): padded targets are left out of the loss mean,
-sigma has a floor, seeds come from the run's seed (episodes too), selection never uses test
-groups, a NaN score is never counted as perfect, and everything runs on any torch device.
+Fixed here, unlike the official code (docs/deviations.md): padded targets are left out of the
+loss mean, sigma has a floor, seeds come from the run's seed (episodes too), selection never
+uses test groups, a NaN score is never counted as perfect, and everything runs on any torch device.
 """

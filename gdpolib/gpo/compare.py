@@ -28,7 +28,8 @@ of per-group totals (columns seed, k, method, group, sum, count: the same table,
     GROUPS of each seed (n_boot resamples; groups, not questions, are the unit GPO generalises
     over); `gain`, `gain_lo`, `gain_hi`: the same for the method's score minus the baseline's
     (paired: the same resampled groups); `beats`: share of (seed, test group) cells whose mean
-    score is above the baseline's; `seeds`, `groups` (cells), `pairs`.
+    score is above the baseline's; `seeds`, `groups` (cells), `pairs`; `steps`: with a `step`
+    column, the selected meta-training step of each seed ("300/250/300"; "" for a baseline).
     """
     keys = ["k", "method", "seed", "group"]
     totals = {"sum", "count"} <= set(pairs.columns)
@@ -40,6 +41,11 @@ of per-group totals (columns seed, k, method, group, sum, count: the same table,
     # per (k, method, seed, group): sum and count of pair scores
     cells = (pairs.groupby(keys)[["sum", "count"]].sum() if totals
              else pairs.groupby(keys).score.agg(["sum", "count"]))
+    steps = {}             # (k, method) -> "300/250/300", the selected step of each seed
+    if "step" in pairs.columns:
+        chosen = pairs.dropna(subset=["step"]).groupby(["k", "method", "seed"]).step.first()
+        steps = {km: "/".join(str(int(v)) for v in by_seed)
+                 for km, by_seed in chosen.groupby(level=["k", "method"])}
     rng = np.random.default_rng(seed)
     draws: dict[tuple, np.ndarray] = {}          # (k, seed) -> [n_boot, n_groups] indices
     rows = []
@@ -72,13 +78,15 @@ of per-group totals (columns seed, k, method, group, sum, count: the same table,
                      "gain_lo": float(np.percentile(gain_mean, 2.5)),
                      "gain_hi": float(np.percentile(gain_mean, 97.5)),
                      "beats": float(np.mean(beats)), "seeds": len(seed_means), "groups": n_cells,
-                     "pairs": int(by_seed["count"].sum())})
+                     "pairs": int(by_seed["count"].sum()),
+                     "steps": steps.get((k, method), "")})
     return pd.DataFrame(rows)
 
 
 def seed_table_text(summary: pd.DataFrame, methods=None, digits: int = 3) -> pd.DataFrame:
     """The seed table for reading: one row per method, one column per k, cells
-    "mean ± sd [ci_lo, ci_hi]" (and the share of groups beating the baseline for GPO rows)."""
+    "mean ± sd [ci_lo, ci_hi]" (and the share of groups beating the baseline for GPO rows, and
+    a GPO method's selected steps)."""
     methods = methods or list(dict.fromkeys(summary.method))
     out = {}
     for k, by_k in summary.groupby("k"):
@@ -88,6 +96,8 @@ def seed_table_text(summary: pd.DataFrame, methods=None, digits: int = 3) -> pd.
             cell = f"{r.mean:.{digits}f}{sd} [{r.ci_lo:.{digits}f}, {r.ci_hi:.{digits}f}]"
             if r.method.startswith("gpo") or r.method in ("ridge", "knn"):
                 cell += f" beats mean {r.beats:.0%}"
+            if getattr(r, "steps", ""):
+                cell += f", step {r.steps}"
             col[r.method] = cell
         out[f"k={k}"] = col
     return pd.DataFrame(out).reindex([m for m in methods if m in set(summary.method)])

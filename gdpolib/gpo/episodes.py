@@ -81,3 +81,29 @@ def sample_episode(rng: np.random.Generator, qids: Sequence[str], n_ctx: int, n_
         raise ValueError(f"{n_ctx} + {n_tar} questions requested from a group with {len(qids)}")
     perm = rng.permutation(len(qids))
     return [qids[i] for i in perm[:n_ctx]], [qids[i] for i in perm[n_ctx:n_ctx + n_tar]]
+
+
+EPISODES = ("per_group", "shared")     # how a training batch draws its questions
+
+
+def sample_batch(rng: np.random.Generator, qids: dict[str, Sequence[str]], groups: Sequence[str],
+                 ctx_range: Sequence[int], tar_range: Sequence[int], episodes: str = "per_group",
+                 ) -> list[tuple[list[str], list[str]]]:
+    """(context, target) question lists for each group of one training batch.
+
+    episodes: "per_group" (ours): one size draw (sample_sizes), then each group its own
+    questions; "shared" (the official OpinionQA batches): one draw of questions, from those every
+    group of the batch answered, for all of them, so the groups differ only in their answers.
+    """
+    if episodes == "per_group":
+        n_ctx, n_tar = sample_sizes(rng, min(len(qids[g]) for g in groups), ctx_range, tar_range)
+        return [sample_episode(rng, qids[g], n_ctx, n_tar) for g in groups]
+    if episodes != "shared":
+        raise ValueError(f"unknown GPO episodes {episodes!r} ({' | '.join(EPISODES)})")
+    common = sorted(set.intersection(*(set(qids[g]) for g in groups)))
+    if len(common) < ctx_range[0] + tar_range[0]:
+        raise ValueError(f"shared episodes: groups {', '.join(groups)} answered {len(common)} "
+                         f"questions in common, fewer than {ctx_range[0]} context + "
+                         f"{tar_range[0]} target questions (use gpo_episodes per_group)")
+    n_ctx, n_tar = sample_sizes(rng, len(common), ctx_range, tar_range)
+    return [sample_episode(rng, common, n_ctx, n_tar)] * len(groups)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from gdpolib.config import ConfigError, RunConfig
 from gdpolib.embeddings import EmbeddingTable
-from gdpolib.gpo.episodes import collate, make_episode, sample_episode, sample_sizes
+from gdpolib.gpo.episodes import collate, make_episode, sample_batch
 from gdpolib.gpo.groups import GroupOpinions, GroupPriorTable
 from gdpolib.gpo.model import GPOModel, gpo_loss
 from gdpolib.gpo.predict import eval_plans, predict, score
@@ -25,7 +25,8 @@ class GPOSettings:
     """Meta-training hyperparameters. No defaults of their own: they are the run's gpo_*
     parameters (from_config; params/defaults.yaml holds the defaults), or every field is given.
 
-    ctx_range, tar_range: [min, max] questions per episode (context, targets); eval_k: context
+    ctx_range, tar_range: [min, max] questions per episode (context, targets); episodes: how a
+    batch draws its questions (episodes.sample_batch: per_group | shared); eval_k: context
     questions of the validation episodes; seed: model init and episodes; init: GPOModel's
     initialisation (answer | torch).
     """
@@ -36,6 +37,7 @@ class GPOSettings:
     batch_groups: int
     ctx_range: tuple[int, int]
     tar_range: tuple[int, int]
+    episodes: str
     eval_every: int
     eval_k: int
     seed: int
@@ -51,7 +53,8 @@ class GPOSettings:
                                   f"got {r}")
         return cls(steps=cfg.gpo_steps, lr=cfg.gpo_lr, loss=cfg.gpo_loss,
                    batch_groups=cfg.gpo_batch_groups, ctx_range=tuple(cfg.gpo_ctx_range),
-                   tar_range=tuple(cfg.gpo_tar_range), eval_every=cfg.gpo_eval_every,
+                   tar_range=tuple(cfg.gpo_tar_range), episodes=cfg.gpo_episodes,
+                   eval_every=cfg.gpo_eval_every,
                    eval_k=cfg.gpo_k, seed=cfg.seed, init=cfg.gpo_init)
 
 
@@ -72,19 +75,22 @@ class MetaTrainResult:
 def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[str],
                val_groups: Sequence[str], settings: GPOSettings,
                device: torch.device | str = "cpu", progress: bool = True,
-               on_eval: Callable[[int, dict[str, float]], None] | None = None) -> MetaTrainResult:
+               on_eval: Callable[[int, dict[str, float]], None] | None = None,
+               probe: Callable[[int, GPOModel], dict] | None = None) -> MetaTrainResult:
     """Meta-train GPO on `train_groups`; keep the weights that score best on `val_groups`.
 
-    Each step draws `batch_groups` training groups and one episode each (sample_sizes, then
-    sample_episode per group), and takes an Adam step (CosineAnnealingLR over `steps`). Every
+    Each step draws `batch_groups` training groups and one episode each (sample_batch, as
+    settings.episodes says), and takes an Adam step (CosineAnnealingLR over `steps`). Every
     `eval_every` steps and at the end the model predicts the validation groups' fixed targets
     from k = eval_k context questions (eval_plans seeded by settings.seed). Model init and
-    episodes are seeded by settings.seed (bug §7.2.6: episodes must change with the seed),
+    episodes are seeded by settings.seed (episodes must change with the seed: docs/deviations.md),
     without touching the global RNGs.
     With no validation group the last weights are kept. A GroupPriorTable `emb` gives the
     group-prior model (GPOModel.deviation_scale), any other table the paper's model.
     on_eval(step, {"loss", "val_score", "lr"}) is called at every validation (e.g. to forward
-    the score to the run's tracker; this module imports none).
+    the score to the run's tracker; this module imports none). probe(step, model), also called
+    at every validation (the model in eval mode), returns numbers that join that step's history
+    row (e.g. scores at several k while training runs on a GPU).
     """
     device = torch.device(device)
     need = settings.ctx_range[0] + settings.tar_range[0]
@@ -116,17 +122,16 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
     for step in bar:
         model.train()
         groups = rng.choice(usable, size=min(settings.batch_groups, len(usable)), replace=False)
-        n_ctx, n_tar = sample_sizes(rng, min(len(qids[g]) for g in groups), settings.ctx_range,
-                                    settings.tar_range)
-        eps = [make_episode(emb, data.dists[g], *sample_episode(rng, qids[g], n_ctx, n_tar))
-               for g in groups]
+        draws = sample_batch(rng, qids, groups, settings.ctx_range, settings.tar_range,
+                             settings.episodes)
+        eps = [make_episode(emb, data.dists[g], ctx, tar) for g, (ctx, tar) in zip(groups, draws)]
         batch = collate(eps).to(device)
         mu, sigma = model(batch)
         loss = gpo_loss(mu, sigma, batch, settings.loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()        # one batch per step, so T_max counts batches (bug §7.2.10)
+        sched.step()        # one batch per step, so T_max counts batches (docs/deviations.md)
         row = {"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0],
                "tokens": int(batch.yc.numel() + batch.yt.numel())}
         if val_jobs and (step % settings.eval_every == 0 or step == settings.steps):
@@ -137,6 +142,8 @@ def meta_train(data: GroupOpinions, emb: EmbeddingTable, train_groups: Sequence[
             bar.set_postfix(loss=f"{row['loss']:.3f}", val=f"{row['val_score']:.4f}")
             if on_eval is not None:
                 on_eval(step, {k: row[k] for k in ("loss", "val_score", "lr")})
+            if probe is not None:
+                row.update(probe(step, model))
         history.append(row)
     if not val_jobs:
         best_state, best_step, best_val = copy.deepcopy(model.state_dict()), settings.steps, math.nan

@@ -26,7 +26,7 @@ def build_mlp(dim_in: int, dim_hidden: int, dim_out: int, depth: int) -> nn.Sequ
 def attention_mask(n_ctx: int, n_tar: int, device: torch.device | None = None) -> torch.Tensor:
     """Bool [L, L] (L = n_ctx + n_tar), True = may NOT attend. Every query (context or target)
     attends to context keys only: targets never see themselves or each other, so they are
-    conditionally independent given the context (reference §2.4)."""
+    conditionally independent given the context (as in the official code)."""
     mask = torch.ones(n_ctx + n_tar, n_ctx + n_tar, dtype=torch.bool, device=device)
     mask[:, :n_ctx] = False
     return mask
@@ -188,7 +188,7 @@ def gpo_loss(mu: torch.Tensor, sigma: torch.Tensor, b: EpisodeBatch,
     """The meta-training loss of a batch (a scalar).
 
     gaussian_nll: the paper's -log N(y; mu, sigma) per target token, averaged over REAL target
-        tokens only (the official code also counted padding in the mean, bug §7.2.7).
+        tokens only (the official code also counted padding in the mean; docs/deviations.md).
     kl: KL(y_q || mu_q) per target question, averaged over the real questions.
     mu, sigma: [B, Nt]; targets and masks come from `b`.
     """

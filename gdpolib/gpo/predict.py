@@ -1,8 +1,8 @@
 """GPO prediction and its comparisons: predict for (group, context, targets) jobs, the fixed
 evaluation plans (the same targets for every k), the baselines (uniform, meta-train mean,
 nearest neighbour, ridge regression on the meta-train groups, a fixed per-question distribution
-such as an LM's zero-shot one), the alignment score, and GPO's p* for a held-out group in GDPO's
-belief space (few-shot p*)."""
+such as an LM's zero-shot one), the alignment score, and a predictor's p* for a held-out group
+in GDPO's belief space (few-shot p*)."""
 from __future__ import annotations
 
 import logging
@@ -263,37 +263,37 @@ def to_beliefs(p_options: np.ndarray, qb) -> np.ndarray:
 
 @dataclass
 class FewShotPrediction:
-    """GPO's p* for a held-out group from k answered questions, in GDPO's belief space."""
+    """A predictor's p* for a held-out group from k answered questions, in GDPO's belief space."""
 
     country: str
     k: int
     context: list[str]                    # the answered qids (their true p* is used)
     override: dict[str, np.ndarray]       # qid -> float64[K_MAX] for every GDPO question
     jsd: dict[str, float]                 # JS distance to the TRUE p* of each predicted qid
+    method: str = "gpo"                   # the predictor
 
 
-def few_shot_p_star(model: GPOModel, emb: EmbeddingTable, data: GroupOpinions, plan: EvalPlan,
-                    questions, k: int) -> FewShotPrediction:
-    """GPO's p* for the held-out group of `plan` given k of its questions (plan.context(k), the
-    same ones the k-curve uses), for the GDPO questions `questions` (pairs.RunData.questions,
-    TRUE p*).
+def few_shot_p_star(pred: dict[str, np.ndarray], country: str, k: int, context: Sequence[str],
+                    questions, method: str = "gpo") -> FewShotPrediction:
+    """GDPO's training p* for a held-out group from a predictor's option distributions.
 
-    Answered questions keep their true p*; the others get GPO's prediction mapped to beliefs.
-    Questions GPO has no embedding for (none, normally) keep the true p* and are reported.
+    pred: {qid: [K_q]} the predictor's distributions for the group's target questions (given
+    the k answered `context` questions); questions: the GDPO questions (pairs.RunData.questions,
+    TRUE p*). Answered questions keep their true p*; predicted ones get pred mapped to beliefs
+    (to_beliefs); a question with no prediction (none, normally) keeps the true p* and is
+    reported.
     """
-    country = plan.group
-    ctx = plan.context(k)
     by_qid = {qb.qid: qb for qb in questions}
-    targets = [q for q in by_qid if q not in ctx and q in emb]
-    missing = [q for q in by_qid if q not in ctx and q not in emb]
+    missing = [q for q in by_qid if q not in context and q not in pred]
     if missing:
-        log.warning("few-shot p*: %d GDPO questions have no GPO embedding; they keep the true p*",
-                    len(missing))
-    pred = predict(model, emb, data, [Job(country, ctx, targets)])[country]
+        log.warning("few-shot p*: %d GDPO questions have no %s prediction; they keep the true p*",
+                    len(missing), method)
     override = {q: qb.p_star.copy() for q, qb in by_qid.items()}
     jsd = {}
-    for q in targets:
+    for q in by_qid:
+        if q in context or q not in pred:
+            continue
         qb = by_qid[q]
         override[q] = to_beliefs(pred[q], qb)
         jsd[q] = float(jsd_per_prompt(override[q][None], qb.p_star[None], qb.mask[None])[0])
-    return FewShotPrediction(country, k, list(ctx), override, jsd)
+    return FewShotPrediction(country, k, list(context), override, jsd, method)

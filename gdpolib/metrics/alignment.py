@@ -1,7 +1,8 @@
 """GPO's alignment scores (paper Eq. 1): AS = mean over (group, question) of 1 - Dist(prediction,
 group distribution); Dist = JS distance (natural log) for GlobalOpinionQA, WD / WD_max over the
-options' ordinal values for OpinionQA. A NaN is never scored as perfect (the official code's bug
-7.2.5): invalid inputs raise, or with on_invalid="exclude" they are left out and counted.
+options' ordinal values for OpinionQA. A NaN is never scored as perfect (the official code
+scores it 0; docs/deviations.md): invalid inputs raise, or with on_invalid="exclude" they are
+left out and counted.
 """
 from __future__ import annotations
 

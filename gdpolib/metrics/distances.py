@@ -2,7 +2,7 @@
 docstring).
 
 JSD is scipy's Jensen-Shannon DISTANCE (sqrt of the divergence, natural log, max sqrt(ln 2)),
-with both inputs renormalised, as the authors' evaluate.py (reference §5.1). Two conventions:
+with both inputs renormalised, as the authors' evaluation does. Two conventions:
 `jsd` renormalises over the question's belief set, `jsd_digits` over all K belief digits (the
 authors'). Other distances: total variation, the normalised Wasserstein distance over ordinal
 beliefs, the entropy of a distribution; a bootstrap interval over questions.

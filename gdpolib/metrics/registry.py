@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gdpolib import methods
+
 # Parts of metrics.json; "" = the evaluation tables only (tables/methods.csv, Table 2).
 PARTS = {"data": "the data stage (`data.<key>`), written by gdpolib.stages.data.prepare_data",
          "methods": "each method's test numbers (`methods.<method>.<key>`), written by "
                     "gdpolib.stages.evaluate.record",
-         "skew": "the reward margins of the methods whose registry entry says `skew` "
+         "skew": "the reward margins of the methods whose registry entry has `margins` "
                  "(`skew.<method>.<key>`), written by gdpolib.stages.evaluate.record",
          "gpo": "GPO's alignment scores (`gpo.<key>`), written by gdpolib.stages.gpo.record",
          "": "not in metrics.json: columns of the evaluation tables (`tables/methods.csv`, "
@@ -61,6 +63,16 @@ METRICS: tuple[Metric, ...] = (
            "gdpolib.metrics.distances.jsd_per_prompt", f"{READOUT}; natural log, in [0, "
            "sqrt(ln 2)]; mass outside the belief set is invisible to it", "lower", ci=True,
            tables=T2),
+    # --- paired differences (gdpolib.stages.evaluate.paired_comparisons), one per reference
+    *(m for ref in methods.paired_references() for m in (
+        Metric(f"jsd_vs_{ref}", "methods", f"the method's test JSD minus {ref}'s, question by "
+               f"question: mean of the per-question differences (absent for {ref} itself)",
+               "gdpolib.metrics.paired.compare_by_question", "mean JSD per question of both read-outs, "
+               "over the questions both scored; `_ci`: a PAIRED 95% percentile bootstrap "
+               "interval resampling those questions (scipy.stats.bootstrap, paired=True)",
+               "lower", ci=True, tables=("table2", "seeds", "results")),
+        Metric(f"jsd_vs_{ref}_questions", "methods", f"questions behind jsd_vs_{ref}",
+               "gdpolib.metrics.paired.compare_by_question", tables=("details",)))),
     Metric("jsd_digits", "methods", "the JS distance renormalised over ALL K belief digits "
            "(the authors' convention, the paper's Table 2 JSD): mass on digits outside the "
            "question's set counts", "gdpolib.metrics.distances.jsd_digits_per_prompt", READOUT,
@@ -86,7 +98,37 @@ METRICS: tuple[Metric, ...] = (
     Metric("n_invalid", "methods", "test prompts left out of the read-out numbers: no mass on "
            "their belief set (counted, never scored)", "gdpolib.scoring.readout_summary",
            READOUT, "lower", tables=("table2", "results")),
+    # --- reward margins (gdpolib.margins.margin_summary: beta * log-ratio vs the SFT reference)
+    Metric("margin_majority", "skew", "mean reward margin (chosen - rejected) on the test pairs "
+           "whose chosen belief is the majority (argmax p*)", "gdpolib.margins.margin_summary",
+           "beta * (policy - SFT reference) log-ratio of chosen vs rejected, on the SAME "
+           "conflicting (DPO) test pairs for every method (registry `margins`): like for like",
+           tables=("table2", "seeds", "card", "results")),
+    Metric("margin_minority", "skew", "mean reward margin on the test pairs whose chosen belief "
+           "is a minority one (a gap to margin_majority is the skew)",
+           "gdpolib.margins.margin_summary", "as margin_majority",
+           tables=("table2", "seeds", "card", "results")),
+    Metric("shared_margin_majority", "skew", "mean reward margin on the method's OWN "
+           "shared-belief test pairs whose chosen belief is the majority (the paper's Finding 1: "
+           "the belief prefix cancels there)", "gdpolib.margins.margin_summary",
+           "as margin_majority, on the registry's `shared_margins` pairs (the GDPO family)",
+           tables=("table2", "seeds", "results")),
+    Metric("shared_margin_minority", "skew", "as shared_margin_majority, minority-chosen pairs",
+           "gdpolib.margins.margin_summary", "as shared_margin_majority",
+           tables=("table2", "seeds", "results")),
+    Metric("accuracy_majority", "", "share of majority-chosen test pairs with a positive margin",
+           "gdpolib.margins.margin_summary", "as margin_majority", tables=("results",)),
+    Metric("accuracy_minority", "", "share of minority-chosen test pairs with a positive margin",
+           "gdpolib.margins.margin_summary", "as margin_majority", tables=("results",)),
     # --- sampled outputs (gdpolib.scoring.score_samples)
+    Metric("invalid_rate", "methods", "share of samples that do not parse as `k<label>response` "
+           "with k in the question's belief set", "gdpolib.metrics.sampled.belief_counts",
+           SAMPLES, "lower", tables=("table2", "card", "seeds")),
+    Metric("cbc", "methods", "class-belief consistency: share of samples whose digit agrees "
+           "with the `<description>` written after it", "gdpolib.metrics.sampled.cbc",
+           f"{SAMPLES}; the belief scheme's check (gdpolib.schemes: options = the option's "
+           "text; stance6 = an option the map sends to that class)", "higher",
+           well_formed=True, tables=("table2", "card", "seeds")),
     Metric("jsd_sampled", "methods", "JS distance between the histogram of sampled beliefs and "
            "p*; an output that does not parse is its own 'invalid' bucket (costs JSD)",
            "gdpolib.metrics.sampled.sampled_jsd_per_prompt", f"{SAMPLES}; read it against "
@@ -94,11 +136,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("noise_floor", "", "the sampled JSD a perfectly calibrated model gets with the same "
            "n samples per prompt", "gdpolib.metrics.sampled.noise_floor", "exact expectation "
            "over histograms (Monte Carlo when too many)", tables=("table2",)),
-    Metric("cbc", "methods", "class-belief consistency: share of samples whose digit agrees "
-           "with the `<description>` written after it", "gdpolib.metrics.sampled.cbc",
-           f"{SAMPLES}; the belief scheme's check (gdpolib.schemes: options = the option's "
-           "text; stance6 = an option the map sends to that class)", "higher",
-           well_formed=True, tables=("table2", "card")),
     Metric("bpc", "methods", "belief-preference consistency: share of judged samples whose "
            "response voices the belief its digit states", "gdpolib.judges.JudgeResult.bpc",
            f"{SAMPLES}; judge = embedding (nearest reference response) or an LLM via the API",
@@ -107,25 +144,9 @@ METRICS: tuple[Metric, ...] = (
            "reference response of its PREDICTED belief", "gdpolib.metrics.sampled."
            "reference_similarity", f"{SAMPLES}; 0 for an invalid sample", "higher",
            well_formed=True, tables=("table2", "card")),
-    Metric("invalid_rate", "methods", "share of samples that do not parse as `k<label>response` "
-           "with k in the question's belief set", "gdpolib.metrics.sampled.belief_counts",
-           SAMPLES, "lower", tables=("table2", "card")),
     Metric("majority_bias", "", "sampled share of the majority belief / its p* (> 1: the model "
            "over-produces the majority, DPO's skew)", "gdpolib.metrics.sampled.majority_bias",
            f"{SAMPLES}; among the valid samples", "one", tables=("table2",)),
-    # --- reward margins (gdpolib.margins.margin_summary: beta * log-ratio vs the SFT reference)
-    Metric("margin_majority", "skew", "mean reward margin (chosen - rejected) on the test pairs "
-           "whose chosen belief is the majority (argmax p*)", "gdpolib.margins.margin_summary",
-           "beta * (policy - SFT reference) log-ratio of chosen vs rejected, on the method's "
-           "test pairs (registry `margins`)", tables=("seeds", "card", "results")),
-    Metric("margin_minority", "skew", "mean reward margin on the test pairs whose chosen belief "
-           "is a minority one (a gap to margin_majority is the skew)",
-           "gdpolib.margins.margin_summary", "as margin_majority",
-           tables=("seeds", "card", "results")),
-    Metric("accuracy_majority", "", "share of majority-chosen test pairs with a positive margin",
-           "gdpolib.margins.margin_summary", "as margin_majority", tables=("results",)),
-    Metric("accuracy_minority", "", "share of minority-chosen test pairs with a positive margin",
-           "gdpolib.margins.margin_summary", "as margin_majority", tables=("results",)),
     # --- counts and bookkeeping of a method's evaluation
     Metric("bpc_judged", "", "samples the BPC judge scored", "gdpolib.judges.JudgeResult.judged",
            "judge_samples per prompt (0 = all)", tables=("details",)),
@@ -158,6 +179,11 @@ METRICS: tuple[Metric, ...] = (
            "gdpolib.data.records.metrics_part"),
     Metric("test_questions", "data", "questions the test prompts ask",
            "gdpolib.data.records.metrics_part", "absent for a hub dataset"),
+    Metric("test_overlap", "data", "how much training text the test prompts repeat: the mean, "
+           "over test prompts, of the longest run of word tokens a test prompt shares with any "
+           "training prompt, as a share of its own tokens (1 = it appears whole inside a "
+           "training prompt)", "gdpolib.data.splits.overlap_report", "words and punctuation "
+           "marks, case kept; absent when a split has no prompts", "lower"),
     # --- GPO (notebook 05)
     Metric("alignment", "gpo", "alignment score of each GPO method and baseline "
            "(`gpo.alignment.<method>`): mean over the test groups' (group, question) pairs of "
@@ -165,6 +191,10 @@ METRICS: tuple[Metric, ...] = (
            "GlobalOpinionQA test groups, k answered context questions each", "higher"),
     Metric("k", "gpo", "answered context questions per test group behind `alignment`",
            "gdpolib.stages.gpo.record", "the parameter gpo_k"),
+    Metric("selected_step", "gpo", "the meta-training step each GPO method's weights come from "
+           "(`gpo.selected_step.<method>`): the step scoring best on the validation groups",
+           "gdpolib.gpo.experiment.GPOExperiment.selected_step", "validation groups' episodes "
+           "at k = gpo_k; the baselines have none"),
 )
 BY_KEY: dict[tuple[str, str], Metric] = {(m.part, m.key): m for m in METRICS}
 

@@ -1,7 +1,7 @@
 """Scores of sampled outputs: the sampled JSD with its noise floor (a perfectly calibrated
 model's expected sampled JSD at the same n), the majority bias, class-belief consistency (CBC)
 and reference similarity (RS). Pure functions on numpy arrays (shapes in each docstring); an
-output that does not parse is INVALID, its own bucket, never class 0 (bug B15).
+output that does not parse is INVALID, its own bucket, never class 0 (docs/deviations.md).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scipy.stats import multinomial
 
 from gdpolib.metrics.distances import as_2d, check_rows, js_distance, renormalise
 
-INVALID = -1   # belief id of a generated output that does not parse (bug B15: never class 0)
+INVALID = -1   # belief id of an output that does not parse (never class 0: docs/deviations.md)
 
 
 def belief_counts(beliefs, mask) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +45,7 @@ def sampled_jsd_per_prompt(beliefs, p_star, mask) -> np.ndarray:
 
     beliefs: [N, n] (INVALID = -1); p_star, mask: [N, K]. Invalid samples go to an extra
     "invalid" category where the target has 0 mass, so they cost JSD instead of being dropped
-    (or, as in the authors' code, counted as class 0; bug B15). Returns [N].
+    (or, as in the authors' code, counted as class 0; docs/deviations.md). Returns [N].
     """
     counts, invalid = belief_counts(beliefs, mask)
     target = renormalise(p_star, mask)
@@ -138,7 +138,7 @@ def cbc(beliefs, descriptions, labels, consistent: Callable[..., bool]) -> float
 
 def reference_similarity(responses, beliefs, references, embed) -> np.ndarray:
     """RS per sample: cosine similarity between the response and the reference response of the
-    PREDICTED belief for that prompt (no fixed lookup table; bug B14).
+    PREDICTED belief for that prompt (no fixed lookup table; docs/deviations.md).
 
     responses, beliefs: [N, n]; references: [N, K] strings ("" when none);
     embed(list[str]) -> [M, D] array. A sample whose belief is invalid, or whose belief has no

@@ -51,8 +51,9 @@ def load_eval(run, method: str) -> dict[str, Any]:
 
 def distributions_frame(run, data, methods: Sequence[str], qids: Sequence[str]) -> pd.DataFrame:
     """Long table for plotting predicted vs target belief distributions of some questions:
-    columns qid, label, belief, source (target | method), prob. The model's distribution is the
-    renormalised read-out, averaged over the question's test prompts."""
+    columns qid, question, label, belief, source (target | method), prob. A method's
+    distribution is its test read-out (stages/test/<method>: any method or baseline that was
+    read out), renormalised and averaged over the question's test prompts."""
     es = EvalSet.from_table(data.prompts["test"])
     rows = []
     for q in qids:
@@ -62,12 +63,13 @@ def distributions_frame(run, data, methods: Sequence[str], qids: Sequence[str]) 
         mask, labels = es.mask[idx[0]], es.labels[idx[0]]
         sources = {"target (p*)": es.p_star[idx[0]]}
         for m in methods:
-            probs = load_eval(run, m)["probs"][idx]
+            probs = np.load(run.stage_dir(f"stages/test/{m}") / "probs.npy")[idx]
             sources[m] = renormalise(probs, es.mask[idx]).mean(axis=0)
         for src, p in sources.items():
             for k in np.flatnonzero(mask):
-                rows.append({"qid": q, "belief": int(k), "label": f"{k}. {labels[k][:28]}",
-                             "source": src, "prob": float(p[k])})
+                rows.append({"qid": q, "question": es.questions[idx[0]], "belief": int(k),
+                             "label": f"{k}. {labels[k][:28]}", "source": src,
+                             "prob": float(p[k])})
     return pd.DataFrame(rows)
 
 

@@ -9,10 +9,12 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from gdpolib import methods as registry
 from gdpolib.metrics import registry as metric_registry
+from gdpolib.report.claims import WELL_FORMED, table_reader, well_formed
 from gdpolib.report.frames import format_ci, protocol_line
 
-# Reference §7.1 (the poster's Table 2, small sets). Keys: (country, model family).
+# The GDPO paper's Table 2 (the poster's small sets). Keys: (country, model family).
 _T2_METHODS = ("kshot", "icf", "sft", "dpo", "gdpo")
 _T2 = {
     ("us", "gpt2-large"): {"jsd": (0.513, 0.269, 0.261, 0.385, 0.188),
@@ -58,9 +60,11 @@ def paper_setting(cfg) -> tuple[str, str] | None:
     return (country, family) if family and country else None
 
 
-# Rows of the Table-2 layout, in order (the metric registry's); `<distance>_ci` rows hold
-# "[low, high]".
+# Rows of the Table-2 layout, in order (the metric registry's); `<x>_ci` rows hold "[low, high]".
 TABLE2_ROWS = metric_registry.keys(table="table2")
+# The sampled-text metrics, which mean nothing for a model whose outputs do not parse.
+TEXT_METRICS = metric_registry.well_formed_keys()
+NOT_INTERPRETABLE = "\u2020"     # marks a text metric of a model that is not well-formed
 # The paper's JSD is the authors' convention (renormalised over all belief digits): our row
 # `jsd_digits`. Its other metrics keep their names.
 PAPER_ROW = {"jsd": "jsd_digits"}
@@ -68,11 +72,17 @@ PAPER_ROW = {"jsd": "jsd_digits"}
 
 def table2(table: pd.DataFrame, cfg) -> pd.DataFrame:
     """Table-2 layout: metrics as rows (TABLE2_ROWS present), methods as columns, intervals as
-    "[low, high]" strings; the paper's numbers in columns `paper:<method>` beside ours when the
-    run matches the paper's setting (paper_setting), its JSD in our row `jsd_digits` (the
-    convention it was computed with)."""
+    "[low, high]" strings, the TEXT_METRICS of a method that is not well-formed as
+    "0.016\u2020" (not interpretable); the paper's numbers in columns `paper:<method>` beside
+    ours when the run matches the paper's setting (paper_setting), its JSD in our row
+    `jsd_digits` (the convention it was computed with)."""
     out = table[[c for c in TABLE2_ROWS if c in table]].T.astype(object)
-    out = out.apply(lambda col: col.map(format_ci))
+    out = out.apply(lambda col: col.map(format_ci)).astype(object)
+    v = table_reader(table)
+    for m in table.index:
+        if well_formed(v, m) is False:     # its text metrics measure the format, not beliefs
+            for r in (r for r in TEXT_METRICS if r in out.index and pd.notna(out.loc[r, m])):
+                out.loc[r, m] = f"{float(out.loc[r, m]):.3f}{NOT_INTERPRETABLE}"
     setting = paper_setting(cfg)
     if setting:
         paper = PAPER_TABLE2[setting]
@@ -82,6 +92,15 @@ def table2(table: pd.DataFrame, cfg) -> pd.DataFrame:
                 out[f"paper:{m}"] = [paper[m].get(ours.get(r, ""), np.nan) for r in out.index]
     out.index.name = "metric"
     return out
+
+
+def notes(rows, methods) -> list[str]:
+    """What the rows and columns of a Table 2 mean, from the metric and method registries."""
+    shown = [r for r in rows if not r.endswith("_ci")]
+    text = "; ".join(f"{r}: {metric_registry.get(r).meaning}" for r in shown)
+    cols = "; ".join(f"{m}: {registry.get(m).description}" for m in methods
+                     if m in registry.BY_NAME)
+    return [f"Rows. {text}. *_ci: {metric_registry.CI}.", "", f"Columns. {cols}."]
 
 
 def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None = None
@@ -99,25 +118,19 @@ def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None 
              protocol_line(split), "", markdown_table(t2), ""]
     if setting:
         lines.append(f"Columns `paper:*` are the GDPO paper's Table 2 ({setting[1]}, "
-                     f"{setting[0].upper()}; reference §7.1); its JSD sits in row `jsd_digits`, "
+                     f"{setting[0].upper()}); its JSD sits in row `jsd_digits`, "
                      f"the convention it was computed with (renormalised over all belief digits), "
                      f"on its stance6 classes and its own data, under the seen-questions protocol.")
     else:
         lines.append("The paper's Table 2 used GPT-2 Large and Pythia-2.8B on its own synthetic "
                      "data; this run's model differs, so the paper's numbers are not set beside "
-                     "ours (see reference §7.1 for them).")
-    lines += ["", "jsd: JS distance of the belief read-out renormalised over the question's "
-              "belief set; jsd_digits: renormalised over all belief digits (the authors' "
-              "convention: mass on digits outside the set counts); tvd: total variation; "
-              "wasserstein: 1-D Wasserstein distance / its maximum over the ordinal beliefs "
-              "(stance6 classes 1-5, class 0 'no stance' left out; empty when no belief is "
-              "ordinal); *_ci: 95% bootstrap interval over test questions; entropy vs "
-              "entropy_target: nats of the predicted vs the target distribution; n_invalid: "
-              "prompts left out (no mass on the belief set). uniform: 1/|B| on each question's "
-              "beliefs; zeroshot: the untrained base model on the plain prompts (both read-out "
-              "only). jsd_sampled: from the n samples, to be read against noise_floor (a "
-              "perfectly calibrated model's expected sampled JSD at the same n). BPC judge: "
-              + cfg.judge + "."]
+                     "ours (the paper's Table 2 has them).")
+    lines += ["", *notes(t2.index, table.index), "", f"BPC judge: {cfg.judge}.", "",
+              f"{NOT_INTERPRETABLE} not interpretable: the method's outputs are not well-formed "
+              f"(invalid_rate > {WELL_FORMED['invalid_rate']:.2f} or cbc < "
+              f"{WELL_FORMED['cbc']:.1f}), so its sampled-text metrics ({', '.join(TEXT_METRICS)}) "
+              f"measure the format, not its beliefs; compare them only between well-formed "
+              f"methods."]
     md.write_text("\n".join(lines) + "\n")
     return csv, md
 

@@ -49,8 +49,8 @@ class ModelSection:
     tiny_arch: str = param("llama", "tiny model: llama (rotary positions, RMSNorm, SwiGLU) or "
                                     "gpt2 (learned positions; the tiny model before 2026-11-30).",
                            choices=("llama", "gpt2"))
-    tiny_n_layer: int = param(4, "tiny model: transformer layers.", ge=1)
-    tiny_n_embd: int = param(64, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
+    tiny_n_layer: int = param(2, "tiny model: transformer layers.", ge=1)
+    tiny_n_embd: int = param(128, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
     tiny_n_head: int = param(4, "tiny model: attention heads.", ge=1)
     tiny_vocab_size: int = param(1024, "tiny model: size of the BPE trained on the run's text.",
                                  ge=1)

@@ -2,18 +2,23 @@
 same code on the same test prompts.
 
 Methods: those of the registry (gdpolib.methods), in its table order: the baselines `uniform`
-(1/|B| on each question's beliefs, no model) and `zeroshot` (the base model, untrained, plain
-test prompts), then the paper's Table 2 order: kshot (the base model prompted with k solved
-examples), icf (SFT with a few-shot context block in every prompt), sft, dpo, gdpo, and the
-ablations cdpo / mft. A method that has not been trained yet is trained through
-gdpolib.stages.train (which reuses finished stages).
+(1/|B| on each question's beliefs, no model), `context_free` (the mean p* of the training
+questions with the same belief set: where answers tend to fall, whatever the question; no model)
+and `zeroshot` (the base model, untrained, plain test prompts), then the paper's Table 2 order:
+kshot (the base model prompted with k solved examples), icf (SFT with a few-shot context block in
+every prompt), sft, dpo, gdpo, and the ablations cdpo / mft. A method that has not been trained
+yet is trained through gdpolib.stages.train (which reuses finished stages). Every method's JSD is
+also compared with that of the registry's paired references (SFT, the context-free baseline)
+question by question (paired_comparisons: a paired bootstrap interval).
 
 Cached stages per method:
   stages/test/<method>/   the belief read-out on the test prompts (scoring.readout /
                           readout_summary): test.json (jsd, jsd_digits, tvd, wasserstein,
                           entropies, belief_mass, their bootstrap intervals over questions, the
-                          prompts left out; for a method with `margins` the reward margins on
-                          those test pairs vs the SFT reference, by majority / minority),
+                          prompts left out; for a method with `margins` the reward margins vs
+                          the SFT reference, by majority / minority chosen belief, on the SAME
+                          conflicting test pairs for every method (like for like), and for one
+                          with `shared_margins` also on its own shared-belief pairs, `shared_*`),
                           probs.npy, readout.csv
   stages/eval/<method>/   sampled outputs (scoring.score_samples): summary.json (the read-out's
                           numbers and the sampled ones), per_prompt.csv, probs.npy, samples.jsonl;
@@ -37,6 +42,7 @@ from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
 from gdpolib.evalset import EvalSet
 from gdpolib.metrics import registry as metric_registry
+from gdpolib.metrics import paired
 from gdpolib.metrics.distances import jsd_by_question as _jsd_by_question
 from gdpolib.scoring import PER_PROMPT, readout, readout_summary, score_probs, score_samples
 from gdpolib.stages.data import base_model, sequence_length
@@ -45,7 +51,7 @@ from gdpolib.stages.train import data_hash, train_preference, train_sft
 log = logging.getLogger("gdpolib.stages.evaluate")
 
 EVAL_VERSION = "eval-v4"        # bump when scoring changes (invalidates eval stages)
-READOUT_VERSION = "readout-v2"  # bump when the read-out numbers change (invalidates test stages)
+READOUT_VERSION = "readout-v3"  # bump when the read-out numbers change (invalidates test stages)
 # What metrics.json records of a method, and the columns of tables/methods.csv: the metric
 # registry's (gdpolib/metrics/registry.py).
 METRICS_JSON_KEYS = metric_registry.keys(part="methods")
@@ -55,12 +61,12 @@ SKEW_KEYS = metric_registry.keys(part="skew")
 # ----------------------------------------------------------------------------- metrics.json
 def record(run, method: str, numbers: dict[str, Any]) -> None:
     """THE writer of a method's numbers into metrics.json: methods.<m>.<key> for the keys of
-    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (margins) for a method whose registry
-    entry says `skew` (dpo, gdpo)."""
+    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (the margins of SKEW_KEYS present) for
+    a method with margins."""
     part: dict[str, Any] = {"methods": {method: {k: numbers[k] for k in METRICS_JSON_KEYS
                                                  if k in numbers}}}
-    if registry.get(method).skew and all(k in numbers for k in SKEW_KEYS):
-        part["skew"] = {method: {k: numbers[k] for k in SKEW_KEYS}}
+    if all(k in numbers for k in ("margin_majority", "margin_minority")):
+        part["skew"] = {method: {k: numbers[k] for k in SKEW_KEYS if k in numbers}}
     run.merge_metrics(part)
 
 
@@ -70,7 +76,7 @@ def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]
 
     model "base" (zeroshot, kshot): the base model (untrained policy); "trained": its training
     stage (cached): SFT on its records (sft; icf on few-shot-context prompts) or a preference
-    method. A method of model "none" (uniform) has none."""
+    method. A method of model "none" (uniform, context_free) has none."""
     m = registry.get(method)
     if m.model == "base":
         return base_model(cfg, run, data)
@@ -111,15 +117,49 @@ def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
 
 
 # ----------------------------------------------------------------------------- read-out stage
+# The predictors of the methods scored without a model (registry `predictor`): EvalSet of the
+# test prompts, EvalSet of the training prompts -> [N, K] read-out.
+PREDICTORS = {"uniform": lambda es, train: es.uniform(),
+              "context_free": lambda es, train: es.context_free(train)}
+
+
+def fixed_readout(data: RunData, m: registry.Method) -> tuple[EvalSet, np.ndarray]:
+    """The test prompts and the [N, K] read-out of a method without a model (its registry
+    `predictor`: `uniform` = 1/|B|, `context_free` = EvalSet.context_free over the train
+    split)."""
+    es = EvalSet.from_table(data.prompts["test"])
+    return es, PREDICTORS[m.predictor](es, EvalSet.from_table(data.prompts["train"]))
+
+
+def test_margins(cfg, run, data: RunData, m: registry.Method, model, tok) -> dict[str, float]:
+    """Reward margins of a preference method vs the SFT reference on the test pairs, by
+    majority / minority chosen belief (margins.margin_summary): on its registry `margins` pairs
+    (the conflicting DPO pairs for every method, so that the skew is measured like for like),
+    and on its `shared_margins` pairs when it has them (the GDPO family's own shared-belief
+    pairs, where the belief prefix cancels; keys `shared_*`)."""
+    length = sequence_length(cfg, data, tok, max_context(model))
+    ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
+    out: dict[str, float] = {}
+    sets = [("", m.margins)] + ([("shared_", m.shared_margins)] if m.shared_margins else [])
+    for prefix, records in sets:
+        pairs = getattr(data, records)["test"]
+        enc = margins.encode_pairs(tok, pairs)
+        pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, length)
+        rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, length)
+        summary = margins.margin_summary(margins.reward_margins(pol, rl, cfg.beta),
+                                         np.asarray(pairs["majority"]))
+        out.update({prefix + k: v for k, v in summary.items()})
+    return out
+
+
 def test_readout(cfg, run, data: RunData, method: str,
                  checkpoint: tuple[Path | str, str] | None = None) -> dict[str, Any]:
     """The probability-based test numbers of a method (trained if missing): scoring's
     readout_summary over the test prompts (both JSD conventions, TVD, Wasserstein, entropies,
     belief mass, 95% bootstrap intervals over questions, prompts left out) and, for a method
-    with `margins`, the reward margins on those test pairs vs the SFT reference by majority /
-    minority chosen belief. A method of model "none" (uniform) needs no model. Cached as
-    `stages/test/<method>`; recorded in metrics.json. `checkpoint`: method_model's answer, when
-    the caller has it."""
+    with `margins`, the reward margins vs the SFT reference (test_margins). A method of model
+    "none" (fixed_readout) needs no model. Cached as `stages/test/<method>`; recorded in
+    metrics.json. `checkpoint`: method_model's answer, when the caller has it."""
     m = registry.get(method)
     key = {"version": READOUT_VERSION, "method": method, "data": data_hash(run, data),
            **cfg.subset("seed", "ci_resamples")}
@@ -134,8 +174,8 @@ def test_readout(cfg, run, data: RunData, method: str,
 
     def build(out: Path) -> None:
         if model_path is None:
-            es = EvalSet.from_table(data.prompts["test"])
-            read = score_probs(es.uniform(), es)
+            es, probs = fixed_readout(data, m)
+            read = score_probs(probs, es)
         else:
             model, tok = models.load_policy(model_path, cfg)
             es = test_prompts(cfg, data, method, model, tok)
@@ -143,14 +183,7 @@ def test_readout(cfg, run, data: RunData, method: str,
                            cfg.eval_batch_size)
         res: dict[str, Any] = readout_summary(read, es, cfg.seed, cfg.ci_resamples)
         if m.margins:
-            length = sequence_length(cfg, data, tok, max_context(model))
-            ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
-            pairs = getattr(data, m.margins)["test"]
-            enc = margins.encode_pairs(tok, pairs)
-            pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, length)
-            rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, length)
-            res.update(margins.margin_summary(margins.reward_margins(pol, rl, cfg.beta),
-                                              np.asarray(pairs["majority"])))
+            res.update(test_margins(cfg, run, data, m, model, tok))
         (out / "test.json").write_text(json.dumps(res, indent=2))
         np.save(out / "probs.npy", read["probs"])
         pd.DataFrame({"qid": es.qids, "style": es.styles, "valid": read["valid"],
@@ -170,6 +203,26 @@ def jsd_by_question(cfg, run, data: RunData, method: str) -> dict[str, float]:
                              dtype={"qid": str})
     per_prompt = per_prompt[per_prompt["valid"]]
     return _jsd_by_question(per_prompt["jsd"].to_numpy(), list(per_prompt["qid"]))
+
+
+def paired_comparisons(cfg, run, data: RunData, methods: Sequence[str]) -> dict[str, dict]:
+    """Each method's test JSD minus that of each paired reference of the registry
+    (methods.paired_references: SFT, the context-free baseline) that is among `methods`,
+    question by question (both read-outs' mean JSD per question, over the questions both
+    scored), with a paired 95% bootstrap interval over those questions (paired.compare_by_question,
+    `ci_resamples`, seeded): `jsd_vs_<ref>`, `jsd_vs_<ref>_ci`, `jsd_vs_<ref>_questions`.
+    Recorded in metrics.json (methods.<m>); returns {method: numbers}."""
+    per_q = {m: jsd_by_question(cfg, run, data, m) for m in methods}
+    out: dict[str, dict] = {}
+    for m in methods:
+        numbers: dict[str, Any] = {}
+        for ref in (r for r in registry.paired_references() if r in per_q and r != m):
+            d = paired.compare_by_question(per_q[m], per_q[ref], cfg.ci_resamples, cfg.seed)
+            numbers.update({f"jsd_vs_{ref}": d["difference"], f"jsd_vs_{ref}_ci": d["ci"],
+                            f"jsd_vs_{ref}_questions": d["n"]})
+        record(run, m, numbers)
+        out[m] = numbers
+    return out
 
 
 # ----------------------------------------------------------------------------- sampling stage
@@ -244,19 +297,22 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
 
 
 def methods_to_run(cfg, run) -> list[str]:
-    """The baselines (uniform, zeroshot), cfg.methods, cfg.ablations and any preference method
-    already trained in the run, in the registry's table order."""
+    """The baselines, cfg.methods, cfg.ablations and any preference method already trained in
+    the run, in the registry's table order."""
     trained = registry.names(lambda m: m.preference and (
         run.stage_dir(f"checkpoints/{m.name}") / "stage.json").exists())
     return registry.in_order([*registry.baselines(), *cfg.methods, *cfg.ablations, *trained])
 
 
 def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """Score every method (training what is missing) and the baselines; a methods x metrics
-    table (intervals as [low, high]), also written to the run as `tables/methods.csv` (with the
+    """Score every method (training what is missing) and the baselines, and compare each with
+    SFT and the context-free baseline (paired_comparisons); a methods x metrics table
+    (intervals as [low, high]), also written to the run as `tables/methods.csv` (with the
     per-method stages under stages/eval/)."""
     judging = Judging(cfg)
     rows = {m: evaluate_method(cfg, run, data, m, judging) for m in methods or methods_to_run(cfg, run)}
+    for m, numbers in paired_comparisons(cfg, run, data, list(rows)).items():
+        rows[m].update(numbers)
     table = pd.DataFrame.from_dict(rows, orient="index")
     cols = [c for c in (*metric_registry.keys(table="table2"), *metric_registry.keys(table="details"))
             if c in table]
@@ -267,6 +323,12 @@ def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = No
 
 
 # ----------------------------------------------------------------------------- notebook helpers
+def short(text: str, width: int = 70) -> str:
+    """The start of a question for a figure title (one line, cut at a word with '...')."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width].rsplit(" ", 1)[0] + "..."
+
+
 def compare_distributions(cfg, run, data: RunData, methods: Sequence[str], n: int = 4,
                           split: str = "test") -> dict[str, Any]:
     """Belief distributions of several trained methods on n prompts of `split` (those where the
@@ -284,7 +346,7 @@ def compare_distributions(cfg, run, data: RunData, methods: Sequence[str], n: in
     return {"p_star": es.p_star[order], "mask": es.mask[order],
             "dists": {m.upper(): reads[m]["probs"][order] for m in methods},
             "labels": [ds[int(i)]["labels"] for i in order],
-            "titles": [f"{ds[int(i)]['qid']}: {ds[int(i)]['question']}  (JSD " +
+            "titles": [f"{ds[int(i)]['qid']}: {short(ds[int(i)]['question'])}  (JSD " +
                        ", ".join(f"{m} {reads[m]['jsd'][i]:.3f}" for m in methods) + ")"
                        for i in order]}
 

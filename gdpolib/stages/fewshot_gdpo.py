@@ -1,16 +1,18 @@
-"""Few-shot GDPO (notebook 05, section 4): GDPO trained on GPO's p* predicted from k answered
-questions of the run's group vs GDPO trained on the measured p*, both scored against the
-TRUE p* on the run's test prompts. This stage trains GDPO (gdpolib.stages.train)."""
+"""Few-shot GDPO (notebook 05, section 4): GDPO trained on the p* that the best predictor
+(chosen on validation groups) gives from k answered questions of the run's group, vs GDPO
+trained on the meta-train mean's p* and on the measured p*, all scored against the TRUE p* on
+the run's test prompts. This stage trains GDPO (gdpolib.stages.train)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from gdpolib import runs, seeds
 from gdpolib.config import RunConfig
-from gdpolib.gpo.predict import FewShotPrediction, few_shot_p_star
+from gdpolib.gpo.experiment import few_shot_prediction
+from gdpolib.gpo.predict import FewShotPrediction
 from gdpolib.stages.data import prepare_data
 from gdpolib.stages.evaluate import jsd_by_question
 from gdpolib.stages.gpo import GPOExperiment, load_groups, run_gpo
@@ -43,40 +45,56 @@ def gpo_experiment(cfg: RunConfig, run: runs.Run, goqa_exp: GPOExperiment,
     return run_gpo(cfg, run, "survey"), ""
 
 
+@dataclass
+class FewShotGDPO:
+    """Few-shot GDPO for one group: the chosen predictor, its p*, and the JSDs to the TRUE p*."""
+
+    predictor: str                        # chosen on validation groups (GPOExperiment.best)
+    prediction: FewShotPrediction         # its p* (context: the k answered questions)
+    per_question: pd.DataFrame            # qid, method, jsd on the questions every method has
+    table: pd.DataFrame                   # method, jsd (mean over those questions), n_questions
+
+
 def few_shot_gdpo(cfg: RunConfig, run: runs.Run, exp: GPOExperiment, k: int | None = None,
-                  ) -> tuple[pd.DataFrame, FewShotPrediction]:
+                  ) -> FewShotGDPO:
     """Few-shot GDPO for the run's group (`exp`: GPO with that group held out, see
-    gpo_experiment): GDPO trained on GPO's p* (from k answered questions; the GPO method with the
-    best validation score, GPOExperiment.best) vs GDPO trained on the true p*, both scored
-    against the TRUE p* on the run's test prompts of
-    the questions GPO predicted (the k answered ones are left out of every mean); the GPO
-    prediction itself is scored on the same questions.
+    gpo_experiment) from k answered questions: GDPO trained on the p* of the predictor chosen on
+    validation groups (GPOExperiment.best: gpo, gpo_prior, ridge, knn or train_mean), on the
+    meta-train mean's p* (the no-context baseline) and on the true p*; the answered questions
+    keep their true p* in every arm. All are scored against the TRUE p* on the run's test
+    prompts of the predicted questions (the k answered ones are left out of every mean), beside
+    the two predictions themselves.
 
     GDPO-on-true is the run's own `checkpoints/gdpo` (notebook 03's stage, trained here if
-    missing); GDPO-on-predicted lives in its own run `<run>-gpo-k<k>` so that no stage of this
-    run is replaced. Returns a one-row-per-method DataFrame (method, jsd, n_questions) with
-    methods gpo_prediction, gdpo_on_predicted, gdpo_on_true, and the FewShotPrediction.
+    missing); each predicted p* trains GDPO in its own run `<run>-<predictor>-k<k>`, so that no
+    stage of this run is replaced. Methods: prediction, train_mean_prediction,
+    gdpo_on_predicted, gdpo_on_train_mean, gdpo_on_true.
     """
     k = cfg.gpo_k if k is None else k
     data = prepare_data(cfg, run)
     group = data.groups[0] if data.groups else cfg.country_name    # the survey's spelling
-    best = exp.gpos[exp.best]           # the GPO model chosen on the validation groups
-    fs = few_shot_p_star(best.model, best.emb, exp.data, exp.test_plan(group), data.questions, k)
-    sub_cfg = cfg.replace(run_name=f"{cfg.run_dir_name}-gpo-k{k}")
-    sub_run = runs.Run.open(sub_cfg)
-    sub_data = prepare_data(sub_cfg, sub_run, p_star_override=fs.override)
-    train_preference(sub_cfg, sub_run, sub_data, "gdpo")
     train_preference(cfg, run, data, "gdpo")
-    seeds.seed_everything(cfg.seed)      # Run.open of the sub-run re-seeded; restore the order
-    # Both scored on the same test prompts against the TRUE p* (an override changes only the
-    # training target: the sub-run's eval prompts carry the true p*).
-    per_q = {"gpo_prediction": fs.jsd,
-             "gdpo_on_predicted": jsd_by_question(sub_cfg, sub_run, sub_data, "gdpo"),
-             "gdpo_on_true": jsd_by_question(cfg, run, data, "gdpo")}
+    best = exp.best                       # chosen on the validation groups
+    fs = {arm: few_shot_prediction(exp, method, group, k, data.questions)
+          for arm, method in (("predicted", best), ("train_mean", "train_mean"))}
+    per_q = {"prediction": fs["predicted"].jsd, "train_mean_prediction": fs["train_mean"].jsd}
+    for arm, pred in fs.items():        # the same sub-run twice when the mean is the best
+        sub_cfg = cfg.replace(run_name=f"{cfg.run_dir_name}-{pred.method}-k{k}")
+        sub_run = runs.Run.open(sub_cfg)
+        sub_data = prepare_data(sub_cfg, sub_run, p_star_override=pred.override)
+        train_preference(sub_cfg, sub_run, sub_data, "gdpo")
+        per_q[f"gdpo_on_{arm}"] = jsd_by_question(sub_cfg, sub_run, sub_data, "gdpo")
+    seeds.seed_everything(cfg.seed)      # Run.open of a sub-run re-seeded; restore the order
+    # Every arm is scored on the same test prompts against the TRUE p* (an override changes
+    # only the training target: a sub-run's eval prompts carry the true p*).
+    per_q["gdpo_on_true"] = jsd_by_question(cfg, run, data, "gdpo")
     common = sorted(set.intersection(*(set(v) for v in per_q.values())))
     if not common:
         raise ValueError("few-shot GDPO: no predicted question has a test prompt")
-    rows = [{"method": m, "jsd": float(np.mean([v[q] for q in common])),
-             "n_questions": len(common)} for m, v in per_q.items()]
-    log.info("few-shot GDPO (%s, k=%d): %s", group, k, rows)
-    return pd.DataFrame(rows), fs
+    per_question = pd.DataFrame([{"qid": q, "method": m, "jsd": v[q]}
+                                 for m, v in per_q.items() for q in common])
+    table = (per_question.groupby("method", sort=False).jsd.agg(["mean", "count"])
+             .rename(columns={"mean": "jsd", "count": "n_questions"}).reset_index())
+    log.info("few-shot GDPO (%s, k=%d, predictor %s): %s", group, k, best,
+             table.to_dict("records"))
+    return FewShotGDPO(best, fs["predicted"], per_question, table)

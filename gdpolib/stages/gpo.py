@@ -29,7 +29,8 @@ from gdpolib.data import goqa
 from gdpolib.data.opinionqa import attribute_groups, load_opinionqa
 from gdpolib.embeddings import EmbeddingTable
 from gdpolib.gpo.compare import pair_scores
-from gdpolib.gpo.experiment import GPOExperiment, TrainedGPO, method_predictions
+from gdpolib.gpo.experiment import (GPOExperiment, TrainedGPO, method_predictions,
+                                    validation_scores)
 from gdpolib.gpo.groups import (GroupOpinions, from_goqa, from_opinionqa, from_survey,
                                 split_groups, train_mean, with_group_prior)
 from gdpolib.gpo.meta_train import GPOSettings, meta_train
@@ -81,14 +82,20 @@ def _load_lm(cfg: RunConfig, run: Run, name: str):
 
 
 def embed_groups(cfg: RunConfig, run: Run, data: GroupOpinions) -> EmbeddingTable:
-    """Embeddings of every (question, option) of `data` with cfg.gpo_embedder, cached on disk."""
+    """Embeddings of every (question, option) of `data` with cfg.gpo_embedder (a causal LM's
+    states pooled as cfg.gpo_pooling says), cached on disk; a named LM (not the run's policy)
+    is loaded only when the cache misses."""
     items = [data.items[q] for q in sorted(data.items)]
     name = cfg.gpo_embedder
     if embeddings.is_sentence_encoder(name):
         return embeddings.embed_questions(items, name, directory=embeddings.cache_dir(cfg))
+    common = dict(directory=embeddings.cache_dir(cfg), pooling=cfg.gpo_pooling)
+    if name != "policy":
+        return embeddings.embed_questions(items, name, model_name=name, **common,
+                                          load=lambda: _load_lm(cfg, run, name)[:2])
     model, tok, tag = _load_lm(cfg, run, name)
-    return embeddings.embed_questions(items, name, directory=embeddings.cache_dir(cfg),
-                                      model=model, tokenizer=tok, model_name=tag)
+    return embeddings.embed_questions(items, name, model=model, tokenizer=tok, model_name=tag,
+                                      **common)
 
 
 def lm_zero_shot(cfg: RunConfig, run: Run, data: GroupOpinions,
@@ -191,44 +198,51 @@ def run_gpo(cfg: RunConfig, run: Run, dataset: str = "goqa", holdout: Sequence[s
     finally:
         tracker.close()
     plans = eval_plans(data, split["test"], cfg.gpo_k_values, cfg.seed)
-    return GPOExperiment(data, emb, split, plans, gpos, validation_ridge_alpha(cfg, data, split))
+    return validated(GPOExperiment(data, emb, split, plans, gpos), cfg)
 
 
-def validation_ridge_alpha(cfg: RunConfig, data: GroupOpinions, split: dict[str, list[str]]
-                           ) -> float:
-    """The ridge baseline's alpha, chosen on the VALIDATION groups' episodes at k = gpo_k."""
-    val_jobs = [p.job(cfg.gpo_k) for p in eval_plans(data, split["val"], [cfg.gpo_k],
+def validated(exp: GPOExperiment, cfg: RunConfig) -> GPOExperiment:
+    """`exp` with what is chosen on the VALIDATION groups' episodes at k = gpo_k (the episodes
+    meta-training selected GPO's checkpoint on): the ridge baseline's alpha, then every few-shot
+    predictor's score (GPOExperiment.best)."""
+    val_jobs = [p.job(cfg.gpo_k) for p in eval_plans(exp.data, exp.split["val"], [cfg.gpo_k],
                                                       cfg.seed).values()]
-    return ridge_alpha(data, split["train"], val_jobs)
+    exp.ridge_alpha = ridge_alpha(exp.data, exp.split["train"], val_jobs)
+    exp.val_scores = validation_scores(exp, val_jobs)
+    return exp
 
 
 def alignment_table(exp: GPOExperiment, k: int):
     """Alignment per method and test group at k context questions: a long DataFrame with
-    columns method, group, score, n (pairs), plus rows group="ALL" (micro mean over pairs)."""
+    columns method, group, score, n (pairs), step (the meta-training step a GPO method's weights
+    come from; <NA> for a baseline), plus rows group="ALL" (micro mean over pairs)."""
     rows = []
     for method, preds in method_predictions(exp, k).items():
-        s = score(exp.data, preds)
-        rows += [{"method": method, "group": g, "score": v, "n": len(preds[g])}
+        s, step = score(exp.data, preds), exp.selected_step(method)
+        rows += [{"method": method, "group": g, "score": v, "n": len(preds[g]), "step": step}
                  for g, v in s["per_group"].items()]
-        rows.append({"method": method, "group": "ALL", "score": s["score"], "n": s["n"]})
-    return pd.DataFrame(rows)
+        rows.append({"method": method, "group": "ALL", "score": s["score"], "n": s["n"],
+                     "step": step})
+    return pd.DataFrame(rows).astype({"step": "Int64"})
 
 
 def k_curve(exp: GPOExperiment, k_values: Sequence[int]):
     """Alignment (micro mean over test pairs) per method for each k; the targets are the same
-    for every k (EvalPlan). Columns k, method, score."""
+    for every k (EvalPlan). Columns k, method, score, step (as in alignment_table)."""
     rows = []
     for k in k_values:
         for method, preds in method_predictions(exp, k).items():
-            rows.append({"k": k, "method": method, "score": score(exp.data, preds)["score"]})
-    return pd.DataFrame(rows)
+            rows.append({"k": k, "method": method, "score": score(exp.data, preds)["score"],
+                         "step": exp.selected_step(method)})
+    return pd.DataFrame(rows).astype({"step": "Int64"})
 
 
 def seed_pairs(cfg: RunConfig, run: Run, dataset: str, seeds: Sequence[int],
                k_values: Sequence[int], progress: bool = True):
     """Every method's score on every (test group, target question) pair, for each seed (each
     its own group split and models, cached stages) and k: a long DataFrame with columns seed,
-    k, method, group, qid, score (gpo.compare.summarise turns it into the seed table)."""
+    k, method, group, qid, score, step (a GPO method's selected meta-training step, <NA> for a
+    baseline; gpo.compare.summarise turns it into the seed table)."""
     frames, lm = [], None
     for seed in seeds:
         exp = run_gpo(cfg.replace(seed=seed), run, dataset, progress=progress)
@@ -237,16 +251,20 @@ def seed_pairs(cfg: RunConfig, run: Run, dataset: str, seeds: Sequence[int],
         exp.lm_dists = lm
         for k in k_values:
             for method, preds in method_predictions(exp, k).items():
-                frames.append(pair_scores(exp.data, preds).assign(seed=seed, k=k, method=method))
-    cols = ["seed", "k", "method", "group", "qid", "score"]
-    return pd.concat(frames, ignore_index=True)[cols]
+                frames.append(pair_scores(exp.data, preds).assign(
+                    seed=seed, k=k, method=method, step=exp.selected_step(method)))
+    cols = ["seed", "k", "method", "group", "qid", "score", "step"]
+    return pd.concat(frames, ignore_index=True)[cols].astype({"step": "Int64"})
 
 
 def record(run: Run, table, k: int) -> dict:
     """THE writer of the `gpo` part of metrics.json: every method's alignment over the test
-    groups (the alignment_table's "ALL" rows, at k context questions) and k. Returns the part."""
-    overall = table[table.group == "ALL"].set_index("method")["score"]
-    part = {"gpo": {"alignment": {m: float(v) for m, v in overall.items()}, "k": int(k)}}
+    groups (the alignment_table's "ALL" rows, at k context questions), k, and the
+    meta-training step each GPO method's weights come from (selected_step). Returns the part."""
+    overall = table[table.group == "ALL"].set_index("method")
+    steps = overall["step"].dropna()
+    part = {"gpo": {"alignment": {m: float(v) for m, v in overall["score"].items()}, "k": int(k),
+                    "selected_step": {m: int(v) for m, v in steps.items()}}}
     run.merge_metrics(part)
     return part
 

@@ -1,13 +1,14 @@
 """Stages of notebooks 02 and 03: SFT (TRL SFTTrainer) and the preference methods of the
-registry (gdpolib.methods): those of trainer `dpo` (TRL DPOTrainer, unchanged but for their
-trainer_args, e.g. the DPO baseline) and of trainer `gdpo` (GDPOTrainer: GDPO and its ablations),
-each a cached, resumable run stage `checkpoints/<method>/` keyed by its parameters and the hashes
-of the stages it starts from.
+registry (gdpolib.methods): those of trainer `dpo` (TRL DPOTrainer, its loss unchanged but for
+their trainer_args, e.g. the DPO baseline) and of trainer `gdpo` (GDPOTrainer: GDPO and its
+ablations), pairs of similar length batched (gdpolib.trainers.pairs); each a cached, resumable
+run stage `checkpoints/<method>/` keyed by its parameters and the hashes of the stages it starts
+from.
 
   train_sft(cfg, run, data, dataset=None, name="sft") -> Path
   train_preference(cfg, run, data, method) -> Path        a registered preference method
 Model selection is a fixed schedule (the last step) for every method unless `select_by: eval_jsd`
-keeps the step with the lowest eval-subset JSD; never a method's own loss (bug B20).
+keeps the step with the lowest eval-subset JSD; never a method's own loss (docs/deviations.md).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from datasets import Dataset
-from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+from trl import DPOConfig, SFTConfig, SFTTrainer
 
 from gdpolib import beliefs, models
 from gdpolib import methods as registry
@@ -28,6 +29,7 @@ from gdpolib.seeds import stable_hash
 from gdpolib.stages.data import base_model, sequence_length
 from gdpolib.trainers.fit import finish_stage, fit, peft_config, progress_dir, trl_args
 from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
+from gdpolib.trainers.pairs import DPOTrainer
 from gdpolib.trainers.tracking import Tracker, TrackingCallback
 
 # A preference trainer of the registry -> (its TRL config, its TRL trainer, the pair columns).
@@ -143,23 +145,34 @@ def train_preference(cfg, run, data: RunData, method: str) -> Path:
     key = {"stage": method, **cfg.subset(*TRAIN_KEYS, "beta", "eval_every", "eval_subset",
                                          "precompute_ref_log_probs", "model"),
            "steps": steps, "lr": lr, "sft": run.stage_hash("checkpoints/sft"),
-           "data": data_hash(run, data), **extra}
+           "data": data_hash(run, data), "batches": "group_by_length", **extra}
     stage = f"checkpoints/{method}"
     if run.stage_done(stage, key):
         return run.stage_dir(stage)
     s = _start(cfg, run, data, method, key, sft_dir)
-    eval_pairs = pairs["eval"]
-    eval_pairs = eval_pairs.shuffle(seed=cfg.seed).select(range(min(cfg.eval_subset, len(eval_pairs))))
+    # The same eval pairs for every method (the registry's `margins`: the conflicting DPO pairs)
+    # measure the skew like for like; the GDPO family's own shared-belief pairs
+    # (`shared_margins`) are the same draws (row i of data.dpo and data.gdpo), tracked as shared_*.
+    like_for_like = getattr(data, m.margins)["eval"]
+    n_eval = min(cfg.eval_subset, len(like_for_like))
+
+    def subset(ds):    # the same seeded shuffle of equally long datasets: the same rows
+        return ds.shuffle(seed=cfg.seed).select(range(n_eval))
+
+    shared = getattr(data, m.shared_margins)["eval"] if m.shared_margins else None
     tracker = Tracker(s.tok, s.ids, EvalSet.from_table(data.prompts["eval"], cfg.eval_subset,
                                                        cfg.seed),
-                      pairs=eval_pairs, ref_logps_from=s.model, beta=cfg.beta,
-                      batch_size=cfg.eval_batch_size, max_length=s.length)
+                      pairs=subset(like_for_like), ref_logps_from=s.model, beta=cfg.beta,
+                      batch_size=cfg.eval_batch_size, max_length=s.length,
+                      shared_pairs=None if shared is None else subset(shared))
     ref_model = None
     if not (cfg.precompute_ref_log_probs or cfg.lora):
         ref_model, _ = models.load_policy(sft_dir, cfg)
     train = pairs["train"].select_columns(list(cols))
+    # Pairs of similar length share a batch, as SFT's rows (trainers.pairs): random batches
+    # padded every pair to the longest, 1.8-1.9x the real tokens.
     args = trl_args(cfg, args_cls, s.progress, steps, lr, run.path("logs", method),
-                    max_length=s.length, **extra)
+                    max_length=s.length, train_sampling_strategy="group_by_length", **extra)
     kwargs = dict(model=s.model, ref_model=ref_model, args=args, processing_class=s.tok,
                   train_dataset=train, peft_config=peft_config(cfg))
     if m.trainer == "gdpo":

@@ -17,7 +17,7 @@ log-probs (TRL's `precompute_ref_log_probs`, which caches them next to the datas
 The belief prefix `b_c<label>` is the same on both sides of a GDPO pair, so its log-prob cancels
 in the DPO log-ratio; the collator drops it from `completion_mask` (the DPO mask), which keeps the
 DPO value unchanged and the reference log-probs to the response. Spans come from character
-offsets (gdpolib.beliefs.belief_span), never from a '>' token search (bug B8).
+offsets (gdpolib.beliefs.belief_span), never from a '>' token search (docs/deviations.md).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from trl.trainer.utils import global_then_local_main_first
 
 from gdpolib import beliefs, losses
 from gdpolib.models import plain_lm
+from gdpolib.trainers.pairs import LengthGroupedPairs
 
 # Batch keys the GDPO collator adds (the model never sees them).
 GDPO_KEYS = ("belief_span_mask", "answer_pos", "p_star", "belief_mask")
@@ -129,8 +130,9 @@ class GDPOCollator(DataCollatorForPreference):
         return out
 
 
-class GDPOTrainer(DPOTrainer):
-    """TRL's DPOTrainer with the GDPO loss: lambda_cal*KL + lambda_pref*DPO - lambda_nll*log p(b_c).
+class GDPOTrainer(LengthGroupedPairs, DPOTrainer):
+    """TRL's DPOTrainer with the GDPO loss: lambda_cal*KL + lambda_pref*DPO - lambda_nll*log p(b_c),
+    and length-grouped batches of pairs under `train_sampling_strategy="group_by_length"`.
 
     `args` must be a GDPOConfig (the weights and the calibration form); `belief_token_ids` are
     the K_MAX ids of the digits "0".."K_MAX-1" (beliefs.check_belief_tokens). The training rows

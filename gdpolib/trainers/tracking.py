@@ -1,7 +1,8 @@
 """Tracking during training: a fixed eval subset scored every `eval_every` steps (JSD and belief
 mass of the belief read-out; for preference methods the reward margins vs the reference, split by
-majority / minority chosen belief), written as JSON lines next to the checkpoints and forwarded to
-the trackers `report_to` enabled. The numbers come from the same functions as the test evaluation
+majority / minority chosen belief, on the conflicting eval pairs for every method and, for the
+GDPO family, also on its own shared-belief pairs: `shared_*`), written as JSON lines next to the
+checkpoints and forwarded to the trackers `report_to` enabled. The numbers come from the same functions as the test evaluation
 (gdpolib.scoring.readout, gdpolib.margins)."""
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ log = logging.getLogger("gdpolib.trainers")
 
 class Tracker:
     """Evaluates a policy on a FIXED eval subset: JSD and belief mass on eval prompts, and (for
-    preference methods) reward margins vs the reference, split by majority / minority.
+    preference methods) reward margins vs the reference, split by majority / minority, on
+    `pairs` (keys margin_*, accuracy_*) and on `shared_pairs` when given (keys shared_*).
 
     `ref_logps_from`: the model whose pair log-probs are the reference, computed ONCE, here. A
     preference stage passes its policy before the first step (the SFT checkpoint it starts
@@ -33,16 +35,20 @@ class Tracker:
 
     def __init__(self, tokenizer, belief_ids: Sequence[int], prompts: EvalSet,
                  pairs: Dataset | None = None, ref_logps_from=None, beta: float = 0.1,
-                 batch_size: int = 16, max_length: int | None = None):
+                 batch_size: int = 16, max_length: int | None = None,
+                 shared_pairs: Dataset | None = None):
         self.tokenizer, self.belief_ids, self.prompts = tokenizer, list(belief_ids), prompts
         self.beta, self.batch_size, self.max_length = beta, batch_size, max_length
-        self.pairs = encode_pairs(tokenizer, pairs) if pairs is not None else None
-        self.majority = np.asarray(pairs["majority"]).astype(bool) if pairs is not None else None
-        self.ref = None
-        if self.pairs is not None:
+        # (key prefix, encoded pairs, majority [N], reference log-probs [N, 2]) per pair set
+        self.sets = []
+        for prefix, ds in (("", pairs), ("shared_", shared_pairs)):
+            if ds is None:
+                continue
             if ref_logps_from is None:
                 raise ValueError("margins need the reference model (ref_logps_from)")
-            self.ref = pair_logps(ref_logps_from, tokenizer, self.pairs, batch_size, max_length)
+            enc = encode_pairs(tokenizer, ds)
+            self.sets.append((prefix, enc, np.asarray(ds["majority"]).astype(bool),
+                              pair_logps(ref_logps_from, tokenizer, enc, batch_size, max_length)))
 
     def evaluate(self, model) -> dict[str, float]:
         read = readout(model, self.tokenizer, self.prompts, self.belief_ids, self.batch_size)
@@ -50,9 +56,10 @@ class Tracker:
         rec = {"jsd": float(np.mean(read["jsd"][valid])) if valid.any() else float("nan"),
                "belief_mass": float(np.mean(read["mass"][valid])) if valid.any() else 0.0,
                "n_invalid": int((~valid).sum())}
-        if self.pairs is not None:
-            pol = pair_logps(model, self.tokenizer, self.pairs, self.batch_size, self.max_length)
-            rec.update(margin_summary(reward_margins(pol, self.ref, self.beta), self.majority))
+        for prefix, enc, majority, ref in self.sets:
+            pol = pair_logps(model, self.tokenizer, enc, self.batch_size, self.max_length)
+            summary = margin_summary(reward_margins(pol, ref, self.beta), majority)
+            rec.update({prefix + k: v for k, v in summary.items()})
         return rec
 
 

@@ -97,6 +97,9 @@ def main() -> None:
     belief_ids = check_belief_tokens(tok, data.k_max)
     for mode in ("live", "precomputed"):
         train(mode, args, state, model, tok, train_ds, belief_ids)
+    # A gloo group left to the interpreter's exit can abort a rank ("terminate called without
+    # an active exception") after all its work is written.
+    state.destroy_process_group()
 
 
 if __name__ == "__main__":

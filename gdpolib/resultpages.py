@@ -1,0 +1,237 @@
+"""The result pages (results/*.md) and the README's results: their tables are generated from the
+raw data files beside them, so no number on a page is typed by hand.
+
+A page is Markdown with generated blocks:
+
+    <!-- generated: speed-step-overhead -->
+    ... (written by this module)
+    <!-- /generated -->
+
+Each block name is a renderer below that reads its data files (JSON) and returns the block's
+Markdown: the command, commit, machine and date of the measurement, then the table.
+`python -m gdpolib.resultpages` checks every page (exit 1 when a block differs from its data);
+`--write` rewrites the blocks. Text outside the blocks is the page's own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "results"
+BENCH = ROOT / "benchmarks" / "results"
+WRITE_COMMAND = "python -m gdpolib.resultpages --write"
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated -->)",
+                   re.S)
+
+
+class PageError(RuntimeError):
+    """A page names a block no renderer knows, or a data file is missing or malformed."""
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PageError(f"{path.relative_to(ROOT)}: data file missing") from None
+    except json.JSONDecodeError as err:
+        raise PageError(f"{path.relative_to(ROOT)}: not JSON ({err.msg}, line {err.lineno})") from None
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _link(path: Path, page_dir: Path = RESULTS) -> str:
+    return f"[`{path.name}`]({Path(os.path.relpath(path, page_dir)).as_posix()})"
+
+
+def _provenance(path: Path, command: str, commit: str, machine: str, date: str) -> list[str]:
+    """One line: where the data is and what produced it (commit: Markdown, already quoted)."""
+    return [f"Data: {_link(path)}. Command: `{command}`. Commit: {commit}. "
+            f"Machine: {machine}. Date: {date}."]
+
+
+# ---- speed (benchmarks/results/*.json, written by benchmarks/*.py) ----
+
+def _bench_provenance(path: Path, d: dict[str, Any]) -> list[str]:
+    if d["device"] == "cpu":
+        machine = f"CPU, {d['torch_threads']} torch thread(s)"
+        if "load_average" in d or "load_average_1m" in d:
+            load = d.get("load_average", [d.get("load_average_1m")])[0]
+            machine += f", load average {load:.1f} at the start"
+    else:
+        machine = f"{d['device_name']}, {d['torch_threads']} CPU threads"
+    command = d["command"] if d["command"].startswith("python ") else \
+        f"python benchmarks/{d['command']}"
+    return _provenance(path, command, f"`{d['recorded_in_commit']}` (the commit that added the file)",
+                       machine, d["date"][:10])
+
+
+def speed_step_overhead() -> list[str]:
+    path = BENCH / "bench_step_overhead-tiny-cpu-t1-llama.json"
+    d = _load(path)
+    names = {"sft-random": "SFT, random batches", "sft": "SFT, rows of similar length batched",
+             "dpo": "DPO (TRL's DPOTrainer)", "gdpo": "GDPO (GDPOTrainer)"}
+    rows = []
+    for kind, r in d["results"].items():
+        cpu = r["cpu"]
+        rows.append([names.get(kind, kind), f"{cpu['trainer_step_s']['total']:.3f}",
+                     f"{cpu['bare_step_s']:.3f}", f"{cpu['ratio_trainer_over_bare']:.2f}",
+                     f"{r['padding']['padded_over_real']:.2f}", f"{cpu['tracking_per_step_s']:.3f}"])
+    return _bench_provenance(path, d) + [""] + _table(
+        ["trainer", "trainer step (CPU s)", "bare step (CPU s)", "ratio",
+         "padded / real tokens", "in-training evaluation per step (CPU s)"], rows) + [
+        "", f"Tiny model ({d['model_parameters']:,} parameters), batch {d['params']['batch_size']}, "
+            f"median of {next(iter(d['results'].values()))['steps']} steps."]
+
+
+def speed_gdpo_vs_dpo() -> list[str]:
+    path = BENCH / "bench_gdpo_step-gpt2-large-random-cuda.json"
+    d = _load(path)
+    rows = [[m.upper(), f"{d['median_s'][m]:.4f}", f"{d['peak_memory_gib'][m]:.2f}"]
+            for m in ("dpo", "gdpo")]
+    return _bench_provenance(path, d) + [""] + _table(
+        ["trainer", "median step (s)", "peak memory (GiB)"], rows) + [
+        "", f"GPT-2-Large-shaped model ({d['params']:,} parameters, random weights), "
+            f"{d['batch_pairs']} pairs of {d['seq_len']} tokens per step, median of {d['reps']} "
+            f"steps; GDPO / DPO step time: {d['ratio_gdpo_over_dpo']:.3f}."]
+
+
+def speed_jsd_batched() -> list[str]:
+    path = BENCH / "bench_jsd_batched-smollm2-135m-cpu-t1.json"
+    d = _load(path)
+    rows = [[b, f"{d['median_s'][b]:.2f}", f"{d['prompts_per_s'][b]:.2f}",
+             f"{d['speedup_vs_one_at_a_time'].get(b, 1.0):.2f}",
+             f"{d['max_abs_prob_diff_vs_one_at_a_time'].get(b, 0.0):.1e}", f"{d['mean_jsd'][b]:.4f}"]
+            for b in sorted(d["median_s"], key=int)]
+    return _bench_provenance(path, d) + [""] + _table(
+        ["prompts per forward", "median s", "prompts / s", "speed-up", "max |Δp| vs one at a time",
+         "mean JSD"], rows) + [
+        "", f"{d['model']} ({d['checkpoint']}), {d['n_prompts']} prompts of "
+            f"{d['prompt_tokens_mean']:.0f} tokens on average, median of {d['reps']} passes."]
+
+
+# ---- GPO studies (results/gpo/*.json, written by gdpolib.gpo.results.write_results) ----
+
+GPO_KEYS = {"gpo-validation-variants": ("dataset", "variant", "method"),
+            "gpo-planted-signal": ("inputs", "signal", "steps", "method")}
+
+
+def gpo_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """mean ± sd over seeds of `score` per (key columns of the study) × k, from the raw rows."""
+    keys = GPO_KEYS.get(d["study"])
+    if keys is None:
+        raise PageError(f"GPO study {d['study']!r}: no key columns known (GPO_KEYS)")
+    cells: dict[tuple, dict[int, list[float]]] = {}
+    for row in d["rows"]:
+        cells.setdefault(tuple(row[k] for k in keys), {}).setdefault(int(row["k"]), []).append(
+            row["score"])
+    ks = sorted({k for by_k in cells.values() for k in by_k})
+
+    def cell(scores: list[float] | None) -> str:
+        if not scores:
+            return ""
+        if any(s is None for s in scores):
+            raise PageError(f"GPO study {d['study']!r}: a missing score")
+        mean = statistics.fmean(scores)
+        return f"{mean:.4f} ± {statistics.stdev(scores):.4f}" if len(scores) > 1 else f"{mean:.4f}"
+
+    rows = [[*map(str, key), *(cell(by_k.get(k)) for k in ks)] for key, by_k in cells.items()]
+    return [*keys, *(f"k = {k}" for k in ks)], rows
+
+
+def _gpo_score(d: dict[str, Any]) -> str:
+    """The alignment score's definition: the file's, or the dataset's (as notebook 05 scores)."""
+    if d.get("score"):
+        return d["score"]
+    names = {"opinionqa": "1 - WD / WD_max", "goqa": "1 - JS distance"}
+    return " / ".join(sorted({names[r["dataset"]] for r in d["rows"]}))
+
+
+def _gpo_block(name: str) -> Callable[[], list[str]]:
+    def render() -> list[str]:
+        path = RESULTS / "gpo" / f"{name}.json"
+        d = _load(path)
+        env = d["environment"]
+        machine = (", ".join(env["devices"]) if env.get("devices") else
+                   f"CPU ({env['cpu_count']} cores)") + f", {d['torch_threads']} torch thread(s)"
+        header, rows = gpo_table(d)
+        n_seeds = len({r["seed"] for r in d["rows"]})
+        return (_provenance(path, d["command"], f"`{env['git_commit']}`", machine,
+                            d["date"][:10]) + [""]
+                + _table(header, rows) + ["", f"Score: {_gpo_score(d)}; {d['unit']}; "
+                                              f"{n_seeds} seeds."])
+    return render
+
+
+RENDERERS: dict[str, Callable[[], list[str]]] = {
+    "speed-step-overhead": speed_step_overhead,
+    "speed-gdpo-vs-dpo": speed_gdpo_vs_dpo,
+    "speed-jsd-batched": speed_jsd_batched,
+    "gpo-options-validation": _gpo_block("options-validation"),
+    "gpo-planted-opinionqa": _gpo_block("planted-opinionqa"),
+}
+
+
+def render_page(text: str, where: str = "page") -> str:
+    """The page with every generated block rendered from its data."""
+    def fill(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            raise PageError(f"{where}: unknown generated block {name!r} (known: "
+                            f"{', '.join(sorted(RENDERERS))})")
+        body = "\n".join(RENDERERS[name]()) + "\n"
+        return m.group(1) + body + m.group(4)
+    return BLOCK.sub(fill, text)
+
+
+def pages() -> list[Path]:
+    """The result pages, and README.md (its demo findings are a generated block too)."""
+    return [*sorted(RESULTS.glob("*.md")), ROOT / "README.md"]
+
+
+def sync_pages(write: bool = False, files: Sequence[Path] | None = None) -> list[Path]:
+    """The pages whose generated blocks differ from their data (rewritten when `write`)."""
+    stale = []
+    for page in pages() if files is None else files:
+        text = page.read_text(encoding="utf-8")
+        wanted = render_page(text, page.name)
+        if wanted != text:
+            stale.append(page)
+            if write:
+                page.write_text(wanted, encoding="utf-8")
+    return stale
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gdpolib.resultpages",
+                                 description="Check (with --write: regenerate) the tables of the "
+                                             "result pages (results/*.md) from their data files.")
+    ap.add_argument("--write", action="store_true", help="rewrite the stale pages")
+    args = ap.parse_args(argv)
+    try:
+        stale = sync_pages(write=args.write)
+    except PageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    names = ", ".join(p.name for p in stale)
+    if args.write:
+        print(f"rewrote {names}" if stale else "result pages already up to date")
+        return 0
+    if stale:
+        print(f"stale: {names}; run `{WRITE_COMMAND}`", file=sys.stderr)
+        return 1
+    print("result pages up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
