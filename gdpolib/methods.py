@@ -98,6 +98,10 @@ METHODS: tuple[Method, ...] = (
     Method("dpo", "DPO on conflicting pairs (the baseline that skews to the majority)",
            "preference baseline", "trained", trainer="dpo", start="sft", records="dpo",
            schedule="dpo", margins="dpo"),
+    Method("ipo", "IPO (TRL's loss_type='ipo': squared loss on the log-ratio margin, beta its "
+           "regulariser) on the conflicting pairs, a second preference baseline",
+           "preference baseline", "trained", trainer="dpo", start="sft", records="dpo",
+           schedule="dpo", trainer_args={"loss_type": "ipo"}, margins="dpo"),
     Method("gdpo", "GDPO: calibration to the group's belief distribution + belief-conditioned DPO",
            "ours", "trained", trainer="gdpo", start="sft", records="gdpo", schedule="gdpo",
            margins="dpo", shared_margins="gdpo"),
