@@ -41,7 +41,7 @@ def main() -> None:
 
     from gdpolib import beliefs, config, models, runs
     from gdpolib.stages.data import base_model, prepare_data
-    from gdpolib.trainers.fit import training_args
+    from gdpolib.trainers.fit import trl_args
     from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
 
     overrides = {"run_name": "bench-gdpo-step", **dict(args.params)}
@@ -55,8 +55,8 @@ def main() -> None:
         ["prompt", "chosen", "rejected", "p_star", "belief_mask"])
 
     def make(cls, args_cls, out, **extra):
-        targs = training_args(cfg, args_cls, run.path("logs", "bench", out), 1, 1e-4,
-                              run.path("logs", "bench"), beta=cfg.beta, save_strategy="no")
+        targs = trl_args(cfg, args_cls, run.path("logs", "bench", out), 1, 1e-4,
+                         run.path("logs", "bench"), save_strategy="no")
         return cls(model=copy.deepcopy(base), ref_model=copy.deepcopy(base), args=targs,
                    processing_class=tok, train_dataset=pairs, **extra)
 

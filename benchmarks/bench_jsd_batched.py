@@ -42,7 +42,8 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from gdpolib import beliefs, config, generation, metrics, models, runs
+    from gdpolib import beliefs, config, generation, models, runs
+    from gdpolib.metrics.distances import mean_jsd
     from gdpolib.stages.data import base_model, prepare_data
 
     overrides = {"run_name": "bench-jsd-batched", **dict(args.params)}
@@ -73,7 +74,7 @@ def main() -> None:
         sync()
         t0 = time.perf_counter()
         probs = generation.belief_distributions(model, tok, prompts, ids, batch_size=bs)
-        jsd = metrics.mean_jsd(probs, p_star, mask)
+        jsd = mean_jsd(probs, p_star, mask)
         sync()
         return time.perf_counter() - t0, probs, jsd
 

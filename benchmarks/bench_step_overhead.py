@@ -186,9 +186,9 @@ def main() -> None:
 
     from gdpolib import beliefs, config, models, runs
     from gdpolib.generation import max_context
-    from gdpolib.scoring import EvalSet
+    from gdpolib.evalset import EvalSet
     from gdpolib.stages.data import base_model, prepare_data, sequence_length
-    from gdpolib.trainers.fit import training_args
+    from gdpolib.trainers.fit import trl_args
     from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
     from gdpolib.trainers.pairs import DPOTrainer
     from gdpolib.trainers.tracking import Tracker
@@ -209,9 +209,9 @@ def main() -> None:
         common = dict(save_strategy="no", max_length=length)
         if kind.startswith("sft"):
             sampling = "random" if kind == "sft-random" else "group_by_length"
-            targs = training_args(cfg, SFTConfig, out_dir, n, cfg.sft_lr, out_dir, **common,
-                                  completion_only_loss=True, packing=False,
-                                  train_sampling_strategy=sampling)
+            targs = trl_args(cfg, SFTConfig, out_dir, n, cfg.sft_lr, out_dir, **common,
+                             completion_only_loss=True, packing=False,
+                             train_sampling_strategy=sampling)
             trainer = SFTTrainer(
                 model=model, args=targs, processing_class=tok,
                 train_dataset=data.sft["train"].select_columns(["prompt", "completion"]))
@@ -225,16 +225,16 @@ def main() -> None:
             lr = cfg.dpo_lr if dpo else cfg.gdpo_lr
             common["train_sampling_strategy"] = "random" if kind.endswith("-random") else "group_by_length"
             if dpo:
-                targs = training_args(cfg, DPOConfig, out_dir, n, lr, out_dir, beta=cfg.beta, **common)
+                targs = trl_args(cfg, DPOConfig, out_dir, n, lr, out_dir, **common)
                 trainer = DPOTrainer(model=model, ref_model=ref, args=targs, processing_class=tok,
                                      train_dataset=pairs["train"].select_columns(cols))
             else:
-                targs = training_args(cfg, GDPOConfig, out_dir, n, lr, out_dir, beta=cfg.beta, **common)
+                targs = trl_args(cfg, GDPOConfig, out_dir, n, lr, out_dir, **common)
                 trainer = GDPOTrainer(model=model, ref_model=ref, args=targs, processing_class=tok,
                                       train_dataset=pairs["train"].select_columns(cols),
                                       belief_token_ids=ids)
             ev = pairs["eval"].shuffle(seed=cfg.seed).select(range(min(cfg.eval_subset, len(pairs["eval"]))))
-            tracker = Tracker(tok, ids, eval_set, pairs=ev, ref_model=ref, beta=cfg.beta,
+            tracker = Tracker(tok, ids, eval_set, pairs=ev, ref_logps_from=ref, beta=cfg.beta,
                               batch_size=cfg.eval_batch_size, max_length=length)
         batches = batches_of(trainer, n)
         timers = Timers()

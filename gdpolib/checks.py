@@ -1,22 +1,16 @@
 """Checks that run before any run folder is written, kept light (no transformers; torch only to
 ask for a GPU that was named) so that every entry point reports a problem at once: is the device
 there, are the data inputs here (downloaded once if remote), is the model available on this
-machine, and does the survey hold the group(s) to align to, with enough questions and no text
-too long?"""
+machine? (Whether the survey holds the group(s) to align to is gdpolib.data.preflight's.)"""
 from __future__ import annotations
 
 import importlib.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from gdpolib import groupnames, sources
-from gdpolib.beliefs import BeliefError, make_scheme
+from gdpolib import sources
 from gdpolib.config import ConfigError, RunConfig, resolve_path
 from gdpolib.sources import SourceError
-
-if TYPE_CHECKING:
-    from gdpolib.data.survey import Survey
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -90,57 +84,6 @@ def check_model(cfg: RunConfig) -> None:
             f"({type(err).__name__}: {str(err).splitlines()[0][:120]}): download it where the hub "
             f"is reachable and pass its folder as `model`, or use model tiny / smollm2-135m"
         ) from None
-
-
-def check_groups(cfg: RunConfig) -> None:
-    """ConfigError (one line, close matches suggested) when the survey cannot be read or lacks
-    a group to align to. GlobalOpinionQA countries are checked by the config already; OpinionQA
-    reads only its group lists; a survey file is read and checked whole (so with bad_rows=error
-    a malformed file fails here, before anything is written)."""
-    if cfg.survey not in ("opinionqa", "file"):
-        return
-    from gdpolib.data.opinionqa import attribute_groups, group_aliases
-    from gdpolib.data.survey import SurveyError, read_survey, resolve_group
-
-    source = "opinionqa_path" if cfg.survey == "opinionqa" else "survey_path"
-    try:
-        if cfg.survey == "opinionqa":
-            table = attribute_groups(sources.for_run(cfg, "opinionqa_path"))
-            survey = None
-        else:
-            survey = read_survey(sources.for_run(cfg, "survey_path"), cfg.bad_rows)
-    except (SurveyError, SourceError, OSError) as err:
-        raise ConfigError(f"parameter {source!r}: {err}") from None
-    try:
-        if survey is None:
-            for name in groupnames.targets(cfg):
-                resolve_group(name, list(table), group_aliases(table), "OpinionQA")
-            return
-        groups = [survey.resolve(name) for name in groupnames.targets(cfg) or [survey.only_group()]]
-    except SurveyError as err:
-        raise ConfigError(f"parameter {'groups' if cfg.groups else 'group'!r}: {err}") from None
-    try:
-        survey.check_text_lengths(cfg.max_text_chars)
-    except SurveyError as err:
-        raise ConfigError(f"parameter 'max_text_chars': {err}") from None
-    check_survey_size(cfg, survey, groups)
-
-
-def check_survey_size(cfg: RunConfig, survey: Survey, groups: list[str]) -> None:
-    """ConfigError when a group has fewer usable questions than min_questions, counted as the
-    data stage counts them (under its belief scheme, whose option map check_data fetched)."""
-    try:
-        scheme = make_scheme(cfg)
-    except (BeliefError, SourceError) as err:
-        raise ConfigError(f"parameter 'belief_scheme': {err}") from None
-    for group in groups:
-        usable, report = scheme.apply(survey.questions(), group)
-        if len(usable) < cfg.min_questions:
-            raise ConfigError(
-                f"parameter 'min_questions': group {group!r} of {survey.report.origin} has "
-                f"{len(usable)} usable question(s) under belief_scheme {cfg.belief_scheme} "
-                f"({report.n_questions} in the survey); min_questions is {cfg.min_questions}: "
-                f"lower it to run on so few questions anyway")
 
 
 def check_data(cfg: RunConfig) -> None:

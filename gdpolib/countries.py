@@ -52,12 +52,6 @@ class UnknownCountryError(ValueError):
     """A country name that is neither a dataset key nor a known alias."""
 
 
-def non_national_twin(country: str) -> str:
-    """The '(Non-national sample)' key that belongs to a national sample (it may not exist)."""
-    base = country.split(" (")[0]
-    return f"{base} (Non-national sample)"
-
-
 def resolve_country(name: str, available: tuple[str, ...] | list[str] | None = None) -> str:
     """Map a user's country name to the dataset's spelling.
 

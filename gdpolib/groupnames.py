@@ -5,7 +5,7 @@ Parameters (declared in gdpolib.config): `survey` (goqa | opinionqa | file), `su
 `group`, `groups`, and `country`, which stays GlobalOpinionQA's name for the group: for
 survey=goqa, `group` is `country` under its general name, and wins when both are set (a
 notebook's parameters cell always sets `country`). The data decides whether a name exists
-(gdpolib.checks.check_groups, before a run is written).
+(gdpolib.data.preflight.check_groups, before a run is written).
 """
 from __future__ import annotations
 

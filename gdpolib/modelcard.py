@@ -1,8 +1,9 @@
 """The model card (README.md) of a published model, written from its run folder's records: YAML
 metadata (licence, base model, datasets, tags), the method, base model and group, how to read the
-belief distribution, the test metrics of every method in metrics.json, the main parameters and
-the full resolved config, data provenance and citations. Absolute local paths are shortened to
-file names and credentials masked (gdpolib.scrub): nothing of this machine leaves it.
+belief distribution, the test metrics of every method in metrics.json and the findings checked on
+them (gdpolib.report.claims), the main parameters and the full resolved config, data provenance
+and citations. Absolute local paths are shortened to file names and credentials masked
+(gdpolib.scrub): nothing of this machine leaves it.
 A damaged record raises integrity.RecordError naming the file.
 """
 from __future__ import annotations
@@ -17,20 +18,17 @@ import datasets as ds
 import yaml
 
 from gdpolib import integrity, sources
+from gdpolib import methods as registry
+from gdpolib.metrics import registry as metric_registry
+from gdpolib.report import claims
 from gdpolib.scrub import scrub, scrub_text
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-METRIC_ORDER = ("jsd", "jsd_sampled", "jsd_digits", "belief_mass", "tvd", "cbc", "bpc", "rs",
-                "invalid_rate", "margin_majority", "margin_minority")
+METRIC_ORDER = metric_registry.keys(table="card", intervals=False)   # the metric registry's
 PARAM_KEYS = ("model", "country", "belief_scheme", "split_by", "max_questions", "seed",
               "batch_size", "grad_accum", "sft_steps", "sft_lr", "dpo_steps", "dpo_lr",
               "gdpo_steps", "gdpo_lr", "beta", "lambda_cal", "lambda_nll", "lambda_pref",
               "calibration_form", "lora", "lora_r", "dtype", "select_by")
-METHOD_NAMES = {"sft": "supervised fine-tuning on beliefs drawn from the group's distribution",
-                "dpo": "DPO on conflicting pairs (the baseline that skews to the majority)",
-                "gdpo": "GDPO: calibration to the group's belief distribution + belief-conditioned DPO",
-                "cdpo": "GDPO ablation without the calibration and belief terms (cdpo)",
-                "mft": "GDPO ablation without the preference term (mft)"}
 BASE_MODELS = {"gpt2-large": "openai-community/gpt2-large", "gpt2": "openai-community/gpt2",
                "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 CITATIONS = """\
@@ -197,7 +195,7 @@ def _model_card(run_dir: Path, method: str, repo_id: str) -> str:
 
 # {repo_id.split('/')[-1]}
 
-{base_text[0].upper() + base_text[1:]}, trained with **{method}** ({METHOD_NAMES.get(method, method)})
+{base_text[0].upper() + base_text[1:]}, trained with **{method}** ({registry.get(method).description})
 to answer survey questions the way the group **{group}** does: the model first writes a belief token (the
 digit of an answer option) whose probability should follow the group's distribution of answers
 p*(b|x), then a response that voices that belief. Trained with the `gdpolib` toolkit (GDPO and
@@ -231,6 +229,13 @@ better); margins = mean DPO reward margin on test pairs whose chosen belief is t
 a minority one.
 
 {metrics_table(metrics, method)}
+
+## Findings
+
+The paper's claims checked on these test numbers (`gdpolib.report.claims`: yes / NO; a claim
+whose numbers the run lacks is left out):
+
+{chr(10).join(claims.card_lines(metrics)) or "No claim could be checked on this run's numbers."}
 
 ## Training
 

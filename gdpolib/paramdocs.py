@@ -1,11 +1,14 @@
-"""The files generated from the run parameters' declaration (gdpolib.config.RunConfig):
-params/defaults.yaml (every parameter, its default, help and rule) and docs/parameters.md (the
-same as tables, one per section). `python -m gdpolib.paramdocs` checks them (exit 1 when stale);
-`--write` rewrites them.
+"""The files generated from declarations: from the run parameters' (gdpolib.sections, joined in
+gdpolib.config.RunConfig) params/defaults.yaml (every parameter, its default, help and rule) and
+docs/parameters.md (the same as tables, one per section); from the metric registry
+(gdpolib.metrics.registry) docs/metrics.md (every key of metrics.json: meaning, function,
+convention, direction). `python -m gdpolib.paramdocs` checks them (exit 1 when stale); `--write`
+rewrites them.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import textwrap
@@ -16,9 +19,11 @@ import yaml
 
 from gdpolib.config import (DEFAULTS_FILE, FIELDS, HINTS, PROJECT_ROOT, SECTIONS,
                             default_of)
+from gdpolib.metrics import registry as metric_registry
 from gdpolib.paramspec import allowed_text, has_rule
 
 PARAMETERS_FILE = PROJECT_ROOT / "docs" / "parameters.md"
+METRICS_FILE = PROJECT_ROOT / "docs" / "metrics.md"
 WRITE_COMMAND = "python -m gdpolib.paramdocs --write"
 
 
@@ -28,19 +33,13 @@ def _yaml_value(value: Any) -> str:
 
 
 def _sections() -> list[tuple[str, list[str]]]:
-    starts = {first: title for title, first in SECTIONS.items()}
-    out: list[tuple[str, list[str]]] = []
-    for name in FIELDS:
-        if name in starts:
-            out.append((starts[name], []))
-        out[-1][1].append(name)
-    return out
+    return [(title, [f.name for f in dataclasses.fields(cls)]) for title, cls in SECTIONS.items()]
 
 
 def render_defaults_yaml() -> str:
     """params/defaults.yaml: every parameter, its help and rule as a comment, by section."""
     lines = textwrap.wrap(
-        f"GENERATED from gdpolib/config.py by `{WRITE_COMMAND}`: edit the declaration there, not "
+        f"GENERATED from gdpolib/sections/ by `{WRITE_COMMAND}`: edit the declaration there, not "
         "this file (runs start from the dataclass defaults; this file documents them and can be "
         "passed with -f). The defaults are the embedded demo: offline, the tiny model, the local "
         "partial GlobalOpinionQA. Paths are relative to the project root.",
@@ -58,11 +57,12 @@ def render_defaults_yaml() -> str:
 
 PAGE_INTRO = f"""# Parameters
 
-<!-- generated from gdpolib/config.py by `{WRITE_COMMAND}`; do not edit -->
+<!-- generated from gdpolib/sections/ by `{WRITE_COMMAND}`; do not edit -->
 
-Every run parameter, its default, what it accepts and what it does. The list is declared once, in
-`gdpolib/config.py` (`RunConfig`); `{WRITE_COMMAND}` regenerates this page and
-`params/defaults.yaml` from it (a test fails when they are stale).
+Every run parameter, its default, what it accepts and what it does, by section. Each is declared
+once, in its section of `gdpolib/sections/` (`gdpolib/config.py`'s `RunConfig` joins them);
+`{WRITE_COMMAND}` regenerates this page and `params/defaults.yaml` from them (a test fails when
+they are stale).
 
 Parameters merge in papermill's order: the defaults < each `-f` params file in order < `-p KEY
 VALUE`. Values are checked before a run writes anything: a misspelled key, a wrong type, a value
@@ -89,9 +89,11 @@ def render_parameters_page() -> str:
 
 
 def sync_generated(write: bool = False, defaults_file: Path = DEFAULTS_FILE,
-                   parameters_file: Path = PARAMETERS_FILE) -> list[Path]:
-    """The generated files that differ from the declaration (rewritten when `write`)."""
-    wanted = {defaults_file: render_defaults_yaml(), parameters_file: render_parameters_page()}
+                   parameters_file: Path = PARAMETERS_FILE, metrics_file: Path = METRICS_FILE
+                   ) -> list[Path]:
+    """The generated files that differ from their declarations (rewritten when `write`)."""
+    wanted = {defaults_file: render_defaults_yaml(), parameters_file: render_parameters_page(),
+              metrics_file: metric_registry.render_docs()}
     stale = [p for p, text in wanted.items()
              if not p.exists() or p.read_text(encoding="utf-8") != text]
     if write:
@@ -103,7 +105,8 @@ def sync_generated(write: bool = False, defaults_file: Path = DEFAULTS_FILE,
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gdpolib.paramdocs",
                                  description="Check (with --write: regenerate) params/defaults.yaml"
-                                             " and docs/parameters.md from RunConfig.")
+                                             ", docs/parameters.md and docs/metrics.md from "
+                                             "their declarations.")
     ap.add_argument("--write", action="store_true", help="rewrite the stale files")
     args = ap.parse_args(argv)
     stale = sync_generated(write=args.write)

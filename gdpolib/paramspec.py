@@ -95,14 +95,15 @@ def resolve_path(path: str | Path) -> Path:
 def param(default: Any, help: str, *, choices: Sequence[Any] = (), ge: float | None = None,
           gt: float | None = None, le: float | None = None, lt: float | None = None,
           pattern: str | None = None, check: Callable[[Any], str | None] | None = None,
-          allowed: str | None = None) -> Any:
-    """A RunConfig field: its default plus the metadata `validate` and the docs read."""
+          allowed: str | None = None, trl: str | None = None) -> Any:
+    """A RunConfig field: its default plus the metadata `validate` and the docs read; `trl`
+    names the TRL config argument the value is (gdpolib.sections.training builds them)."""
     if not help.strip():
         raise ValueError("every parameter needs a help sentence")
     if (pattern or check) and not allowed:
         raise ValueError("a pattern or check rule needs allowed= (the text errors show)")
     meta = {"help": help, "choices": tuple(choices), "ge": ge, "gt": gt, "le": le, "lt": lt,
-            "pattern": pattern, "check": check, "allowed": allowed}
+            "pattern": pattern, "check": check, "allowed": allowed, "trl": trl}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -120,6 +121,16 @@ def path_problem(value: str, kind: str) -> str | None:
         return f"{value!r} is {'a folder' if p.is_dir() else 'not a regular file'}, not a file{where}"
     if not os.access(p, os.R_OK | (os.X_OK if p.is_dir() else 0)):
         return f"{value!r} is not readable{where}"
+    return None
+
+
+FRACTIONS = "three non-negative numbers summing to 1"
+
+
+def fractions_problem(value: list[float]) -> str | None:
+    """Why `value` is not three fractions summing to 1 (a split's), or None."""
+    if len(value) != 3 or any(f < 0 for f in value) or abs(sum(value) - 1) > 1e-6:
+        return f"{value!r} are not three non-negative fractions summing to 1"
     return None
 
 

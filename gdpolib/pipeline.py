@@ -20,13 +20,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 
 from gdpolib import console, folders
 from gdpolib.config import (PROJECT_ROOT, ConfigError, add_params_arguments, load_config,
                             read_yaml)
 from gdpolib.checks import ModelLoadError
-from gdpolib.paramspec import load_yaml
 from gdpolib.runs import RunError, claim
 from gdpolib.scrub import hand_over
 
@@ -44,14 +42,6 @@ def numbered_notebooks(only: Sequence[str] | None = None) -> list[Path]:
                              f"{NOTEBOOK_DIR} (have {', '.join(p.name for p in books)})")
         books = [p for p in books if p.name[:2] in wanted]
     return books
-
-
-def parse_value(text: str) -> Any:
-    """`-p` values are YAML scalars, as in papermill (`-p lr 1e-4`, `-p ablations [cdpo]`)."""
-    try:
-        return load_yaml(text)
-    except yaml.YAMLError:
-        return text
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -103,7 +93,7 @@ def cpu_seconds() -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    overrides = {k: parse_value(v) for k, v in args.params}
+    overrides = dict(args.params)          # YAML scalars, as papermill parses -p
     try:
         cfg = load_config(args.files, overrides)
         books = numbered_notebooks(args.only)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from gdpolib import metrics
+from gdpolib.metrics.distances import renormalise
 
 
 def _start(text: str, width: int) -> str:
@@ -107,8 +107,8 @@ def plot_eval_metrics(table, interpretable: Mapping[str, bool] | None = None):
     read at the answer position (every method and baseline; lower is better) and the sampled
     outputs (methods that generate). table: DataFrame indexed by method
     (evaluate.evaluate_methods). `interpretable`: method -> whether its outputs are well-formed
-    (report.well_formed); a method that is not has its CBC, BPC, RS and sampled-JSD bars hatched
-    and named in the title, as not interpretable. The dashed line is the sampled JSD's noise
+    (report.claims.well_formed); a method that is not has its CBC, BPC, RS and sampled-JSD bars
+    hatched and named in the title, as not interpretable. The dashed line is the sampled JSD's noise
     floor (a calibrated model's value at the same number of samples)."""
     read_cols = [c for c in READOUT_METRICS if c in table.columns]
     samp_cols = [c for c in SAMPLED_METRICS if c in table.columns and table[c].notna().any()]
@@ -177,7 +177,8 @@ def plot_margins(tracks, methods: Sequence[str] = ("dpo", "gdpo")):
     minority-chosen (dashed) pairs: one panel per method on the SAME conflicting pairs (the
     skew, like for like), and for GDPO one more on its own shared-belief pairs, where the belief
     prefix cancels (the paper's Finding 1). tracks: DataFrame of tracking records
-    (report.load_tracks) with method, step, margin_* and, for the GDPO family, shared_margin_*."""
+    (report.frames.load_tracks) with method, step, margin_* and, for the GDPO family,
+    shared_margin_*."""
     present = set(tracks["method"])
     panels = [(m, "margin_", "conflicting eval pairs") for m in methods if m in present]
     panels += [(m, "shared_margin_", "its own shared-belief eval pairs")
@@ -225,8 +226,8 @@ def plot_belief_bars(p_star, dists: Mapping[str, np.ndarray], mask, labels: Sequ
     rows = []
     for i in range(len(titles)):
         ks = [k for k in range(len(mask[i])) if mask[i][k]]
-        sources = {"p* (target)": metrics.renormalise(p_star[i:i + 1], mask[i:i + 1])[0]}
-        sources.update({n: metrics.renormalise(d[i:i + 1], mask[i:i + 1])[0] for n, d in dists.items()})
+        sources = {"p* (target)": renormalise(p_star[i:i + 1], mask[i:i + 1])[0]}
+        sources.update({n: renormalise(d[i:i + 1], mask[i:i + 1])[0] for n, d in dists.items()})
         for name, p in sources.items():
             rows += [{"prompt": i, "belief": f"{k}. {labels[i][k][:18]}", "p": p[k], "source": name}
                      for k in ks]

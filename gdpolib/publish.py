@@ -28,10 +28,11 @@ import datasets as ds
 from huggingface_hub import HfApi
 
 from gdpolib import folders, integrity
+from gdpolib import methods as registry
 from gdpolib.modelcard import REPO_ID, model_card, run_record
 
-# Stages with a model to publish (checkpoints/<method>): the trained methods and ICF's SFT.
-METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "icf")
+# Stages with a model to publish (checkpoints/<method>): the registry's trained methods.
+METHODS = tuple(registry.names(lambda m: m.trained))
 # Stage bookkeeping that goes to training/ (or nowhere) rather than next to the weights.
 TRAINING_FILES = ("summary.json", "log_history.json", "tracking.jsonl")
 SKIP_FILES = ("stage.json",)

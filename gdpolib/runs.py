@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import importlib.metadata
 import json
 import logging
 import os
 import platform
-import random
 import shutil
 import subprocess
 import sys
@@ -34,14 +32,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
-import numpy as np
 import yaml
 
 from gdpolib import console, folders, integrity
-from gdpolib.checks import check_data, check_device, check_groups, check_model
+from gdpolib.checks import check_data, check_device, check_model
 from gdpolib.config import PROJECT_ROOT, RunConfig
+from gdpolib.data.preflight import check_groups
 from gdpolib.paramspec import name_problem
 from gdpolib.scrub import scrub
+from gdpolib.seeds import seed_everything, stable_hash
 
 log = logging.getLogger("gdpolib")
 SUBDIRS = ("data", "checkpoints", "figures", "notebooks", "logs", "stages")
@@ -61,41 +60,6 @@ class RunError(RuntimeError):
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "accelerate", "peft", "datasets", "tokenizers",
                     "sentence-transformers", "numpy", "scipy", "pandas", "seaborn", "papermill")
-
-
-def seed_everything(seed: int) -> None:
-    """The one place seeds are set: python, numpy, torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
-    # Deferred on purpose (here and in environment_record): the pipeline checks run folders
-    # before any notebook starts, and must not pay for importing torch to do so.
-    import torch
-
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def stable_seed(*parts: object) -> int:
-    """A stable 64-bit seed from strings (Python's hash() is salted per process), so that each
-    item's random draws depend only on its own identity (seed, qid, style, ...)."""
-    blob = json.dumps([str(p) for p in parts]).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little")
-
-
-def stable_hash(obj: Any) -> str:
-    """A short content hash of a JSON-able object (dict keys sorted)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes (first 16 hex digits), for stage keys that depend on inputs."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def git_commit() -> str | None:

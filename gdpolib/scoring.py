@@ -11,87 +11,17 @@ probability raises.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from gdpolib import beliefs, generation, metrics
-
-
-@dataclasses.dataclass
-class EvalSet:
-    """Prompts with what the metrics need. Lists/arrays have N rows; per-belief vectors have
-    K_MAX columns."""
-
-    prompts: list[str]            # what the model sees (few-shot context + prompt)
-    questions: list[str]          # the question text (what the chat judge is shown)
-    qids: list[str]
-    styles: list[str]
-    p_star: np.ndarray            # [N, K] the group's TRUE p*
-    mask: np.ndarray              # [N, K] 0/1
-    labels: list[list[str]]       # [N][K]
-    references: list[list[str]]   # [N][K] a reference response per belief ("" = none)
-    ordinals: np.ndarray | None = None   # [N, K] ordinal value per belief, NaN off the scale
-
-    @classmethod
-    def from_table(cls, table, n: int | None = None, seed: int = 0) -> "EvalSet":
-        """From an eval-prompt table (datasets.Dataset) of the data stage: all rows, or a fixed
-        seeded subset of n rows (the tracking callback's eval subset)."""
-        if n is not None and n < len(table):
-            table = table.shuffle(seed=seed).select(range(n))
-        prompts = list(table["prompt"])
-        questions = list(table["question"]) if "question" in table.column_names else prompts
-        mask = np.asarray(table["belief_mask"], dtype=np.int64)
-        return cls(prompts=prompts, questions=questions, qids=[str(q) for q in table["qid"]],
-                   styles=[str(s) for s in table["style"]],
-                   p_star=np.asarray(table["p_star"], dtype=np.float64), mask=mask,
-                   labels=[list(x) for x in table["labels"]],
-                   references=[list(x) for x in table["references"]],
-                   ordinals=_ordinals(table, mask.shape))
-
-    def uniform(self) -> np.ndarray:
-        """[N, K] the uniform distribution over each question's belief set (1/|B|): the
-        `uniform` baseline's read-out."""
-        return self.mask / self.mask.sum(axis=1, keepdims=True)
-
-    def context_free(self, train: "EvalSet") -> np.ndarray:
-        """[N, K] the `context_free` baseline's read-out: for each prompt, the mean p* of the
-        training questions (`train`, each question once) whose belief set is the prompt's (under
-        `options`: the same number of options). It ignores the question, as GPO's meta-train
-        mean does: a model at this baseline has learnt only where answers tend to fall. A
-        belief set no training question has gets the uniform distribution over it."""
-        first = {q: i for i, q in reversed(list(enumerate(train.qids)))}
-        rows = sorted(first.values())
-        means: dict[bytes, np.ndarray] = {}
-        for key in {train.mask[i].tobytes() for i in rows}:
-            same = [i for i in rows if train.mask[i].tobytes() == key]
-            means[key] = train.p_star[same].mean(axis=0)
-        uniform = self.uniform()
-        return np.stack([means.get(m.tobytes(), uniform[i]) for i, m in enumerate(self.mask)])
-
-    def with_prompts(self, prompts: Sequence[str]) -> "EvalSet":
-        return dataclasses.replace(self, prompts=list(prompts))
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-
-def _ordinals(table, shape: tuple[int, int]) -> np.ndarray | None:
-    """[N, K] ordinal values from the table's `ordinal` column (a row's [] = no order: NaN);
-    None when no row has one."""
-    if "ordinal" not in table.column_names:
-        return None
-    rows = list(table["ordinal"])
-    if not any(rows):
-        return None
-    out = np.full(shape, np.nan)
-    for i, row in enumerate(rows):
-        if row:
-            out[i] = np.asarray(row, dtype=np.float64)
-    return out
+from gdpolib import beliefs, generation
+from gdpolib.evalset import EvalSet
+from gdpolib.metrics import distances, sampled
+from gdpolib.schemes import BeliefScheme
+from gdpolib.sections.evaluation import EvaluationSection
 
 
 # ----------------------------------------------------------------------------- read-out
@@ -116,18 +46,18 @@ def score_probs(probs, es: EvalSet) -> dict[str, np.ndarray]:
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(f"read-out of question {es.qids[i]} (prompt {i}) holds NaN, inf or a "
                          f"negative probability: the model's weights or logits are broken")
-    valid = metrics.has_mass(probs, es.mask)
+    valid = distances.has_mass(probs, es.mask)
     out = {k: np.full(len(probs), np.nan) for k in PER_PROMPT}
     out["mass"] = (probs * es.mask).sum(axis=1)
-    out["entropy_target"] = metrics.entropy_per_prompt(es.p_star, es.mask)
+    out["entropy_target"] = distances.entropy_per_prompt(es.p_star, es.mask)
     if valid.any():
         p, q, m = probs[valid], es.p_star[valid], es.mask[valid]
-        out["jsd"][valid] = metrics.jsd_per_prompt(p, q, m)
-        out["jsd_digits"][valid] = metrics.jsd_digits_per_prompt(p, q)
-        out["tvd"][valid] = metrics.tvd_per_prompt(p, q, m)
-        out["entropy"][valid] = metrics.entropy_per_prompt(p, m)
+        out["jsd"][valid] = distances.jsd_per_prompt(p, q, m)
+        out["jsd_digits"][valid] = distances.jsd_digits_per_prompt(p, q)
+        out["tvd"][valid] = distances.tvd_per_prompt(p, q, m)
+        out["entropy"][valid] = distances.entropy_per_prompt(p, m)
         if es.ordinals is not None:
-            out["wasserstein"][valid] = metrics.wasserstein_per_prompt(p, q, m, es.ordinals[valid])
+            out["wasserstein"][valid] = distances.wasserstein_per_prompt(p, q, m, es.ordinals[valid])
     return {"probs": probs, "valid": valid, **out}
 
 
@@ -154,7 +84,7 @@ def readout_summary(read: dict[str, np.ndarray], es: EvalSet, seed: int = 0,
         if not keep.any():
             continue
         out[key] = float(vals[keep].mean())
-        out[f"{key}_ci"] = list(metrics.bootstrap_ci(vals[keep], qids[valid][keep], n_boot, seed))
+        out[f"{key}_ci"] = list(distances.bootstrap_ci(vals[keep], qids[valid][keep], n_boot, seed))
         if key == "wasserstein":
             out["wasserstein_prompts"] = int(keep.sum())
     out.update({"belief_mass": float(np.mean(read["mass"][valid])),
@@ -185,7 +115,7 @@ def readout(model, tokenizer, es: EvalSet, belief_ids: Sequence[int], batch_size
 
 # ----------------------------------------------------------------------------- samples
 def parse_samples(samples: Sequence[Sequence[str]], es: EvalSet, k_max: int) -> dict[str, list]:
-    """Parse [N][n] texts with the belief parser (invalid -> metrics.INVALID, never 0).
+    """Parse [N][n] texts with the belief parser (invalid -> sampled.INVALID, never 0).
 
     Returns {"belief": [N][n] ints, "label": [N][n] str|None, "response": [N][n] str,
     "valid": [N][n] bool, "reason": [N][n] str}. A digit outside the question's belief set is
@@ -194,7 +124,7 @@ def parse_samples(samples: Sequence[Sequence[str]], es: EvalSet, k_max: int) -> 
     out: dict[str, list] = {k: [] for k in ("belief", "label", "response", "valid", "reason")}
     for i, row in enumerate(samples):
         parsed = [beliefs.parse_completion(t, k_max, es.mask[i], require_label=False) for t in row]
-        out["belief"].append([p.belief if p.valid else metrics.INVALID for p in parsed])
+        out["belief"].append([p.belief if p.valid else sampled.INVALID for p in parsed])
         out["label"].append([p.label for p in parsed])
         out["response"].append([p.response.strip() for p in parsed])
         out["valid"].append([p.valid for p in parsed])
@@ -215,36 +145,37 @@ def judge_samples(judge, parsed: dict[str, list], es: EvalSet, per_prompt: int):
     return res, where
 
 
-def score_samples(model, tokenizer, es: EvalSet, cfg, *, k_max: int, scheme: str, embed, judge,
-                  option_map: dict[str, int] | None = None) -> dict[str, Any]:
-    """Sample `cfg.n_samples` completions per prompt and score them.
+def score_samples(model, tokenizer, es: EvalSet, ev: EvaluationSection, *, seed: int,
+                  scheme: BeliefScheme, embed, judge) -> dict[str, Any]:
+    """Sample `ev.n_samples` completions per prompt (the evaluation section's sampling) and
+    score them; CBC is the belief scheme's consistency check.
 
     Returns {"summary": the sampled numbers, "per_prompt": DataFrame [N rows], "samples": one
     dict per sample (text, parsed belief/label/response, cbc, rs, bpc verdict)}.
     """
     start = time.time()
     texts = generation.sample_completions(
-        model, tokenizer, es.prompts, cfg.n_samples, temperature=cfg.temperature, top_k=cfg.top_k,
-        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-        batch_size=max(1, cfg.eval_batch_size // max(cfg.n_samples, 1)), seed=cfg.seed,
+        model, tokenizer, es.prompts, ev.n_samples, temperature=ev.temperature, top_k=ev.top_k,
+        top_p=ev.top_p, max_new_tokens=ev.max_new_tokens,
+        batch_size=max(1, ev.eval_batch_size // max(ev.n_samples, 1)), seed=seed,
         progress=True)
-    parsed = parse_samples(texts, es, k_max)
+    parsed = parse_samples(texts, es, scheme.k_max)
     b = np.asarray(parsed["belief"], dtype=np.int64)
-    jsd_s = metrics.sampled_jsd_per_prompt(b, es.p_star, es.mask)
-    floor = metrics.noise_floor(es.p_star, es.mask, cfg.n_samples, seed=cfg.seed)
-    _, invalid = metrics.belief_counts(b, es.mask)
-    cbc_flags = [[metrics.class_belief_consistent(bb, d, es.labels[i], scheme, option_map)
+    jsd_s = sampled.sampled_jsd_per_prompt(b, es.p_star, es.mask)
+    floor = sampled.noise_floor(es.p_star, es.mask, ev.n_samples, seed=seed)
+    _, invalid = sampled.belief_counts(b, es.mask)
+    cbc_flags = [[scheme.consistent(bb, d, es.labels[i])
                   for bb, d in zip(b[i], parsed["label"][i])] for i in range(len(es))]
-    rs = metrics.reference_similarity(parsed["response"], b, es.references, embed)
-    bpc_res, judged = judge_samples(judge, parsed, es, cfg.judge_samples)
+    rs = sampled.reference_similarity(parsed["response"], b, es.references, embed)
+    bpc_res, judged = judge_samples(judge, parsed, es, ev.judge_samples)
     bpc = {ij: v for ij, v in zip(judged, bpc_res.verdicts)}
 
     summary = {
         "jsd_sampled": float(jsd_s.mean()), "noise_floor": float(floor.mean()),
         "cbc": float(np.mean(cbc_flags)), "bpc": bpc_res.bpc, "rs": float(rs.mean()),
         "invalid_rate": float(invalid.sum() / b.size),
-        "majority_bias": metrics.majority_bias(b, es.p_star, es.mask),
-        "n_prompts": len(es), "n_samples": cfg.n_samples,
+        "majority_bias": sampled.majority_bias(b, es.p_star, es.mask),
+        "n_prompts": len(es), "n_samples": ev.n_samples,
         "bpc_judged": bpc_res.judged, "bpc_api_errors": bpc_res.api_errors,
         "bpc_unparseable": bpc_res.unparseable, "judge": type(judge).__name__,
         "seconds": round(time.time() - start, 2)}

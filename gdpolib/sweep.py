@@ -50,13 +50,12 @@ from typing import Any, Sequence
 import yaml
 
 from gdpolib import folders, runs, sweep_tables
+from gdpolib import methods as registry
 from gdpolib.config import (PROJECT_ROOT, ConfigError, RunConfig, add_params_arguments,
-                            load_config, resolve_path)
+                            load_config, resolve_path, value_text)
 from gdpolib.paramspec import name_problem
 from gdpolib.scrub import scrub, scrub_text
 
-# The training entry point's methods (`python -m gdpolib.train --method`), one subprocess each.
-TRAIN_METHODS = ("uniform", "zeroshot", "sft", "dpo", "gdpo", "cdpo", "mft")
 ENTRIES = ("train", "pipeline")
 MARKER = "sweep-cell.json"    # written into a run folder when its cell finished
 LOG_TAIL = 40                 # lines of a failed run's log shown in the report
@@ -71,7 +70,7 @@ class Cell:
     params: list[str]                   # this cell's own params files (the params axis)
     extra: dict[str, str]               # grid KEY -> value (as given on the command line)
     files: list[str]                    # every -f file, in order
-    overrides: list[tuple[str, str]]    # every -p pair, in order (the cell's values last)
+    overrides: list[tuple[str, Any]]    # every -p pair, in order (the cell's values last)
     cfg: RunConfig
 
     @property
@@ -97,7 +96,7 @@ class Cell:
         for f in self.files:
             args += ["-f", f]
         for key, value in self.overrides:
-            args += ["-p", key, value]
+            args += ["-p", key, value_text(value)]
         return args
 
 
@@ -115,7 +114,7 @@ def config_hash(cfg: RunConfig) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def build_grid(files: Sequence[str], overrides: Sequence[tuple[str, str]], countries: Sequence[str],
+def build_grid(files: Sequence[str], overrides: Sequence[tuple[str, Any]], countries: Sequence[str],
                seeds: Sequence[int], params: Sequence[str], grid: Sequence[str]) -> list[Cell]:
     """Every cell, with its parameters validated (ConfigError names the cell and the key)."""
     axes: dict[str, list[str]] = {}
@@ -243,7 +242,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--countries", required=True, help="comma-separated, e.g. sa,pk,us or 'Japan'")
     ap.add_argument("--seeds", default="0", help="comma-separated integers (default 0)")
     ap.add_argument("--methods", default="sft,dpo,gdpo",
-                    help=f"train entry: comma-separated among {', '.join(TRAIN_METHODS)}")
+                    help=f"train entry: comma-separated methods of the registry "
+                         f"(gdpolib.methods: {', '.join(registry.names())})")
     ap.add_argument("--param-files", nargs="+", default=[], metavar="FILE[+FILE]",
                     help="the params-file axis: one cell per file (a+b = both files)")
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -294,10 +294,10 @@ def _start_ray(address: str | None, num_cpus: int | None):
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     methods = _split(args.methods)
-    bad = [m for m in methods if m not in TRAIN_METHODS]
+    bad = [m for m in methods if m not in registry.BY_NAME]
     try:
         if bad:
-            raise ConfigError(f"--methods: {bad} not among {', '.join(TRAIN_METHODS)}")
+            raise ConfigError(f"--methods: {bad} not among {', '.join(registry.names())}")
         seeds = [int(s) for s in _split(args.seeds)]
         cells = build_grid(args.files, [tuple(p) for p in args.params], _split(args.countries),
                            seeds, args.param_files, args.grid)

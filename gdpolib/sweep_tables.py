@@ -9,20 +9,16 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-
-# Read-out-only baselines a run's metrics.json holds whatever methods the cell asked for
-# (gdpolib.stages.evaluate.BASELINES; not imported: that module loads torch).
-BASELINES = ("uniform", "context_free", "zeroshot")
+from gdpolib import methods as registry
+from gdpolib.report import claims, seeds
 
 
 def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
     """One row per run x method: grid labels, the run's protocol (metrics.json data.protocol),
-    the run name and every test number (report.flat_numbers: an interval `<x>_ci` as
+    the run name and every test number (claims.flat_numbers: an interval `<x>_ci` as
     `<x>_ci_lo` and `<x>_ci_hi`). `cells`: gdpolib.sweep.Cell (name, run_dir, labels());
-    `methods`: cell name -> the methods it was asked for; the BASELINES a run recorded come
-    too, so that every table has them beside the methods."""
-    from gdpolib.report import flat_numbers   # deferred: gdpolib.report imports torch
-
+    `methods`: cell name -> the methods it was asked for; the registry's baselines a run
+    recorded come too, so that every table has them beside the methods."""
     rows = []
     for cell in cells:
         path = cell.run_dir / "metrics.json"
@@ -31,8 +27,10 @@ def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
         metrics = json.loads(path.read_text())
         protocol = metrics.get("data", {}).get("protocol")
         recorded = metrics.get("methods", {})
-        for m in dict.fromkeys([*(b for b in BASELINES if b in recorded), *methods[cell.name]]):
-            numbers = flat_numbers({**recorded.get(m, {}), **metrics.get("skew", {}).get(m, {})})
+        for m in dict.fromkeys([*(b for b in registry.baselines() if b in recorded),
+                                  *methods[cell.name]]):
+            numbers = claims.flat_numbers({**recorded.get(m, {}),
+                                           **metrics.get("skew", {}).get(m, {})})
             if "jsd" in numbers:
                 labels = {**cell.labels(), **({"protocol": protocol} if protocol else {})}
                 rows.append({**labels, "method": m, "run": cell.name, **numbers})
@@ -40,11 +38,10 @@ def collect(cells: Sequence, methods: dict[str, list[str]]) -> pd.DataFrame:
 
 
 def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -> str:
-    """results.md: the multi-seed table (report.seed_summary: mean ± sd per protocol x grid cell
-    x country x method) and each finding with the seeds it holds in (report.seed_findings)."""
-    # Deferred: gdpolib.report imports torch (through scoring), and --help or a config error
-    # should not wait for it.
-    from gdpolib import report
+    """results.md: the multi-seed table (report.seeds.seed_summary: mean ± sd per protocol x grid
+    cell x country x method) and each claim with the seeds it holds in
+    (report.claims.seed_findings)."""
+    # Deferred: the data package loads datasets, and --help or a config error should not wait.
     from gdpolib.data.splits import PROTOCOLS
 
     keys = [c for c in runs.columns if c not in ("seed", "run", "method", "split_by", "country")
@@ -52,7 +49,7 @@ def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -
             and (c != "params" or runs[c].nunique() > 1 or runs[c].iloc[0] != "-")] + ["country"]
     if "protocol" in keys:     # protocol first: one block of rows per protocol
         keys = ["protocol"] + [k for k in keys if k != "protocol"]
-    summary = report.seed_summary(runs, keys, [*BASELINES, *method_order])
+    summary = seeds.seed_summary(runs, keys, [*registry.baselines(), *method_order])
     text = "\n".join([
         f"# Results over {runs['seed'].nunique()} seed(s): mean ± sd", "",
         "Read-out metrics on the test prompts (jsd: renormalised over the belief set; "
@@ -60,10 +57,10 @@ def write_results(runs: pd.DataFrame, path: Path, method_order: Sequence[str]) -
         "normalised, ordinal beliefs only). Protocols: " + "; ".join(
             f"`{p}` = {PROTOCOLS.get(p, p)}" for p in dict.fromkeys(
                 runs.get("protocol", pd.Series(dtype=str)).dropna())) + ".", "",
-        report.seed_markdown(summary, keys), "", "## Findings, with the seeds they hold in", "",
-        *(f"- {line}" for line in report.seed_findings(runs, keys)), "",
+        seeds.seed_markdown(summary, keys), "", "## Findings, with the seeds they hold in", "",
+        *(f"- {line}" for line in claims.seed_findings(runs, keys)), "",
         "## The paper's findings as the demo checks them, with the seeds they hold in", "",
-        *(f"- {line}" for line in report.seed_findings(runs, keys, report.PAPER_CLAIMS)), ""])
+        *(f"- {line}" for line in claims.seed_findings(runs, keys, demo=True)), ""])
     path.write_text(text)
     return text
 
@@ -88,7 +85,7 @@ def summarize(runs: pd.DataFrame, method_order: Sequence[str]) -> pd.DataFrame:
     for row in runs[cells].itertuples(index=False):
         first.setdefault(tuple(row), len(first))
     table["_cell"] = [first[tuple(r)] for r in table[cells].itertuples(index=False)]
-    order = list(dict.fromkeys([*BASELINES, *method_order]))      # the baselines first
+    order = list(dict.fromkeys([*registry.baselines(), *method_order]))      # the baselines first
     table["_method"] = table["method"].map({m: i for i, m in enumerate(order)})
     return (table.sort_values(["_cell", "_method"]).drop(columns=["_cell", "_method"])
             .reset_index(drop=True))

@@ -2,7 +2,7 @@
 TRL trainers: none | tensorboard | trackio | wandb.
 
 The TRL trainers get their trackers from transformers (`report_to` in their arguments, see
-trainers.fit.training_args), and the tracking callback forwards our own numbers (eval JSD,
+trainers.fit.trl_args), and the tracking callback forwards our own numbers (eval JSD,
 belief mass, reward margins by majority / minority) through them. A loop of ours opens a
 `Tracker` here instead:
 

@@ -4,10 +4,11 @@
     python -m gdpolib.train -f params/us.yaml -f params/smollm2-135m.yaml -p gdpo_steps 50 --method dpo
     accelerate launch --num_processes 4 -m gdpolib.train -f params/gpt2-large.yaml --method gdpo
 
-Builds (or reuses) the data stage and the SFT stage, trains the method (sft | dpo | gdpo | cdpo |
-mft | all = sft, dpo, gdpo and the `ablations`), writes its test-split numbers into the run's
-metrics.json and prints the stage folder last. The baselines `uniform` (1/|B|) and `zeroshot`
-(the untrained base model) train nothing: their test read-out is recorded (its folder printed).
+Builds (or reuses) the data stage and the SFT stage, trains the method (any method of the registry,
+gdpolib.methods; `all` = every trained method of `methods` and `ablations`, by default sft, dpo
+and gdpo), writes its test-split numbers into the run's metrics.json and prints the stage folder
+last. A method that trains nothing (the baselines `uniform` and `zeroshot`, the prompted `kshot`)
+gets its test read-out recorded (its folder printed).
 With `push_to_hub: <repo id>` the method's model, its model card and the built datasets are then
 published (gdpolib.publish). Under `accelerate launch` (DDP) every process
 trains; data, stage bookkeeping, tracking and the test evaluation run on the main process.
@@ -22,17 +23,15 @@ import logging
 import sys
 
 from gdpolib import config, folders, integrity, runs
+from gdpolib import methods as registry
 from gdpolib.checks import ModelLoadError
 from gdpolib.config import add_params_arguments
-
-METHODS = ("sft", "dpo", "gdpo", "cdpo", "mft", "uniform", "zeroshot", "all")
-BASELINES = ("uniform", "zeroshot")   # nothing to train (gdpolib.stages.evaluate.BASELINES)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m gdpolib.train", description=__doc__.split("\n\n")[0])
     add_params_arguments(ap)
-    ap.add_argument("--method", default="gdpo", choices=METHODS)
+    ap.add_argument("--method", default="gdpo", choices=[*registry.names(), "all"])
     ap.add_argument("--no-eval", action="store_true", help="skip the test-split evaluation")
     return ap.parse_args(argv)
 
@@ -63,8 +62,7 @@ def _train(cfg: config.RunConfig, args: argparse.Namespace) -> int:
     from gdpolib import publish
     from gdpolib.models import resolve_device
     from gdpolib.stages.data import base_model, prepare_data
-    from gdpolib.stages.evaluate import test_readout
-    from gdpolib.stages.train import train_preference, train_sft
+    from gdpolib.stages.evaluate import method_model, test_readout
 
     # cpu=True on a CPU run: otherwise main_process_first() waits for nobody under a
     # multi-process CPU launch and every process builds the data stage at once.
@@ -73,21 +71,22 @@ def _train(cfg: config.RunConfig, args: argparse.Namespace) -> int:
     with state.main_process_first():        # data and the tiny base model are built once
         data = prepare_data(cfg, run)
         base_model(cfg, run, data)
-    methods = (["sft", "dpo", "gdpo", *cfg.ablations] if args.method == "all" else [args.method])
+    methods = ([m for m in registry.in_order([*cfg.methods, *cfg.ablations])
+                if registry.get(m).trained] if args.method == "all" else [args.method])
     log = logging.getLogger("gdpolib.train")
     out = None
     for method in methods:
-        if method in BASELINES:
-            out = run.stage_dir(f"stages/test/{method}")
+        if registry.get(method).trained:
+            out, _ = method_model(cfg, run, data, method)
         else:
-            out = (train_sft(cfg, run, data) if method == "sft"
-                   else train_preference(cfg, run, data, method))
+            out = run.stage_dir(f"stages/test/{method}")
         if state.is_main_process and not args.no_eval:
             numbers = test_readout(cfg, run, data, method)
             log.info("%s test: %s", method, json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                                          for k, v in numbers.items()}))
     state.wait_for_everyone()
-    if state.is_main_process and cfg.push_to_hub and args.method not in BASELINES:
+    if state.is_main_process and cfg.push_to_hub and (args.method == "all"
+                                                       or registry.get(args.method).trained):
         published = "gdpo" if args.method == "all" else args.method
         folder = publish.prepare_upload(run.root, published, cfg.push_to_hub)
         log.info("published %s: %s", published, publish.push(folder, cfg.push_to_hub))

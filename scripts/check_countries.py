@@ -14,8 +14,7 @@ import sys
 import tempfile
 import time
 
-from gdpolib import config, models, runs
-from gdpolib.beliefs import make_scheme
+from gdpolib import config, models, runs, schemes
 from gdpolib.data import goqa
 from gdpolib.generation import max_context
 from gdpolib.stages.data import base_model, prepare_data, sequence_length
@@ -28,7 +27,7 @@ def main() -> int:
     args = ap.parse_args()
     base = config.load_config(args.files, dict(args.params))
     data = goqa.load_for_run(base)
-    scheme = make_scheme(base)
+    scheme = schemes.for_config(base)
     countries = [c for c in data.countries if len(scheme.apply(data.questions, c)[0]) >= args.min]
     failed = []
     with tempfile.TemporaryDirectory() as out:

@@ -32,9 +32,8 @@ from scipy.stats import bootstrap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gdpolib.config import load_config  # noqa: E402
+from gdpolib.config import add_params_arguments, load_config  # noqa: E402
 from gdpolib.gpo.results import provenance, write_results  # noqa: E402
-from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.fewshot_gdpo import few_shot_gdpo  # noqa: E402
 from gdpolib.stages.gpo import run_gpo  # noqa: E402
@@ -76,9 +75,7 @@ def paired(cells: pd.DataFrame, a: str, b: str, seed: int = 0) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-f", dest="files", action="append", default=[], help="params file(s)")
-    ap.add_argument("-p", dest="overrides", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"), help="a run parameter")
+    add_params_arguments(ap)
     ap.add_argument("--countries", nargs="+", default=["us", "pk", "sa"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--k", type=int, default=20)
@@ -88,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     record = provenance()
-    overrides = {k: parse_value(v) for k, v in args.overrides}
+    overrides = dict(args.params)
     cfg = load_config(files=args.files, overrides={**overrides, "gpo_k": args.k})  # fails fast
     specs = [{"files": args.files, "overrides": overrides, "country": c, "seed": s, "k": args.k,
               "output_root": args.output_root} for c in args.countries for s in args.seeds]

@@ -38,13 +38,12 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdpolib import models  # noqa: E402
-from gdpolib.config import gpo_k_problem, load_config  # noqa: E402
+from gdpolib.config import add_params_arguments, gpo_k_problem, load_config  # noqa: E402
 from gdpolib.gpo.experiment import GPOExperiment, predictions  # noqa: E402
 from gdpolib.gpo.groups import split_groups  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
 from gdpolib.gpo.predict import eval_plans, predict, score  # noqa: E402
 from gdpolib.gpo.results import provenance, write_results  # noqa: E402
-from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import embed_groups, load_groups, validated  # noqa: E402
 
@@ -82,9 +81,7 @@ def figure(rows: list[dict], ks: list[int], baselines: dict, path: Path) -> None
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-f", dest="files", action="append", default=[], help="params file(s)")
-    ap.add_argument("-p", dest="overrides", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"), help="a run parameter")
+    add_params_arguments(ap)
     ap.add_argument("--dataset", default="opinionqa", choices=("goqa", "opinionqa"))
     ap.add_argument("--k", type=int, nargs=2, default=[20, 50], help="the two k of the slope")
     budget = ap.add_mutually_exclusive_group(required=True)
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--output-root", default="outputs/gpo_gpu_steps")
     ap.add_argument("--out", required=True, help="the JSON results file (the figure: .png)")
     args = ap.parse_args(argv)
-    overrides = {k: parse_value(v) for k, v in args.overrides}
+    overrides = dict(args.params)
     cfg = load_config(files=args.files, overrides={**overrides, "output_root": args.output_root,
                                                    "run_name": "gpu-steps", "update_run": True})
     if (problem := gpo_k_problem(args.k, cfg.gpo_ctx_range)):

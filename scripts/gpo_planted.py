@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gdpolib.config import gpo_k_problem, load_config  # noqa: E402
+from gdpolib.config import add_params_arguments, gpo_k_problem, load_config  # noqa: E402
 from gdpolib.gpo.experiment import GPOExperiment, TrainedGPO, method_predictions  # noqa: E402
 from gdpolib.gpo.groups import split_groups  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
@@ -38,7 +38,6 @@ from gdpolib.gpo.planted import (between_group_sd, factor_table, first_factor,  
                                  planted_groups)
 from gdpolib.gpo.predict import eval_plans, score  # noqa: E402
 from gdpolib.gpo.results import provenance, write_results  # noqa: E402
-from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import embed_groups, load_groups, validated  # noqa: E402
 
@@ -93,9 +92,7 @@ def table(rows: pd.DataFrame) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("-f", dest="files", action="append", default=[], help="params file(s)")
-    ap.add_argument("-p", dest="overrides", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"), help="a run parameter")
+    add_params_arguments(ap)
     ap.add_argument("--dataset", default="opinionqa", choices=("goqa", "opinionqa"))
     ap.add_argument("--signals", type=float, nargs="+", default=[0.06, 0.18])
     ap.add_argument("--steps", type=int, nargs="+", default=[300, 1200])
@@ -108,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     record = provenance()
-    overrides = {k: parse_value(v) for k, v in args.overrides}
+    overrides = dict(args.params)
     cfg = load_config(files=args.files, overrides=overrides)
     if (problem := gpo_k_problem(args.k, cfg.gpo_ctx_range)):
         raise SystemExit(f"--k: {problem}")

@@ -30,13 +30,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gdpolib import config  # noqa: E402
 from gdpolib.config import gpo_k_problem, load_config  # noqa: E402
 from gdpolib.gpo.compare import pair_scores, seed_table_text, summarise  # noqa: E402
 from gdpolib.gpo.groups import split_groups, with_group_prior  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
 from gdpolib.gpo.predict import eval_plans  # noqa: E402
 from gdpolib.gpo.results import provenance, write_results  # noqa: E402
-from gdpolib.pipeline import parse_value  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, embed_groups, load_groups,  # noqa: E402
                                 method_predictions, seed_pairs, validated)
@@ -108,7 +108,7 @@ def parse_variants(argv: list[str]) -> list[tuple[str, str, dict]]:
             cur[1] = next(it)
         elif a == "-p" and cur is not None:
             key, value = next(it), next(it)
-            cur[2][key] = parse_value(value)
+            cur[2][key] = config.parse_value(value)
         else:
             raise SystemExit(f"unexpected argument {a!r} in the variants")
     return [tuple(v) for v in out]
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     split_at = argv.index("--variant") if "--variant" in argv else len(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("mode", choices=("validation", "test"))
-    ap.add_argument("-f", dest="files", action="append", default=[], help="params file(s)")
-    ap.add_argument("-p", dest="overrides", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"), help="a parameter for every variant")
+    config.add_params_arguments(ap)           # -f / -p: for every variant
     ap.add_argument("--dataset", action="append", required=True, choices=("goqa", "opinionqa"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 10, 20, 30],
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     record = provenance()
     if args.mode == "validation" and not args.out.endswith(".json"):
         raise SystemExit(f"--out {args.out}: validation writes a .json file")
-    common = {k: parse_value(v) for k, v in args.overrides}
+    common = dict(args.params)
     if args.mode == "validation":
         variants = [(BASELINES, "", {})] + [(n, m, {**common, **o})
                                               for n, m, o in parse_variants(argv[split_at:])]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from gdpolib import config, runs
-from gdpolib.report import markdown_table
+from gdpolib.report.table2 import markdown_table
 from gdpolib.stages import groups as group_stage
 from gdpolib.stages.data import prepare_data
 

@@ -1,7 +1,7 @@
 """Findings over seeds and countries from finished pipeline runs: each run's metrics.json (the
 methods and baselines, their paired differences and margins) in one table, the paper's findings
-as the demo checks them counted per country over seeds (report.seed_findings with
-report.PAPER_CLAIMS, and report.CLAIMS), as JSON and as text.
+as the demo checks them counted per country over seeds (gdpolib.report.claims.seed_findings:
+the demo's claims, and the others), as JSON and as text.
 
     python scripts/seed_table.py outputs/sa-tiny outputs/sa-tiny-seed1 ... --out results/demo/seeds.json
 
@@ -24,11 +24,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gdpolib import report, sweep_tables  # noqa: E402
-from gdpolib.config import PROJECT_ROOT  # noqa: E402
-from gdpolib.config import resolve_country  # noqa: E402
+from gdpolib import sweep_tables  # noqa: E402
+from gdpolib.config import PROJECT_ROOT, default_of, resolve_country  # noqa: E402
+from gdpolib.report import claims  # noqa: E402
 
-METHODS = ["sft", "dpo", "gdpo"]
+METHODS = default_of("methods")      # the demo's methods (the registry's baselines come too)
 IGNORED = {"run_name", "output_root", "seed", "country", "update_run"}
 
 
@@ -76,8 +76,8 @@ def main(argv=None) -> int:
         seen[key] = c.name
     rows = sweep_tables.collect(cells, {c.name: METHODS for c in cells})
     keys = ["protocol", "country"]
-    findings = {"paper_claims": report.seed_findings(rows, keys, report.PAPER_CLAIMS),
-                "claims": report.seed_findings(rows, keys)}
+    findings = {"paper_claims": claims.seed_findings(rows, keys, demo=True),
+                "claims": claims.seed_findings(rows, keys)}
     params = {k for c in cells for k in c.config if k not in IGNORED
               and len({json.dumps(d.config.get(k)) for d in cells}) > 1}
     for line in findings["paper_claims"]:

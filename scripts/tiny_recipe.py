@@ -24,10 +24,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdpolib import config, runs  # noqa: E402
-from gdpolib.pipeline import parse_value, torch_threads  # noqa: E402
+from gdpolib import methods as registry  # noqa: E402
+from gdpolib.pipeline import torch_threads  # noqa: E402
 from gdpolib.stages.data import base_model, prepare_data  # noqa: E402
-from gdpolib.stages.evaluate import Judging, evaluate_method  # noqa: E402
-from gdpolib.stages.train import PREFERENCE_METHODS, train_preference, train_sft  # noqa: E402
+from gdpolib.stages.evaluate import Judging, evaluate_method, method_model  # noqa: E402
 
 REPORTED = ("jsd", "belief_mass", "jsd_sampled", "invalid_rate", "cbc", "rs", "bpc",
             "margin_majority", "margin_minority", "shared_margin_majority",
@@ -42,12 +42,13 @@ def main(argv=None) -> int:
     config.add_params_arguments(ap)
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",")]
-    unknown = [m for m in methods if m != "sft" and m not in PREFERENCE_METHODS]
+    trainable = registry.names(lambda m: m.trained)
+    unknown = [m for m in methods if m not in trainable]
     if unknown:
-        print(f"error: --methods: unknown {', '.join(unknown)} (allowed: sft, "
-              f"{', '.join(PREFERENCE_METHODS)})", file=sys.stderr)
+        print(f"error: --methods: unknown {', '.join(unknown)} (allowed: {', '.join(trainable)})",
+              file=sys.stderr)
         return 2
-    params = {k: parse_value(v) for k, v in args.params}     # YAML scalars, as the pipeline's -p
+    params = dict(args.params)              # YAML scalars (config.add_params_arguments)
     overrides = {**params, "output_root": args.output_root, "run_name": args.name}
     try:
         cfg = config.load_config(args.files, overrides)
@@ -62,8 +63,7 @@ def main(argv=None) -> int:
     with open(run.path("recipe.jsonl"), "a", encoding="utf-8") as out:
         for method in methods:
             start = time.time()
-            train_sft(cfg, run, data) if method == "sft" else train_preference(cfg, run, data,
-                                                                                method)
+            method_model(cfg, run, data, method)       # trained here, or reused
             trained = time.time() - start
             summary = evaluate_method(cfg, run, data, method, judging)
             row = {"name": args.name, "method": method, "params": params,

@@ -2,14 +2,16 @@
 its origin, the value and what is allowed), and the files generated from the declaration."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from gdpolib import config, paramdocs, pipeline
+from gdpolib import config, paramdocs
 from gdpolib.paramspec import allowed_text, rule_problem
 from gdpolib.config import ConfigError, RunConfig, load_config, read_yaml, validate
 
@@ -40,8 +42,41 @@ def test_every_parameter_has_help_and_its_default_obeys_its_rules():
         help_text = f.metadata["help"]
         assert help_text.endswith(".") and len(help_text.split()) >= 3, name
         assert rule_problem(config.FIELDS[name].metadata, config.default_of(name)) is None, name
-    assert set(config.SECTIONS.values()) <= set(config.FIELDS)
-    assert next(iter(config.FIELDS)) in config.SECTIONS.values()   # the first field opens a section
+    # each field is declared in exactly one section, and the flat view holds them all, in order
+    declared = [f.name for cls in config.SECTIONS.values() for f in dataclasses.fields(cls)]
+    assert declared == list(config.FIELDS) and len(set(declared)) == len(declared)
+
+
+def test_sections_are_views_of_the_flat_config():
+    cfg = load_config(overrides={"beta": 0.3, "n_samples": 4, "model": "tiny", "gpo_k": 5})
+    assert cfg.training.beta == 0.3 and cfg.evaluation.n_samples == 4
+    assert cfg.policy.model == "tiny" and cfg.gpo.gpo_k == 5 and cfg.data.country == "sa"
+    assert not hasattr(cfg.training, "n_samples")          # a section holds only its own fields
+    assert cfg.training.schedule("dpo") == (cfg.dpo_steps, cfg.dpo_lr)
+
+
+def test_training_section_builds_the_trl_configs():
+    """The training fields that are TRL arguments reach SFTConfig / DPOConfig / GDPOConfig by
+    their `trl` names (no hand mapping); a config takes only the ones it has."""
+    from trl import DPOConfig, SFTConfig
+
+    from gdpolib.trainers.gdpo_trainer import GDPOConfig
+
+    t = load_config(overrides={"batch_size": 3, "grad_accum": 2, "beta": 0.2, "lambda_nll": 0.5,
+                               "calibration_form": "full", "save_every": 7,
+                               "warmup_steps": 50}).training
+    common = dict(output_dir="x", seed=1, use_cpu=True, bf16=False, report_to=[])
+    sft = t.trl_args(SFTConfig, steps=20, lr=1e-3, cuda=False, logs_dir=Path("logs/sft"), **common)
+    assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps, sft.save_steps,
+            sft.max_steps, sft.learning_rate, sft.warmup_steps) == (3, 2, 7, 20, 1e-3, 19)
+    assert sft.run_name == "sft" and not sft.gradient_checkpointing
+    gdpo = t.trl_args(GDPOConfig, steps=5, lr=1e-4, cuda=False, logs_dir=Path("l"),
+                      lambda_cal=0.0, **common)
+    assert (gdpo.beta, gdpo.lambda_nll, gdpo.calibration_form) == (0.2, 0.5, "full")
+    assert gdpo.lambda_cal == 0.0                           # the method's own value wins
+    dpo = t.trl_args(DPOConfig, steps=5, lr=1e-4, cuda=False, logs_dir=Path("l"),
+                     loss_type="ipo", **common)
+    assert dpo.beta == 0.2 and dpo.loss_type == ["ipo"] and not hasattr(dpo, "lambda_nll")
 
 
 def test_n_styles_bound_is_the_number_of_styles():
@@ -67,16 +102,20 @@ def test_generated_files_are_up_to_date():
 
 def test_stale_generated_files_are_found_and_rewritten(tmp_path):
     defaults, page = tmp_path / "defaults.yaml", tmp_path / "parameters.md"
+    metrics_md = tmp_path / "metrics.md"
     defaults.write_text(config.DEFAULTS_FILE.read_text().replace("seed: 0", "seed: 1"))
     page.write_text(paramdocs.PARAMETERS_FILE.read_text().replace("| `seed` | `0` |", "| `seed` | `9` |"))
-    assert paramdocs.sync_generated(False, defaults, page) == [defaults, page]
+    metrics_md.write_text(paramdocs.METRICS_FILE.read_text().replace("lower", "higher", 1))
+    files = [defaults, page, metrics_md]
+    assert paramdocs.sync_generated(False, *files) == files
     assert "seed: 1" in defaults.read_text()             # checking writes nothing
-    assert paramdocs.sync_generated(True, defaults, page) == [defaults, page]
+    assert paramdocs.sync_generated(True, *files) == files
     assert defaults.read_text() == config.DEFAULTS_FILE.read_text()
     assert page.read_text() == paramdocs.PARAMETERS_FILE.read_text()
-    assert paramdocs.sync_generated(False, defaults, page) == []
+    assert metrics_md.read_text() == paramdocs.METRICS_FILE.read_text()
+    assert paramdocs.sync_generated(False, *files) == []
     page.unlink()                                         # a missing page is stale too
-    assert paramdocs.sync_generated(False, defaults, page) == [page]
+    assert paramdocs.sync_generated(False, *files) == [page]
 
 
 def test_parameters_page_lists_every_parameter_with_its_allowed_values():
@@ -195,8 +234,34 @@ def test_papermill_style_strings_are_coerced():
     assert cfg.ablations == ["cdpo", "mft"]
 
 
+def test_one_p_parser_for_every_command_line():
+    """Every CLI, script and benchmark takes -f/-p from config.add_params_arguments: values are
+    YAML scalars (as papermill's), and value_text gives the text that parses back to them."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    config.add_params_arguments(ap)
+    args = ap.parse_args(["-p", "ablations", "[cdpo]", "-p", "sft_lr", "1e-4", "-p", "seed", "3",
+                          "-p", "max_questions", "null", "-p", "lora", "true", "-p", "group",
+                          "Democrat", "-f", "a.yaml"])
+    assert args.files == ["a.yaml"]
+    assert args.params == [("ablations", ["cdpo"]), ("sft_lr", "1e-4"), ("seed", 3),
+                           ("max_questions", None), ("lora", True), ("group", "Democrat")]
+    for _, value in args.params:
+        assert config.parse_value(config.value_text(value)) == value
+    cfg = load_config(overrides={k: v for k, v in args.params if k != "group"})
+    assert (cfg.ablations, cfg.sft_lr, cfg.seed, cfg.max_questions) == (["cdpo"], 1e-4, 3, None)
+    root = Path(config.PROJECT_ROOT)
+    for path in ["gdpolib/pipeline.py", "gdpolib/train.py", "gdpolib/sweep.py",
+                 *map(str, sorted((root / "scripts").glob("*.py"))),
+                 *map(str, sorted((root / "benchmarks").glob("bench_*.py")))]:
+        text = (root / path).read_text()
+        if "argparse" in text and "-p " in text:
+            assert "add_params_arguments(" in text, f"{path} parses -p itself"
+
+
 def test_run_name_given_as_a_number_is_that_string_everywhere(tmp_path):
-    value = pipeline.parse_value("2024")                  # what `-p run_name 2024` becomes
+    value = config.parse_value("2024")                    # what `-p run_name 2024` becomes
     assert value == 2024
     f = tmp_path / "run.yaml"
     f.write_text("run_name: 2024\n")
@@ -255,15 +320,20 @@ def test_bad_choice_fails_with_the_choices():
         "allowed: one of options, stance6")
 
 
-@pytest.mark.parametrize("key,value,bad", [
-    ("methods", ["sft", "foo"], "'foo' in ['sft', 'foo']"),
-    ("ablations", ["dpo"], "'dpo' in ['dpo']"),
+@pytest.mark.parametrize("key,value,bad,names", [
+    ("methods", ["sft", "foo"], "['foo'] are not registered methods (baselines are always "
+                                "scored)", "kshot, icf, sft, dpo, gdpo, cdpo, mft"),
+    ("ablations", ["dpo"], "['dpo'] are not registered ablations", "cdpo, mft"),
 ])
-def test_bad_list_choice_fails_with_the_choices(key, value, bad):
-    allowed = ", ".join(config.FIELDS[key].metadata["choices"])
-    assert _error({key: value}) == (f"parameter {key!r} from -p: {bad} is not among the "
-                                    f"choices; allowed: a list of items from {allowed}")
+def test_a_method_not_in_the_registry_fails_naming_the_registered_ones(key, value, bad, names):
+    """The method parameters' choices are the registry's (gdpolib.methods), named in the error
+    (the generated docs point to the registry instead of copying it)."""
+    msg = _error({key: value})
+    assert msg.startswith(f"parameter {key!r} from -p: {bad} (")
+    assert all(n in msg.split(f"{bad} (")[1].split(")")[0] for n in names.split(", "))
+    assert "gdpolib/methods.py" in msg
     assert load_config(overrides={"methods": ["icf", "mft"]}).methods == ["icf", "mft"]
+    assert _error({"methods": ["uniform"]}).startswith("parameter 'methods' from -p: ['uniform']")
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "mps", "cuda", "cuda:0", "cuda:12"])

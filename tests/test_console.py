@@ -1,12 +1,13 @@
 """The main command's console (gdpolib.console): marked lines reach the console, everything else
 (including what a child process writes to its inherited stderr) goes to the run's log file; the
-findings summary of notebook 05 (gdpolib.report.paper_findings)."""
+findings summary of notebook 05 (gdpolib.report.claims.paper_findings)."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
-from gdpolib import console, report
+from gdpolib import console
+from gdpolib.report import claims
 from gdpolib.config import PROJECT_ROOT
 
 # A pipeline in miniature: a Console is opened, a child process (as a kernel would) writes to its
@@ -81,19 +82,19 @@ METRICS = {"methods": {"sft": {"jsd": 0.196, "invalid_rate": 0.0, "cbc": 0.95,
 
 
 def test_paper_findings_checks_each_claim_with_its_numbers():
-    found = {claim: (ok, numbers) for claim, ok, numbers in report.paper_findings(METRICS)}
+    found = {claim: (ok, numbers) for claim, ok, numbers in claims.paper_findings(METRICS)}
     assert len(found) == 9
-    claims = list(found)
-    assert found[claims[0]] == (True, "SFT 0.196, DPO 0.260; DPO - SFT +0.064 [+0.040, +0.090]")
-    assert found[claims[1]] == (True, "GDPO 0.185, SFT 0.196; GDPO - SFT -0.011 [-0.020, +0.001]")
-    assert [found[c][0] for c in claims[2:4]] == [True, True]     # below the context-free one
-    assert found[claims[4]] == (True, "0.411 vs 0.089")
+    order = list(found)
+    assert found[order[0]] == (True, "SFT 0.196, DPO 0.260; DPO - SFT +0.064 [+0.040, +0.090]")
+    assert found[order[1]] == (True, "GDPO 0.185, SFT 0.196; GDPO - SFT -0.011 [-0.020, +0.001]")
+    assert [found[c][0] for c in order[2:4]] == [True, True]     # below the context-free one
+    assert found[order[4]] == (True, "0.411 vs 0.089")
     # gaps on the same conflicting pairs: GDPO 0.097 < DPO 0.322
-    assert found[claims[5]] == (True, "GDPO 0.126 - 0.029 = 0.097; DPO 0.411 - 0.089 = 0.322")
-    assert [found[c][0] for c in claims[6:]] == [True, True, False]   # GDPO: 6 % invalid
+    assert found[order[5]] == (True, "GDPO 0.126 - 0.029 = 0.097; DPO 0.411 - 0.089 = 0.322")
+    assert [found[c][0] for c in order[6:]] == [True, True, False]   # GDPO: 6 % invalid
 
 
 def test_paper_findings_says_what_was_not_measured():
-    found = report.paper_findings({"methods": {"sft": {"jsd": 0.2}}})
+    found = claims.paper_findings({"methods": {"sft": {"jsd": 0.2}}})
     assert [ok for _, ok, _ in found] == [None] * 9
     assert all(numbers == "not measured" for _, _, numbers in found)

@@ -12,10 +12,11 @@ import pytest
 import torch
 from datasets import Dataset
 
-from gdpolib import beliefs, losses, models
+from gdpolib import beliefs, losses, methods, models
 from gdpolib.config import RunConfig
-from gdpolib.scoring import EvalSet
-from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer, method_lambdas
+from gdpolib.evalset import EvalSet
+from gdpolib.stages.train import method_args
+from gdpolib.trainers.gdpo_trainer import GDPOConfig, GDPOTrainer
 from gdpolib.trainers.tracking import Tracker
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -65,12 +66,12 @@ def _args(tmp_path, **kw):
     return GDPOConfig(**base)
 
 
-def _trainer(tiny, tmp_path, precompute=False, lambdas=None, model=None, **kw):
+def _trainer(tiny, tmp_path, precompute=False, lambdas=None, model=None, form="full", **kw):
     cfg, base_model, tok = tiny
     model = model or copy.deepcopy(base_model)
     ref = None if precompute else copy.deepcopy(base_model)
     ids = beliefs.check_belief_tokens(tok, K)
-    args = _args(tmp_path, precompute_ref_log_probs=precompute, calibration_form="full",
+    args = _args(tmp_path, precompute_ref_log_probs=precompute, calibration_form=form,
                  **(lambdas or {}), **kw)
     return GDPOTrainer(model=model, ref_model=ref, args=args, processing_class=tok,
                        train_dataset=_pairs(8), belief_token_ids=ids)
@@ -105,14 +106,26 @@ def _reference_loss(trainer, batch, ref_model):
     return loss.mean(), diag
 
 
-def test_trainer_loss_equals_pure_function_loss(tiny, tmp_path):
-    tr = _trainer(tiny, tmp_path)
+@pytest.mark.parametrize("form", losses.CALIBRATION_FORMS)
+def test_trainer_loss_equals_pure_function_loss(tiny, tmp_path, form):
+    """Every calibration form, through the trainer = through the pure functions; at the start
+    (policy = reference) and with a policy moved away from its reference."""
+    tr = _trainer(tiny, tmp_path, form=form)
+    assert tr.calibration_form == form
     batch = _batch(tr)
     got = tr.compute_loss(tr.model, dict(batch))
     want, diag = _reference_loss(tr, batch, tr.ref_model)
     assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
     # the policy equals the reference at the start: DPO term = ln 2, margins 0
     assert torch.allclose(diag["dpo"], torch.full_like(diag["dpo"], math.log(2)), atol=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in tr.model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    got = tr.compute_loss(tr.model, dict(batch))
+    want, diag = _reference_loss(tr, batch, tr.ref_model)
+    assert not torch.allclose(diag["dpo"], torch.full_like(diag["dpo"], math.log(2)), atol=1e-3)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-6)
 
 
 def test_belief_spans_by_offsets_and_prefix_cancels(tiny, tmp_path):
@@ -192,11 +205,18 @@ def test_cached_and_live_reference_logps_give_the_same_loss(tiny, tmp_path):
     assert len(calls) == 1
 
 
+def _weights(cfg, method: str) -> dict[str, float]:
+    args = method_args(cfg, methods.get(method))
+    return {k: args[k] for k in ("lambda_cal", "lambda_nll", "lambda_pref")}
+
+
 def test_ablations_through_the_same_path(tiny, tmp_path):
     cfg = RunConfig()
-    assert method_lambdas(cfg, "cdpo") == {"lambda_cal": 0.0, "lambda_nll": 0.0, "lambda_pref": 1.0}
-    assert method_lambdas(cfg, "mft")["lambda_pref"] == 0.0
-    tr = _trainer(tiny, tmp_path, lambdas=method_lambdas(cfg, "cdpo"))
+    assert _weights(cfg, "cdpo") == {"lambda_cal": 0.0, "lambda_nll": 0.0, "lambda_pref": 1.0}
+    assert _weights(cfg, "mft") == {"lambda_cal": 1.0, "lambda_nll": 1.0, "lambda_pref": 0.0}
+    assert _weights(cfg.replace(lambda_cal=0.5), "mft")["lambda_cal"] == 0.5
+    assert method_args(cfg, methods.get("dpo")) == {}
+    tr = _trainer(tiny, tmp_path, lambdas=_weights(cfg, "cdpo"))
     batch = _batch(tr)
     loss = tr.compute_loss(tr.model, dict(batch))
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)   # policy = reference: DPO only
@@ -237,7 +257,7 @@ def test_tracker_margins_match_trainer_rewards(tiny, tmp_path):
                       np.asarray(pairs["p_star"]), np.asarray(pairs["belief_mask"]),
                       [[""] * K] * n, [[""] * K] * n)
     tracker = Tracker(tr.processing_class, tr.belief_token_ids.tolist(), prompts,
-                      pairs=pairs, ref_model=tr.ref_model, beta=0.1)
+                      pairs=pairs, ref_logps_from=tr.ref_model, beta=0.1)
     rec = tracker.evaluate(tr.model)
     _, diag = _reference_loss(tr, _batch(tr), tr.ref_model)
     assert rec["margin"] == pytest.approx(diag["margin"].mean().item(), rel=1e-4, abs=1e-6)

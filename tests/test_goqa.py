@@ -31,8 +31,11 @@ def sel(d):
 def test_real_partial_counts_and_distributions(data):
     # PROVENANCE.md: 1,774 rows; United States 351, Pakistan 312, S. Africa 125.
     assert data.report.n_rows == 1774
-    assert {c: len(data.for_country(c)) for c in ("us", "pk", "sa")} == \
+    survey = goqa.to_survey(data)
+    assert {c: len(survey.for_group(c)) for c in ("us", "pk", "sa")} == \
         {"us": 351, "pk": 312, "sa": 125}
+    assert {c: survey.group_counts()[c] for c in ("United States", "Pakistan", "S. Africa")} == \
+        {"United States": 351, "Pakistan": 312, "S. Africa": 125}
     assert len(data.countries) == 130
     # No malformed row; the one row whose every country list is all-zero holds no data.
     assert data.report.skipped == [] and data.report.empty_rows == [1393]
@@ -135,17 +138,18 @@ def test_file_errors(tmp_path):
     with pytest.raises(GoqaError, match="does not exist"):
         load_goqa(tmp_path / "missing.csv")
     (tmp_path / "cols.csv").write_text("question,options\nq,\"['a','b']\"\n")
-    with pytest.raises(GoqaError, match=r"lacks column\(s\) \['selections'\]"):
+    with pytest.raises(GoqaError, match=r"missing column\(s\) \[.selections.\]"):
         load_goqa(tmp_path / "cols.csv")
 
 
 def test_country_aliases_and_unknown(data):
-    sa = [q.qid for q in data.for_country("S. Africa")]
-    assert sa == [q.qid for q in data.for_country("sa")] == \
-        [q.qid for q in data.for_country("South Africa")]
+    survey = goqa.to_survey(data)        # GlobalOpinionQA's groups resolve by its country rules
+    sa = [q.qid for q in survey.for_group("S. Africa")]
+    assert sa == [q.qid for q in survey.for_group("sa")] == \
+        [q.qid for q in survey.for_group("South Africa")]
     assert data.resolve("usa") == "United States"
     assert data.resolve("pakistan (non-national sample)") == "Pakistan (Non-national sample)"
     with pytest.raises(UnknownCountryError, match="S. Africa"):
-        data.for_country("South Afrika")
+        survey.for_group("South Afrika")
     # Works for any country in the data, not only the three of the paper.
-    assert len(data.for_country("Japan")) > 0
+    assert len(survey.for_group("Japan")) > 0

@@ -11,13 +11,14 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 from gdpolib import embeddings
-from gdpolib.beliefs import QuestionBeliefs
+from gdpolib.schemes import QuestionBeliefs
 from gdpolib.embeddings import QuestionItem
 from gdpolib.gpo.groups import GroupOpinions, train_mean
 from gdpolib.gpo.predict import (RIDGE_ALPHAS, Job, eval_plans, few_shot_p_star, knn_baseline,
                                  lm_option_distributions, predict, ridge_alpha, ridge_baseline,
                                  score, to_beliefs, train_mean_baseline, uniform_baseline)
-from gdpolib.metrics import alignment_js, alignment_scores, alignment_wd, jsd_per_prompt
+from gdpolib.metrics.alignment import alignment_js, alignment_scores, alignment_wd
+from gdpolib.metrics.distances import jsd_per_prompt
 
 
 # ---------------------------------------------------------------------------- alignment scores

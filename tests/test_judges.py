@@ -57,7 +57,7 @@ def test_chat_judge_counts_and_excludes_errors_and_junk():
 
 
 def judges_invalid():
-    from gdpolib.metrics import INVALID
+    from gdpolib.metrics.sampled import INVALID
     return INVALID
 
 

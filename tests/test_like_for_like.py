@@ -13,7 +13,8 @@ from scipy.stats import bootstrap
 from torch.utils.data import RandomSampler
 
 from gdpolib import config, runs
-from gdpolib.scoring import EvalSet, score_probs
+from gdpolib.evalset import EvalSet
+from gdpolib.scoring import score_probs
 from gdpolib.stages import evaluate
 from gdpolib.stages.data import prepare_data
 from gdpolib.trainers.pairs import LengthGroupedPairs, pair_lengths

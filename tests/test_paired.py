@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap
 
-from gdpolib.metrics import bootstrap_ci
-from gdpolib.paired import compare_by_question, paired_difference
+from gdpolib.metrics.distances import bootstrap_ci
+from gdpolib.metrics.paired import compare_by_question, paired_difference
 
 
 def test_the_difference_is_the_mean_of_the_per_question_differences_with_scipys_interval():

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from gdpolib import config, runs, train
-from gdpolib.beliefs import OptionsScheme
+from gdpolib.schemes import OptionsScheme
 from gdpolib.config import PROJECT_ROOT
 from gdpolib.data import goqa
-from gdpolib.data.survey import SurveyRow, write_survey
+from gdpolib.data.survey import SurveyRow
+from gdpolib.data.survey_files import write_survey
 from gdpolib.stages import groups as group_stage
 from gdpolib.stages.data import prepare_data
 

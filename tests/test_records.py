@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gdpolib.beliefs import OptionsScheme, Stance6Scheme, load_option_map, parse_completion
+from gdpolib.beliefs import parse_completion
+from gdpolib.data import goqa
 from gdpolib.data.goqa import load_goqa
 from gdpolib.data.records import DataError, build_records, goqa_items
 from gdpolib.data.splits import (LeakageError, assign_splits, check_leakage, heldout_style_ids,
                                  protocol_name, shared_span_shares, split_report)
 from gdpolib.data.responses import OPTION_LAYOUTS, TemplateGenerator, format_prompt
+from gdpolib.schemes import OptionsScheme, Stance6Scheme, load_option_map
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +274,8 @@ def test_plots_save_files(tmp_path, data):
     for it in items:
         it.split = "train"
     rows, _ = build_records(items, 20, 1, 0)
-    figs = {"counts": plots.plot_country_counts(data.country_counts(), highlight=["S. Africa"]),
+    figs = {"counts": plots.plot_country_counts(goqa.to_survey(data).group_counts(),
+                                                highlight=["S. Africa"]),
             "share": plots.plot_majority_share({"S. Africa": [q.p_star for q in qbs]}),
             "bars": plots.plot_p_star_bars(qbs, n=4),
             "draws": plots.plot_sampled_vs_target(rows["sft"], 10)}

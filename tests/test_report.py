@@ -1,23 +1,24 @@
-"""Reports: the protocol line; one findings() (the paper's claims with paired differences, the
-context-free baseline, like-for-like margins, text metrics only where interpretable); mean ± sd
-and findings over seeds."""
+"""Reports: the protocol line; ONE list of claims (the paper's claims with paired differences,
+the context-free baseline, like-for-like margins, text metrics only where interpretable)
+rendered for a run, over seeds and for the model card; mean ± sd over seeds."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from gdpolib import report
+from gdpolib import methods
+from gdpolib.report import claims, frames, seeds
 
 
 def test_protocol_line_says_what_is_held_out():
     split = {"protocol": "seen_questions", "held_out": "every question is trained in the other "
              "styles", "heldout_styles": ["formal"], "prompts": {"test": 62},
              "questions": {"test": 62}}
-    line = report.protocol_line(split)
+    line = frames.protocol_line(split)
     assert line.startswith("Protocol `seen_questions` (every question") and "formal" in line
     assert "test: 62 prompts over 62 questions" in line
-    assert "own splits" in report.protocol_line(None)
+    assert "own splits" in frames.protocol_line(None)
 
 
 def _seed_runs():
@@ -39,14 +40,14 @@ def _seed_runs():
 
 def test_seed_summary_mean_sd_and_markdown():
     runs = _seed_runs()
-    table = report.seed_summary(runs, ["protocol", "country"], ["uniform", "sft", "dpo", "gdpo"])
+    table = seeds.seed_summary(runs, ["protocol", "country"], ["uniform", "sft", "dpo", "gdpo"])
     assert list(zip(table.protocol, table.method)) == [
         ("seen_questions", "uniform"), ("seen_questions", "sft"), ("seen_questions", "dpo"),
         ("seen_questions", "gdpo"), ("unseen_questions", "sft")]
     gdpo = table.iloc[3]
     assert gdpo.n_seeds == 2 and gdpo.jsd_mean == pytest.approx(0.215)
     assert gdpo.jsd_sd == pytest.approx(np.std([0.18, 0.25], ddof=1))
-    md = report.seed_markdown(table, ["protocol", "country"], ("jsd", "margin_majority",
+    md = seeds.seed_markdown(table, ["protocol", "country"], ("jsd", "margin_majority",
                                                                 "margin_minority"))
     assert md.splitlines()[0] == ("| protocol | country | method | seeds | jsd | margin_majority | "
                                   "margin_minority |")
@@ -55,7 +56,7 @@ def test_seed_summary_mean_sd_and_markdown():
 
 
 def test_seed_findings_count_the_seeds_a_finding_holds_in():
-    lines = report.seed_findings(_seed_runs(), ["protocol", "country"])
+    lines = claims.seed_findings(_seed_runs(), ["protocol", "country"])
     assert ("seen_questions / S. Africa: GDPO lowers jsd below DPO: holds in 1 of 2 seeds "
             "(difference +0.035 ± 0.064)") in lines
     assert any(x.startswith("seen_questions / S. Africa: DPO raises jsd over SFT: holds in 2 of 2")
@@ -75,7 +76,7 @@ def test_seed_findings_count_the_seeds_a_finding_holds_in():
 
 
 def test_the_demos_claims_count_over_seeds():
-    lines = report.seed_findings(_seed_runs(), ["protocol", "country"], report.PAPER_CLAIMS)
+    lines = claims.seed_findings(_seed_runs(), ["protocol", "country"], demo=True)
     # paired DPO - SFT: seed 0 +0.06 >= 0.05, seed 1 +0.03 (difference to the bar: +0.010, -0.020)
     assert ("seen_questions / S. Africa: DPO raises JSD over SFT by >= 0.05: holds in 1 of 2 "
             "seeds (difference -0.005 ± 0.021)") in lines
@@ -88,7 +89,7 @@ def test_a_seed_with_negative_dpo_margins_does_not_count_for_the_2x_claim():
     runs = _seed_runs()
     dpo1 = (runs["method"] == "dpo") & (runs["seed"] == 1)
     runs.loc[dpo1, ["margin_majority", "margin_minority"]] = [-0.1, -0.2]   # -0.1 >= 2 * -0.2
-    lines = report.seed_findings(runs, ["protocol", "country"], report.PAPER_CLAIMS)
+    lines = claims.seed_findings(runs, ["protocol", "country"], demo=True)
     # seed 0: min(0.4, 0.4 - 0.2) = 0.2; seed 1: min(-0.1, -0.1 + 0.4) = -0.1
     assert ("seen_questions / S. Africa: DPO's majority-chosen margin is positive and >= 2x its "
             "minority-chosen one (conflicting test pairs): holds in 1 of 2 seeds (difference "
@@ -109,14 +110,14 @@ def _metrics(dpo_maj: float, dpo_min: float) -> dict:
 
 
 def test_the_2x_margin_claim_needs_a_positive_majority_margin():
-    found = {c: ok for c, ok, _ in report.paper_findings(_metrics(-0.1, -0.2))}
+    found = {c: ok for c, ok, _ in claims.paper_findings(_metrics(-0.1, -0.2))}
     claim = next(c for c in found if "2x" in c)
     assert found[claim] is False              # -0.1 >= 2 * -0.2, but the majority margin is < 0
-    assert {c: ok for c, ok, _ in report.paper_findings(_metrics(0.4, 0.1))}[claim] is True
+    assert {c: ok for c, ok, _ in claims.paper_findings(_metrics(0.4, 0.1))}[claim] is True
 
 
 def test_paper_findings_read_paired_intervals_and_like_for_like_margins():
-    found = {c: (ok, n) for c, ok, n in report.paper_findings(_metrics(0.4, 0.1))}
+    found = {c: (ok, n) for c, ok, n in claims.paper_findings(_metrics(0.4, 0.1))}
     assert found["DPO raises JSD over SFT by >= 0.05"] == (
         True, "SFT 0.200, DPO 0.300; DPO - SFT +0.100 [+0.080, +0.120]")
     assert found["GDPO's JSD is below SFT's"][0] is True
@@ -140,7 +141,7 @@ def test_findings_state_the_claims_baselines_and_what_is_not_interpretable():
          "shared_margin_majority": [np.nan] * 4 + [0.5],
          "shared_margin_minority": [np.nan] * 4 + [0.4]},
         index=pd.Index(["uniform", "context_free", "sft", "dpo", "gdpo"], name="method"))
-    lines = report.findings(table)
+    lines = claims.findings(table)
     assert lines[0] == ("[yes] DPO raises JSD over SFT by >= 0.05: SFT 0.200, DPO 0.300; "
                         "DPO - SFT +0.100 [+0.080, +0.120]")
     assert "Baselines (test JSD): uniform 0.250, context-free 0.230. Below the context-free " \
@@ -150,13 +151,34 @@ def test_findings_state_the_claims_baselines_and_what_is_not_interpretable():
     assert "NOT interpretable for: gdpo (invalid 0.530, CBC 0.020)" in text
     assert "[NO ] GDPO writes well-formed outputs" in text
     assert "gdpo bpc" not in text                  # never compared with a malformed model
-    assert report.findings(table.loc[["sft"]]) == ["[yes] SFT writes well-formed outputs "
+    assert claims.findings(table.loc[["sft"]]) == ["[yes] SFT writes well-formed outputs "
                                                    "(invalid <= 0.05, CBC >= 0.9): invalid "
                                                    "0.010, CBC 0.950"]
 
 
 def test_flat_numbers_split_intervals_and_drop_what_is_not_a_number():
-    flat = report.flat_numbers({"jsd": 0.2, "jsd_ci": [0.1, 0.3], "tvd_ci": "[0.050, 0.150]",
+    flat = claims.flat_numbers({"jsd": 0.2, "jsd_ci": [0.1, 0.3], "tvd_ci": "[0.050, 0.150]",
                                 "bpc": float("nan"), "judge": "EmbeddingJudge", "ok": True})
     assert flat == {"jsd": 0.2, "jsd_ci_lo": 0.1, "jsd_ci_hi": 0.3, "tvd_ci_lo": 0.05,
                     "tvd_ci_hi": 0.15}
+
+
+def test_claims_are_one_list_and_cover_every_preference_baseline_of_the_registry():
+    """One mechanism: the demo's bars are the CLAIMS marked demo; the claims about a
+    preference baseline are made for every method of that role in the method registry."""
+    assert claims.claims(demo=True) == tuple(c for c in claims.CLAIMS if c.demo)
+    assert len(claims.claims(demo=True)) == 9 and len(claims.claims(demo=False)) > 9
+    texts = [c.text for c in claims.CLAIMS]
+    assert len(texts) == len(set(texts))
+    for m in methods.names(lambda m: m.role == "preference baseline"):
+        assert f"GDPO lowers jsd below {m.upper()}" in texts
+        assert (f"{m.upper()}'s majority-chosen margins exceed its minority-chosen ones "
+                "(conflicting test pairs)") in texts
+
+
+def test_the_model_card_lines_are_the_claims_measured_on_the_run():
+    metrics = {"methods": {"sft": {"jsd": 0.2}, "dpo": {"jsd": 0.3}, "gdpo": {"jsd": 0.1}}}
+    lines = claims.card_lines(metrics)
+    assert "- [yes] GDPO lowers jsd below DPO: GDPO 0.100, DPO 0.300" in lines
+    assert "- [NO] DPO's JSD is below SFT's" not in lines
+    assert not any("margin" in x for x in lines)                # not measured: left out

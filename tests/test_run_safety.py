@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from gdpolib import config, folders, integrity, pipeline, publish, runs, sweep, train
+from gdpolib import config, folders, integrity, pipeline, publish, runs, seeds, sweep, train
 from gdpolib.config import PROJECT_ROOT, ConfigError, load_config
 from gdpolib.data import goqa
-from gdpolib.data.survey import SurveyRow, write_survey
+from gdpolib.data.survey import SurveyRow
+from gdpolib.data.survey_files import write_survey
 from gdpolib.runs import Run
 
 PY = sys.executable
@@ -506,7 +507,7 @@ def test_credentials_never_reach_a_record_and_the_kernels_still_get_them(tmp_pat
     cfg = load_config(overrides={"survey_path": str(survey), "api_base": api_base,
                                  "max_questions": 6, "output_root": str(tmp_path / "out")})
     recorded = json.loads((run_dir / "data" / "stage.json").read_text())
-    assert recorded["hash"] == runs.stable_hash(data_key(cfg))
+    assert recorded["hash"] == seeds.stable_hash(data_key(cfg))
     # reopening with the same (unscrubbed) value is the same run, not "other parameters"
     assert runs.recorded_changes(cfg) == {}
 

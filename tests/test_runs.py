@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from gdpolib import runs
+from gdpolib import runs, seeds
 from gdpolib.runs import Run
 
 
@@ -21,9 +21,9 @@ def test_open_creates_layout_and_records(tmp_cfg):
 
 
 def test_seed_everything_is_deterministic():
-    runs.seed_everything(5)
+    seeds.seed_everything(5)
     a = torch.rand(3)
-    runs.seed_everything(5)
+    seeds.seed_everything(5)
     assert torch.equal(a, torch.rand(3))
 
 
@@ -47,7 +47,7 @@ def test_stage_is_reused_when_key_unchanged_and_rebuilt_when_changed(tmp_cfg):
     assert run.stage("data", {"a": 1}, build) == first and len(calls) == 1
     run.stage("data", {"a": 2}, build)
     assert len(calls) == 2 and (first / "x.txt").read_text() == "2"
-    assert run.stage_hash("data") == runs.stable_hash({"a": 2})
+    assert run.stage_hash("data") == seeds.stable_hash({"a": 2})
 
 
 def test_failed_build_keeps_the_previous_stage_and_leaves_nothing_partial(tmp_cfg):

@@ -6,20 +6,22 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from gdpolib import metrics, scoring
+from gdpolib import scoring
+from gdpolib.evalset import EvalSet
+from gdpolib.metrics.sampled import INVALID
 
 
 def test_parse_samples_maps_invalid_to_the_invalid_id():
     mask = np.array([[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]])
-    es = scoring.EvalSet(["p"], ["question?"], ["q"], ["s"], np.array([[0.5, 0.5] + [0] * 8]), mask,
+    es = EvalSet(["p"], ["question?"], ["q"], ["s"], np.array([[0.5, 0.5] + [0] * 8]), mask,
                          [["Yes", "No"] + [""] * 8], [["r0", "r1"] + [""] * 8])
     out = scoring.parse_samples([["1<No> nope", "Yes I do", "2<Maybe>x", "0 plain"]], es, 10)
-    assert out["belief"] == [[1, metrics.INVALID, metrics.INVALID, 0]]
+    assert out["belief"] == [[1, INVALID, INVALID, 0]]
     assert out["label"][0][0] == "No" and out["label"][0][3] is None   # no label: CBC fails
     assert out["response"][0][0] == "nope"
 
 
-def _evalset(n_q: int = 3, per_q: int = 2, ordinal: bool = True) -> scoring.EvalSet:
+def _evalset(n_q: int = 3, per_q: int = 2, ordinal: bool = True) -> EvalSet:
     """n_q stance6-like questions, per_q prompts each; p* on {2, 4} (and 0 for the last)."""
     import datasets
 
@@ -33,7 +35,7 @@ def _evalset(n_q: int = 3, per_q: int = 2, ordinal: bool = True) -> scoring.Eval
                          "labels": ["a" if m else "" for m in mask],
                          "references": ["" for _ in mask],
                          "ordinal": [np.nan, 1, 2, 3, 4, 5] if ordinal else []})
-    return scoring.EvalSet.from_table(datasets.Dataset.from_list(rows))
+    return EvalSet.from_table(datasets.Dataset.from_list(rows))
 
 
 def test_score_probs_counts_zero_mass_rows_and_raises_on_nan():

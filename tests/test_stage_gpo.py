@@ -18,9 +18,9 @@ from gdpolib.gpo.meta_train import GPOSettings
 from gdpolib.gpo.experiment import predictions
 from gdpolib.gpo.predict import eval_plans, score
 from gdpolib.runs import Run
-from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, alignment_table, gpo_metrics, k_curve,
-                                method_predictions, predicted_vs_true, run_gpo, save_results,
-                                seed_pairs, validated)
+from gdpolib.stages.gpo import (GPOExperiment, TrainedGPO, alignment_table, k_curve,
+                                method_predictions, predicted_vs_true, record, run_gpo,
+                                save_results, seed_pairs, validated)
 
 
 @pytest.mark.parametrize("prior", ["none", "train_groups"])
@@ -116,9 +116,11 @@ def test_alignment_table_k_curve_and_metrics_agree(experiment, tmp_cfg):
     for method, rows in table[table.group != "ALL"].groupby("method"):   # ALL = micro mean
         assert math.isclose(np.average(rows.score, weights=rows.n), overall[method])
     best_step = exp.gpos["gpo"].info["best_step"]
-    assert gpo_metrics(table, 5) == {"gpo": {"alignment": overall.to_dict(), "k": 5,
-                                             "selected_step": {"gpo": best_step}}}
-    folder = save_results(Run.open(tmp_cfg), "synthetic", table, curve)
+    run = Run.open(tmp_cfg)
+    part = {"gpo": {"alignment": overall.to_dict(), "k": 5, "selected_step": {"gpo": best_step}}}
+    assert record(run, table, 5) == part
+    assert run.metrics()["gpo"] == part["gpo"]          # the library writes metrics.json's part
+    folder = save_results(run, "synthetic", table, curve)
     pd.testing.assert_frame_equal(pd.read_csv(folder / "alignment.csv", dtype={"step": "Int64"}),
                                   table)
     pd.testing.assert_frame_equal(pd.read_csv(folder / "k_curve.csv", dtype={"step": "Int64"}),

@@ -15,7 +15,8 @@ from gdpolib import config, runs
 from gdpolib.config import PROJECT_ROOT, ConfigError
 from gdpolib.data import goqa, opinionqa
 from gdpolib.data.records import DataError
-from gdpolib.data.survey import SurveyRow, write_survey
+from gdpolib.data.survey import SurveyRow
+from gdpolib.data.survey_files import write_survey
 from gdpolib.stages.data import prepare_data
 
 SMALL = {"max_questions": 30, "sft_per_prompt": 2, "pairs_per_prompt": 2}

@@ -9,7 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 
-from gdpolib import config, runs
+from gdpolib import config, methods, runs
 from gdpolib.stages import evaluate, train
 from gdpolib.stages.data import prepare_data
 from gdpolib.trainers.tracking import TrackingCallback
@@ -97,7 +97,7 @@ def test_stages_track_cache_resume_and_write_metrics(small_run, monkeypatch):
     assert "shared_margin_majority" not in pd.read_json(dpo / "tracking.jsonl", lines=True)
     # every method row has both JSD conventions, the mass, TVD and an interval over
     # questions; the baselines (uniform 1/|B|, the untrained base model) sit beside them
-    for m in evaluate.BASELINES:
+    for m in methods.baselines():
         evaluate.test_readout(cfg, run, data, m)
     metrics = run.metrics()
     for m in ("uniform", "context_free", "zeroshot", "sft", "dpo", "gdpo"):

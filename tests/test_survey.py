@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from gdpolib.beliefs import OptionsScheme
+from gdpolib.schemes import OptionsScheme
 from gdpolib.data import goqa, opinionqa
-from gdpolib.data.survey import SurveyError, read_survey, write_survey
+from gdpolib.data.survey import SurveyError
+from gdpolib.data.survey_files import read_survey, write_survey
 from gdpolib.gpo.groups import from_goqa, from_opinionqa, from_survey
 
 

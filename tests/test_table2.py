@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from gdpolib import table2
+from gdpolib.report import table2
 from gdpolib.config import RunConfig
 
 

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from datasets import Dataset
 
-from gdpolib.runs import stable_seed
+from gdpolib.seeds import stable_seed
 
 DEMO_SEPARATOR = "\n\n"
 

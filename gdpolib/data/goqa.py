@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from gdpolib import sources
 from gdpolib.countries import UnknownCountryError, resolve_country
 from gdpolib.data.survey import Survey, SurveyReport, SurveyRow
+from gdpolib.data.survey_files import read_csv_text
 
 REQUIRED_COLUMNS = ("question", "selections", "options")
 # A country's fractions must sum to 1 within this (WVS rows sum to 1.001-1.003, rounded Pew
@@ -102,19 +102,6 @@ class GoqaData:
                 f"0 usable questions for {known} in {self.report.origin}: {len(self.report.skipped)}"
                 f" of {self.report.n_rows} rows skipped as malformed ({self.report.reasons()}), "
                 f"{dropped} empty or all-zero {known} entries dropped") from None
-
-    def for_country(self, country: str) -> list[GoqaQuestion]:
-        """Questions that have a distribution for `country` (alias or dataset spelling)."""
-        key = self.resolve(country)
-        return [q for q in self.questions if key in q.selections]
-
-    def country_counts(self) -> dict[str, int]:
-        """Number of questions per country key."""
-        counts: dict[str, int] = {}
-        for q in self.questions:
-            for c in q.selections:
-                counts[c] = counts.get(c, 0) + 1
-        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -255,16 +242,9 @@ def parse_rows(rows: list[dict], origin: str, bad_rows: str = "skip") -> GoqaDat
 def _read_csv(path: Path) -> list[dict]:
     if not path.exists():
         raise GoqaError(f"GlobalOpinionQA file {str(path)!r} does not exist (goqa_path)")
-    try:
-        # keep_default_na=False: an option or question text such as "NA" must stay a string.
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as err:  # pandas raises several parser error types
-        raise GoqaError(f"GlobalOpinionQA file {str(path)!r} is not a readable CSV: {err}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise GoqaError(f"GlobalOpinionQA file {str(path)!r} lacks column(s) {missing}; "
-                        f"expected the hub schema {list(REQUIRED_COLUMNS) + ['source']}")
-    return df.to_dict("records")
+    return read_csv_text(path, REQUIRED_COLUMNS, GoqaError,
+                         f"GlobalOpinionQA file {str(path)!r} (the hub schema: "
+                         f"{list(REQUIRED_COLUMNS) + ['source']})").to_dict("records")
 
 
 def load_goqa(path: str | Path, *, origin: str | None = None,

@@ -22,14 +22,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from gdpolib.beliefs import QuestionBeliefs
+from gdpolib.schemes import MoviesScheme, QuestionBeliefs
 from gdpolib import sources
-from gdpolib.data.records import (PromptItem, apply_override, build_records, scheme_ordinals,
+from gdpolib.data.records import (PromptItem, apply_override, build_records,
                                   write_stage)
 from gdpolib.data.splits import assign_splits, check_splits, heldout_style_ids, split_report
 from gdpolib.data.responses import format_prompt, styles_for
 
-K_MOVIES = 5
+K_MOVIES = MoviesScheme.k_max
 STAR_LABELS = ["1 star", "2 stars", "3 stars", "4 stars", "5 stars"]
 FIELDS = ("product/productId", "review/userId", "review/profileName", "review/helpfulness",
           "review/score", "review/time", "review/summary", "review/text")
@@ -187,7 +187,7 @@ def movie_items(qbs: Sequence[QuestionBeliefs], responses: Mapping[str, dict[int
             items.append(PromptItem(qb.qid, style, format_prompt(
                 MOVIE_PROMPTS[style].format(pid=pid), qb.labels, qb.mask, style), qb,
                 np.asarray(target, dtype=np.float64), responses[qb.qid],
-                ordinal=scheme_ordinals("movies", K_MOVIES)))
+                ordinal=MoviesScheme().ordinals()))
     return items
 
 
@@ -208,4 +208,4 @@ def build_movies(cfg, out: Path, override: Mapping | None = None) -> dict:
                         "skipped": data.skipped, "movies": len(data.movies())},
                "records": {**stats, "overridden": sorted(targets)},
                "split": split_report(items, cfg.split_by, cfg.split_fractions, cfg.seed, heldout)}
-    return write_stage(out, rows, qbs, "movies", K_MOVIES, reports)
+    return write_stage(out, rows, qbs, MoviesScheme.name, K_MOVIES, reports)

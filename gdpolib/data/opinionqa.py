@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from gdpolib.data.survey import Survey, SurveyReport, SurveyRow
+from gdpolib.data.survey_files import read_csv_text
 
 log = logging.getLogger("gdpolib.data.opinionqa")
 
@@ -111,13 +111,7 @@ def _literal_list(text: object, what: str, where: str) -> list:
 
 def read_info(path: Path) -> dict[str, dict]:
     """info.csv -> {qkey: {"question", "references", "ordinals"}}; clear errors per row."""
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as err:  # pandas has many parser error types
-        raise OpinionQAError(f"{path}: not a readable CSV ({err})") from None
-    missing = [c for c in INFO_COLUMNS if c not in df.columns]
-    if missing:
-        raise OpinionQAError(f"{path}: missing column(s) {missing}; expected {list(INFO_COLUMNS)}")
+    df = read_csv_text(path, INFO_COLUMNS, OpinionQAError, str(path))
     out: dict[str, dict] = {}
     for i, row in df.iterrows():
         where = f"{path} row {i} (key {row['key']!r})"

@@ -30,10 +30,10 @@ from typing import Any, Mapping, Sequence
 import datasets as ds
 import numpy as np
 
-from gdpolib.beliefs import (BeliefError, QuestionBeliefs, check_distribution, clean_label,
-                             format_completion)
+from gdpolib.beliefs import BeliefError, clean_label, format_completion
 from gdpolib.data.responses import format_prompt
-from gdpolib.runs import stable_seed
+from gdpolib.schemes import QuestionBeliefs, check_distribution
+from gdpolib.seeds import stable_seed
 
 log = logging.getLogger("gdpolib.data.records")
 DATA_VERSION = "data-v3"       # bump when the record format changes (invalidates data stages)
@@ -78,7 +78,8 @@ def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
                ) -> list[PromptItem]:
     """PromptItems of one group's questions (of any survey) x their generated styles
     (responses per option -> belief). ordinals: {qid: K_MAX ordinal values, NaN off the scale}
-    for questions whose beliefs are ordered (e.g. scheme_ordinals for stance6); others get none."""
+    for questions whose beliefs are ordered (a scheme's ordinals(), e.g. stance6's); others get
+    none."""
     items = []
     for qb in qbs:
         for sq in styled.get(qb.qid, []):
@@ -90,20 +91,6 @@ def goqa_items(qbs: Sequence[QuestionBeliefs], styled: Mapping[str, list],
                                     format_prompt(sq.question, qb.labels, qb.mask, sq.style), qb, np.asarray(target, dtype=np.float64), cands,
                                     ordinal=list((ordinals or {}).get(qb.qid, [])), group=group))
     return items
-
-
-def scheme_ordinals(scheme: str, k_max: int) -> list[float] | None:
-    """The ordinal value of each belief id under a scheme, NaN where a belief is not on the
-    scale; None for a scheme without an order. stance6: classes 1..5 (strong negative .. strong
-    positive) are ordered, class 0 "no stance" is not (it is left out of the Wasserstein
-    distance, which is then the distance among answers that take a stance); movies: the star
-    ratings 1..5; options: a question's options have no order known to us (a survey file may
-    bring one per question later: goqa_items' `ordinals`)."""
-    if scheme == "stance6":
-        return [float("nan")] + [float(k) for k in range(1, k_max)]
-    if scheme == "movies":
-        return [float(k + 1) for k in range(k_max)]
-    return None
 
 
 def apply_override(qbs: Sequence[QuestionBeliefs], override: Mapping[str, Sequence[float]] | None,

@@ -18,7 +18,7 @@ import numpy as np
 
 from gdpolib.data.records import SPLITS, DataError, PromptItem
 from gdpolib.data.responses import styles_for
-from gdpolib.runs import stable_seed
+from gdpolib.seeds import stable_seed
 
 
 class LeakageError(RuntimeError):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from gdpolib.gpo.groups import GroupOpinions
-from gdpolib.metrics import alignment_pairs
+from gdpolib.metrics.alignment import alignment_pairs
 
 
 def pair_scores(data: GroupOpinions, preds: dict) -> pd.DataFrame:

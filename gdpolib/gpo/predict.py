@@ -20,7 +20,8 @@ from gdpolib.generation import padding_sides
 from gdpolib.gpo.episodes import collate, make_episode
 from gdpolib.gpo.groups import GroupOpinions, train_mean
 from gdpolib.gpo.model import GPOModel
-from gdpolib.metrics import alignment_scores, jsd_per_prompt
+from gdpolib.metrics.alignment import alignment_scores
+from gdpolib.metrics.distances import jsd_per_prompt
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ def fixed_baseline(dists: dict[str, np.ndarray], jobs: Sequence[Job]) -> dict:
 
 def score(data: GroupOpinions, preds: dict) -> dict:
     """Alignment score of predictions (JS for GOQA, WD for OpinionQA): see
-    metrics.alignment_scores. NaN predictions raise (never scored as perfect)."""
+    metrics.alignment.alignment_scores. NaN predictions raise (never scored as perfect)."""
     return alignment_scores(preds, data.dists, ordinals=data.ordinals)
 
 

@@ -16,20 +16,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from gdpolib import groupnames, models, sources
-from gdpolib.beliefs import BeliefError, QuestionBeliefs, make_scheme
+from gdpolib import groupnames, models, schemes, sources
+from gdpolib.beliefs import BeliefError
 from gdpolib.data import goqa, opinionqa
 from gdpolib.data.hub import build_hub
 from gdpolib.data.movies import build_movies
 from gdpolib.data.records import (DATA_VERSION, DataError, RunData, apply_override,
                                   build_records, condition_on_group, goqa_items, group_qid,
-                                  load_run_data, merge_groups, metrics_part, scheme_ordinals,
-                                  write_stage)
+                                  load_run_data, merge_groups, metrics_part, write_stage)
 from gdpolib.data.splits import (assign_splits, check_splits, heldout_style_ids,
                                  merge_split_reports, split_report)
 from gdpolib.data.generators import make_generator
-from gdpolib.data.survey import Survey, read_survey
-from gdpolib.runs import file_hash, stable_hash
+from gdpolib.data.survey import Survey
+from gdpolib.data.survey_files import read_survey
+from gdpolib.seeds import file_hash, stable_hash
 
 log = logging.getLogger("gdpolib.stages.data")
 
@@ -56,9 +56,7 @@ def data_key(cfg, override: Mapping | None = None) -> dict[str, Any]:
             key["opinionqa_sha"] = folder_hash(sources.for_run(cfg, "opinionqa_path"))
         elif cfg.survey == "file":
             key["survey_sha"] = file_hash(sources.for_run(cfg, "survey_path"))
-        if cfg.belief_scheme == "stance6":
-            key["option_map_path"] = cfg.option_map_path
-            key["option_map_sha"] = file_hash(sources.for_run(cfg, "option_map_path"))
+        key.update(schemes.for_config(cfg).cache_key())
     if override:
         key["override"] = stable_hash({q: [round(float(x), 12) for x in v]
                                        for q, v in sorted(override.items())})
@@ -109,7 +107,7 @@ class GroupData:
     """One group's part of a data stage: its questions (true p*), records and split."""
 
     group: str
-    questions: list[QuestionBeliefs]
+    questions: list[schemes.QuestionBeliefs]
     rows: dict[str, list[dict]]
     assignment: dict[str, str]           # split unit -> split
     reports: dict[str, Any]
@@ -120,13 +118,13 @@ def group_data(cfg, survey: Survey, group: str, scheme=None, generator=None,
     """The records of one group exactly as a run of that group alone builds them (questions
     under belief_scheme, min/max_questions, responses, split, draws): a conditioned run uses
     these per group, so its test prompts are those of each group's own run."""
-    scheme = scheme or make_scheme(cfg)
+    scheme = scheme or schemes.for_config(cfg)
     gen = generator or make_generator(cfg, _response_cache_dir(cfg))
     qbs, scheme_report = scheme.apply(survey.questions(), group)
     log.info(scheme_report.summary())
     if len(qbs) < cfg.min_questions:
         raise DataError(f"{group} has {len(qbs)} usable questions under belief_scheme "
-                        f"{cfg.belief_scheme} ({len(scheme_report.skipped)} of "
+                        f"{scheme.name} ({len(scheme_report.skipped)} of "
                         f"{scheme_report.n_questions} skipped by the scheme); min_questions is "
                         f"{cfg.min_questions}: lower it to run on so few questions anyway")
     if cfg.max_questions is not None:
@@ -134,7 +132,7 @@ def group_data(cfg, survey: Survey, group: str, scheme=None, generator=None,
     targets = apply_override(qbs, override)
     styled, gen_report = gen.generate([(q.qid, q.question, q.options) for q in qbs], cfg.n_styles)
     log.info(gen_report.summary())
-    scale = scheme_ordinals(scheme.name, scheme.k_max)
+    scale = scheme.ordinals()
     items = goqa_items(qbs, styled, targets,
                        ordinals={q.qid: scale for q in qbs} if scale else None, group=group)
     used = {it.qid for it in items}
@@ -165,7 +163,7 @@ def build_survey(cfg, out: Path, override: Mapping | None = None) -> dict[str, A
     groups = target_groups(cfg, survey)
     if override and cfg.groups:
         raise DataError("a p* override (few-shot GDPO) needs a run of one group, not groups")
-    scheme, gen = make_scheme(cfg), make_generator(cfg, _response_cache_dir(cfg))
+    scheme, gen = schemes.for_config(cfg), make_generator(cfg, _response_cache_dir(cfg))
     parts = [group_data(cfg, survey, g, scheme, gen, override) for g in groups]
     load = survey.report.details or {"origin": survey.report.origin, "rows": survey.report.n_rows,
                                      "skipped": survey.report.skipped,

@@ -1,27 +1,28 @@
 """Stage of notebook 04 (and the test numbers of notebooks 02/03): every method scored by the
 same code on the same test prompts.
 
-Methods: the baselines `uniform` (1/|B| on each question's beliefs, no model), `context_free`
-(the mean p* of the training questions with the same belief set: where answers tend to fall,
-whatever the question; no model) and `zeroshot` (the base model, untrained, plain test prompts),
-then the paper's Table 2 order: kshot (the base model prompted with k solved examples), icf (SFT
-with a few-shot context block in every prompt), sft, dpo, gdpo, and the ablations cdpo / mft. A
-method that has not been trained yet is trained through gdpolib.stages.train (which reuses
-finished stages). Every method's JSD is also compared with SFT's and the context-free
-baseline's question by question (paired_comparisons: a paired bootstrap interval).
+Methods: those of the registry (gdpolib.methods), in its table order: the baselines `uniform`
+(1/|B| on each question's beliefs, no model), `context_free` (the mean p* of the training
+questions with the same belief set: where answers tend to fall, whatever the question; no model)
+and `zeroshot` (the base model, untrained, plain test prompts), then the paper's Table 2 order:
+kshot (the base model prompted with k solved examples), icf (SFT with a few-shot context block in
+every prompt), sft, dpo, gdpo, and the ablations cdpo / mft. A method that has not been trained
+yet is trained through gdpolib.stages.train (which reuses finished stages). Every method's JSD is
+also compared with that of the registry's paired references (SFT, the context-free baseline)
+question by question (paired_comparisons: a paired bootstrap interval).
 
 Cached stages per method:
   stages/test/<method>/   the belief read-out on the test prompts (scoring.readout /
                           readout_summary): test.json (jsd, jsd_digits, tvd, wasserstein,
                           entropies, belief_mass, their bootstrap intervals over questions, the
-                          prompts left out; for preference methods the reward margins vs the SFT
-                          reference, by majority / minority chosen belief, on the SAME conflicting
-                          test pairs for every method (the DPO pairs: like for like), and for the
-                          GDPO family also on its own shared-belief pairs, `shared_*`),
+                          prompts left out; for a method with `margins` the reward margins vs
+                          the SFT reference, by majority / minority chosen belief, on the SAME
+                          conflicting test pairs for every method (like for like), and for one
+                          with `shared_margins` also on its own shared-belief pairs, `shared_*`),
                           probs.npy, readout.csv
   stages/eval/<method>/   sampled outputs (scoring.score_samples): summary.json (the read-out's
                           numbers and the sampled ones), per_prompt.csv, probs.npy, samples.jsonl;
-                          not for the baselines (read-out only)
+                          not for the methods that are read out only (the baselines)
 `record` is the one place that writes a method's numbers into metrics.json.
 """
 from __future__ import annotations
@@ -34,53 +35,38 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from gdpolib import beliefs, judges, margins, models, paired, sources
+from gdpolib import beliefs, judges, margins, models, schemes
+from gdpolib import methods as registry
 from gdpolib.data.fewshot import demo_pool, fewshot_prompts, icf_dataset
 from gdpolib.data.records import RunData
 from gdpolib.generation import max_context
-from gdpolib.metrics import jsd_by_question as _jsd_by_question
-from gdpolib.scoring import (PER_PROMPT, EvalSet, readout, readout_summary, score_probs,
-                             score_samples)
+from gdpolib.evalset import EvalSet
+from gdpolib.metrics import registry as metric_registry
+from gdpolib.metrics import paired
+from gdpolib.metrics.distances import jsd_by_question as _jsd_by_question
+from gdpolib.scoring import PER_PROMPT, readout, readout_summary, score_probs, score_samples
 from gdpolib.stages.data import base_model, sequence_length
-from gdpolib.stages.train import PREFERENCE_METHODS, data_hash, train_preference, train_sft
+from gdpolib.stages.train import data_hash, train_preference, train_sft
 
 log = logging.getLogger("gdpolib.stages.evaluate")
 
 EVAL_VERSION = "eval-v4"        # bump when scoring changes (invalidates eval stages)
 READOUT_VERSION = "readout-v3"  # bump when the read-out numbers change (invalidates test stages)
-# Read-out-only baselines: predictors without a model (FIXED), and the untrained base model.
-FIXED = ("uniform", "context_free")
-BASELINES = (*FIXED, "zeroshot")
-METHOD_ORDER = (*BASELINES, "kshot", "icf", "sft", "dpo", "gdpo", "cdpo", "mft")
-FEWSHOT_METHODS = ("kshot", "icf")
-# Every method's JSD is compared, question by question, with these (paired_comparisons).
-REFERENCES = ("sft", "context_free")
-PAIRED_KEYS = tuple(k for ref in REFERENCES for k in (f"jsd_vs_{ref}", f"jsd_vs_{ref}_ci",
-                                                      f"jsd_vs_{ref}_questions"))
-METRICS_JSON_KEYS = ("jsd", "jsd_ci", "jsd_digits", "jsd_digits_ci", "belief_mass", "tvd",
-                     "tvd_ci", "wasserstein", "wasserstein_ci", "entropy", "entropy_target",
-                     "n_questions", "n_invalid", "jsd_sampled", "cbc", "bpc", "rs", "invalid_rate",
-                     *PAIRED_KEYS)
-# Reward margins on the conflicting test pairs (every preference method, like for like) and,
-# for the GDPO family, on its own shared-belief pairs (the paper's Finding 1).
-SKEW_KEYS = ("margin_majority", "margin_minority")
-SHARED_SKEW_KEYS = ("shared_margin_majority", "shared_margin_minority")
-TABLE_COLUMNS = ("jsd", "jsd_ci", *PAIRED_KEYS, "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci",
-                 "wasserstein", "wasserstein_ci", "entropy", "entropy_target", "belief_mass",
-                 "n_invalid", "margin_majority", "margin_minority", *SHARED_SKEW_KEYS,
-                 "jsd_sampled", "noise_floor", "cbc", "bpc", "rs", "invalid_rate", "majority_bias")
+# What metrics.json records of a method, and the columns of tables/methods.csv: the metric
+# registry's (gdpolib/metrics/registry.py).
+METRICS_JSON_KEYS = metric_registry.keys(part="methods")
+SKEW_KEYS = metric_registry.keys(part="skew")
 
 
 # ----------------------------------------------------------------------------- metrics.json
 def record(run, method: str, numbers: dict[str, Any]) -> None:
     """THE writer of a method's numbers into metrics.json: methods.<m>.<key> for the keys of
-    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (the margins of SKEW_KEYS and
-    SHARED_SKEW_KEYS present) for the preference methods."""
+    METRICS_JSON_KEYS present in `numbers`, and skew.<m> (the margins of SKEW_KEYS present) for
+    a method with margins."""
     part: dict[str, Any] = {"methods": {method: {k: numbers[k] for k in METRICS_JSON_KEYS
                                                  if k in numbers}}}
-    if all(k in numbers for k in SKEW_KEYS):
-        part["skew"] = {method: {k: numbers[k] for k in (*SKEW_KEYS, *SHARED_SKEW_KEYS)
-                                 if k in numbers}}
+    if all(k in numbers for k in ("margin_majority", "margin_minority")):
+        part["skew"] = {method: {k: numbers[k] for k in SKEW_KEYS if k in numbers}}
     run.merge_metrics(part)
 
 
@@ -88,23 +74,23 @@ def record(run, method: str, numbers: dict[str, Any]) -> None:
 def method_model(cfg, run, data: RunData, method: str) -> tuple[Path | str, str]:
     """The checkpoint a method is scored with (training it if missing) and its identity.
 
-    zeroshot and kshot: the base model (untrained policy); icf: SFT on few-shot-context prompts;
-    sft; and the preference methods, from the training stages (cached). The FIXED baselines
-    have none."""
-    if method in ("zeroshot", "kshot"):
+    model "base" (zeroshot, kshot): the base model (untrained policy); "trained": its training
+    stage (cached): SFT on its records (sft; icf on few-shot-context prompts) or a preference
+    method. A method of model "none" (uniform, context_free) has none."""
+    m = registry.get(method)
+    if m.model == "base":
         return base_model(cfg, run, data)
-    if method == "icf":
+    if m.preference:
+        return train_preference(cfg, run, data, method), run.stage_hash(f"checkpoints/{method}")
+    if m.trainer == "sft" and m.records == "icf":
         base = base_model(cfg, run, data)[0]
         tok = models.load_tokenizer(base, cfg)
         length = sequence_length(cfg, data, tok, models.context_window(base, cfg))
-        path = train_sft(cfg, run, data, dataset=icf_dataset(cfg, data, tok, length), name="icf")
-        return path, run.stage_hash("checkpoints/icf")
-    if method == "sft":
+        path = train_sft(cfg, run, data, dataset=icf_dataset(cfg, data, tok, length), name=method)
+        return path, run.stage_hash(f"checkpoints/{method}")
+    if m.trainer == "sft":
         return train_sft(cfg, run, data), run.stage_hash("checkpoints/sft")
-    if method in PREFERENCE_METHODS:
-        return train_preference(cfg, run, data, method), run.stage_hash(f"checkpoints/{method}")
-    raise ValueError(f"no model for method {method!r} (one of "
-                     f"{', '.join(m for m in METHOD_ORDER if m not in FIXED)})")
+    raise ValueError(f"method {method!r} is scored without a model")
 
 
 def _context_limit(model, tokenizer, cfg, data: RunData, method: str) -> int:
@@ -122,7 +108,7 @@ def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
     zeroshot), with a few-shot context for kshot and icf (demonstrations from the train split,
     cut to fit the model)."""
     es = EvalSet.from_table(data.prompts["test"])
-    if method in FEWSHOT_METHODS:
+    if registry.get(method).fewshot:
         es = es.with_prompts(fewshot_prompts(es.prompts, es.qids, demo_pool(data), tokenizer,
                                              cfg.kshot_k,
                                              _context_limit(model, tokenizer, cfg, data, method),
@@ -131,27 +117,32 @@ def test_prompts(cfg, data: RunData, method: str, model, tokenizer) -> EvalSet:
 
 
 # ----------------------------------------------------------------------------- read-out stage
-def fixed_readout(data: RunData, method: str) -> tuple[EvalSet, np.ndarray]:
-    """The test prompts and the [N, K] read-out of a baseline without a model (FIXED):
-    `uniform` (1/|B|) or `context_free` (EvalSet.context_free over the train split)."""
+# The predictors of the methods scored without a model (registry `predictor`): EvalSet of the
+# test prompts, EvalSet of the training prompts -> [N, K] read-out.
+PREDICTORS = {"uniform": lambda es, train: es.uniform(),
+              "context_free": lambda es, train: es.context_free(train)}
+
+
+def fixed_readout(data: RunData, m: registry.Method) -> tuple[EvalSet, np.ndarray]:
+    """The test prompts and the [N, K] read-out of a method without a model (its registry
+    `predictor`: `uniform` = 1/|B|, `context_free` = EvalSet.context_free over the train
+    split)."""
     es = EvalSet.from_table(data.prompts["test"])
-    if method == "uniform":
-        return es, es.uniform()
-    if method == "context_free":
-        return es, es.context_free(EvalSet.from_table(data.prompts["train"]))
-    raise ValueError(f"{method!r} is not a baseline without a model ({', '.join(FIXED)})")
+    return es, PREDICTORS[m.predictor](es, EvalSet.from_table(data.prompts["train"]))
 
 
-def test_margins(cfg, run, data: RunData, method: str, model, tok) -> dict[str, float]:
+def test_margins(cfg, run, data: RunData, m: registry.Method, model, tok) -> dict[str, float]:
     """Reward margins of a preference method vs the SFT reference on the test pairs, by
-    majority / minority chosen belief (margins.margin_summary): on the conflicting (DPO) pairs
-    for every method, so that the skew is measured like for like, and for the GDPO family also
-    on its own shared-belief pairs (keys `shared_*`), where the belief prefix cancels."""
+    majority / minority chosen belief (margins.margin_summary): on its registry `margins` pairs
+    (the conflicting DPO pairs for every method, so that the skew is measured like for like),
+    and on its `shared_margins` pairs when it has them (the GDPO family's own shared-belief
+    pairs, where the belief prefix cancels; keys `shared_*`)."""
     length = sequence_length(cfg, data, tok, max_context(model))
     ref, _ = models.load_policy(run.stage_dir("checkpoints/sft"), cfg)
     out: dict[str, float] = {}
-    sets = [("", data.dpo["test"])] + ([] if method == "dpo" else [("shared_", data.gdpo["test"])])
-    for prefix, pairs in sets:
+    sets = [("", m.margins)] + ([("shared_", m.shared_margins)] if m.shared_margins else [])
+    for prefix, records in sets:
+        pairs = getattr(data, records)["test"]
         enc = margins.encode_pairs(tok, pairs)
         pol = margins.pair_logps(model, tok, enc, cfg.eval_batch_size, length)
         rl = margins.pair_logps(ref, tok, enc, cfg.eval_batch_size, length)
@@ -165,24 +156,25 @@ def test_readout(cfg, run, data: RunData, method: str,
                  checkpoint: tuple[Path | str, str] | None = None) -> dict[str, Any]:
     """The probability-based test numbers of a method (trained if missing): scoring's
     readout_summary over the test prompts (both JSD conventions, TVD, Wasserstein, entropies,
-    belief mass, 95% bootstrap intervals over questions, prompts left out) and, for preference
-    methods, the reward margins vs the SFT reference (test_margins). The FIXED baselines need no
-    model. Cached as `stages/test/<method>`; recorded in metrics.json. `checkpoint`:
-    method_model's answer, when the caller has it."""
+    belief mass, 95% bootstrap intervals over questions, prompts left out) and, for a method
+    with `margins`, the reward margins vs the SFT reference (test_margins). A method of model
+    "none" (fixed_readout) needs no model. Cached as `stages/test/<method>`; recorded in
+    metrics.json. `checkpoint`: method_model's answer, when the caller has it."""
+    m = registry.get(method)
     key = {"version": READOUT_VERSION, "method": method, "data": data_hash(run, data),
            **cfg.subset("seed", "ci_resamples")}
     model_path = None
-    if method not in FIXED:
+    if m.model != "none":
         model_path, key["model"] = checkpoint or method_model(cfg, run, data, method)
         key["beta"] = cfg.beta
-    if method in PREFERENCE_METHODS:
+    if m.margins:
         key["ref"] = run.stage_hash("checkpoints/sft")
-    if method in FEWSHOT_METHODS:
+    if m.fewshot:
         key.update(cfg.subset("kshot_k", "max_length", "max_new_tokens"))
 
     def build(out: Path) -> None:
         if model_path is None:
-            es, probs = fixed_readout(data, method)
+            es, probs = fixed_readout(data, m)
             read = score_probs(probs, es)
         else:
             model, tok = models.load_policy(model_path, cfg)
@@ -190,8 +182,8 @@ def test_readout(cfg, run, data: RunData, method: str,
             read = readout(model, tok, es, beliefs.check_belief_tokens(tok, data.k_max),
                            cfg.eval_batch_size)
         res: dict[str, Any] = readout_summary(read, es, cfg.seed, cfg.ci_resamples)
-        if method in PREFERENCE_METHODS:
-            res.update(test_margins(cfg, run, data, method, model, tok))
+        if m.margins:
+            res.update(test_margins(cfg, run, data, m, model, tok))
         (out / "test.json").write_text(json.dumps(res, indent=2))
         np.save(out / "probs.npy", read["probs"])
         pd.DataFrame({"qid": es.qids, "style": es.styles, "valid": read["valid"],
@@ -214,7 +206,8 @@ def jsd_by_question(cfg, run, data: RunData, method: str) -> dict[str, float]:
 
 
 def paired_comparisons(cfg, run, data: RunData, methods: Sequence[str]) -> dict[str, dict]:
-    """Each method's test JSD minus each reference's in REFERENCES that is among `methods`,
+    """Each method's test JSD minus that of each paired reference of the registry
+    (methods.paired_references: SFT, the context-free baseline) that is among `methods`,
     question by question (both read-outs' mean JSD per question, over the questions both
     scored), with a paired 95% bootstrap interval over those questions (paired.compare_by_question,
     `ci_resamples`, seeded): `jsd_vs_<ref>`, `jsd_vs_<ref>_ci`, `jsd_vs_<ref>_questions`.
@@ -223,7 +216,7 @@ def paired_comparisons(cfg, run, data: RunData, methods: Sequence[str]) -> dict[
     out: dict[str, dict] = {}
     for m in methods:
         numbers: dict[str, Any] = {}
-        for ref in (r for r in REFERENCES if r in per_q and r != m):
+        for ref in (r for r in registry.paired_references() if r in per_q and r != m):
             d = paired.compare_by_question(per_q[m], per_q[ref], cfg.ci_resamples, cfg.seed)
             numbers.update({f"jsd_vs_{ref}": d["difference"], f"jsd_vs_{ref}_ci": d["ci"],
                             f"jsd_vs_{ref}_questions": d["n"]})
@@ -233,13 +226,6 @@ def paired_comparisons(cfg, run, data: RunData, methods: Sequence[str]) -> dict[
 
 
 # ----------------------------------------------------------------------------- sampling stage
-def _load_option_map(cfg, scheme: str):
-    if scheme != "stance6":
-        return None
-    path = sources.for_run(cfg, "option_map_path")
-    return None if path is None else beliefs.load_option_map(path)
-
-
 def eval_key(cfg, run, method: str, model_hash: str) -> dict[str, Any]:
     """Everything a method's sampled scores depend on."""
     key = {"version": EVAL_VERSION, "method": method, "model": model_hash,
@@ -247,7 +233,7 @@ def eval_key(cfg, run, method: str, model_hash: str) -> dict[str, Any]:
            **cfg.subset("seed", "n_samples", "temperature", "top_k", "top_p", "max_new_tokens",
                         "eval_batch_size", "judge", "embedder", "judge_samples", "device",
                         "dtype")}
-    if method in FEWSHOT_METHODS:
+    if registry.get(method).fewshot:
         key.update(cfg.subset("kshot_k", "max_length"))
     if cfg.judge == "openai":
         key.update(cfg.subset("api_base", "api_model"))
@@ -277,8 +263,8 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
                     ) -> dict[str, Any]:
     """All Table-2 numbers of a method: its test read-out (test_readout) and its sampled outputs,
     cached as `stages/eval/<method>`; returns the summary and records it in metrics.json.
-    The BASELINES get their read-out numbers only (nothing is sampled)."""
-    if method in BASELINES:
+    A method that is not `sampled` (the baselines) gets its read-out numbers only."""
+    if not registry.get(method).sampled:
         return {"method": method, **test_readout(cfg, run, data, method)}
     judging = judging or Judging(cfg)
     model_path, model_hash = method_model(cfg, run, data, method)
@@ -289,9 +275,9 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
         log.info("scoring %s on %d test prompts", method, len(data.prompts["test"]))
         model, tok = models.load_policy(model_path, cfg)
         es = test_prompts(cfg, data, method, model, tok)
-        res = score_samples(model, tok, es, cfg, k_max=data.k_max, scheme=data.scheme,
-                            embed=judging.embed, judge=judging.judge,
-                            option_map=_load_option_map(cfg, data.scheme))
+        res = score_samples(model, tok, es, cfg.evaluation, seed=cfg.seed,
+                            scheme=schemes.for_data(data.scheme, data.k_max, cfg),
+                            embed=judging.embed, judge=judging.judge)
         summary = {"method": method, **read, **res["summary"]}
         per_read = pd.read_csv(test_dir / "readout.csv", dtype={"qid": str})
         per_prompt = res["per_prompt"]
@@ -311,12 +297,11 @@ def evaluate_method(cfg, run, data: RunData, method: str, judging: Judging | Non
 
 
 def methods_to_run(cfg, run) -> list[str]:
-    """The BASELINES, cfg.methods, cfg.ablations and any preference method already trained in
-    the run, in METHOD_ORDER."""
-    wanted = set(BASELINES) | set(cfg.methods) | set(cfg.ablations)
-    wanted |= {m for m in PREFERENCE_METHODS
-               if (run.stage_dir(f"checkpoints/{m}") / "stage.json").exists()}
-    return [m for m in METHOD_ORDER if m in wanted]
+    """The baselines, cfg.methods, cfg.ablations and any preference method already trained in
+    the run, in the registry's table order."""
+    trained = registry.names(lambda m: m.preference and (
+        run.stage_dir(f"checkpoints/{m.name}") / "stage.json").exists())
+    return registry.in_order([*registry.baselines(), *cfg.methods, *cfg.ablations, *trained])
 
 
 def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = None) -> pd.DataFrame:
@@ -329,9 +314,8 @@ def evaluate_methods(cfg, run, data: RunData, methods: Sequence[str] | None = No
     for m, numbers in paired_comparisons(cfg, run, data, list(rows)).items():
         rows[m].update(numbers)
     table = pd.DataFrame.from_dict(rows, orient="index")
-    cols = [c for c in TABLE_COLUMNS if c in table] + \
-        [c for c in ("bpc_judged", "bpc_api_errors", "bpc_unparseable", "n_prompts",
-                     "n_questions", "n_samples", "seconds") if c in table]
+    cols = [c for c in (*metric_registry.keys(table="table2"), *metric_registry.keys(table="details"))
+            if c in table]
     table = table[cols]
     table.index.name = "method"
     table.to_csv(run.path("tables", "methods.csv"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from gdpolib import runs
+from gdpolib import runs, seeds
 from gdpolib.config import RunConfig
 from gdpolib.gpo.experiment import few_shot_prediction
 from gdpolib.gpo.predict import FewShotPrediction
@@ -84,7 +84,7 @@ def few_shot_gdpo(cfg: RunConfig, run: runs.Run, exp: GPOExperiment, k: int | No
         sub_data = prepare_data(sub_cfg, sub_run, p_star_override=pred.override)
         train_preference(sub_cfg, sub_run, sub_data, "gdpo")
         per_q[f"gdpo_on_{arm}"] = jsd_by_question(sub_cfg, sub_run, sub_data, "gdpo")
-    runs.seed_everything(cfg.seed)      # Run.open of a sub-run re-seeded; restore the order
+    seeds.seed_everything(cfg.seed)      # Run.open of a sub-run re-seeded; restore the order
     # Every arm is scored on the same test prompts against the TRUE p* (an override changes
     # only the training target: a sub-run's eval prompts carry the true p*).
     per_q["gdpo_on_true"] = jsd_by_question(cfg, run, data, "gdpo")

@@ -37,7 +37,8 @@ from gdpolib.gpo.meta_train import GPOSettings, meta_train
 from gdpolib.gpo.model import load_model, save_model
 from gdpolib.gpo.predict import (Job, eval_plans, lm_option_distributions, predict, ridge_alpha,
                                  score)
-from gdpolib.runs import Run, stable_hash
+from gdpolib.runs import Run
+from gdpolib.seeds import stable_hash
 from gdpolib.stages.data import base_model, load_survey, target_groups
 from gdpolib.trackers import open_tracker
 
@@ -122,9 +123,6 @@ def lm_zero_shot(cfg: RunConfig, run: Run, data: GroupOpinions,
         out[it.qid] = flat[row:row + n].astype(np.float64) / flat[row:row + n].sum()
         row += n
     return out
-
-
-GPO_METHODS = ("gpo", "gpo_prior")
 
 
 def _meta_train_stage(cfg: RunConfig, run: Run, dataset: str, method: str, data: GroupOpinions,
@@ -259,13 +257,16 @@ def seed_pairs(cfg: RunConfig, run: Run, dataset: str, seeds: Sequence[int],
     return pd.concat(frames, ignore_index=True)[cols].astype({"step": "Int64"})
 
 
-def gpo_metrics(table, k: int) -> dict:
-    """The `gpo` part of metrics.json from an alignment_table: the alignment of every method at
-    k, and the meta-training step each GPO method's weights come from (selected_step)."""
+def record(run: Run, table, k: int) -> dict:
+    """THE writer of the `gpo` part of metrics.json: every method's alignment over the test
+    groups (the alignment_table's "ALL" rows, at k context questions), k, and the
+    meta-training step each GPO method's weights come from (selected_step). Returns the part."""
     overall = table[table.group == "ALL"].set_index("method")
     steps = overall["step"].dropna()
-    return {"gpo": {"alignment": {m: float(v) for m, v in overall["score"].items()}, "k": int(k),
+    part = {"gpo": {"alignment": {m: float(v) for m, v in overall["score"].items()}, "k": int(k),
                     "selected_step": {m: int(v) for m, v in steps.items()}}}
+    run.merge_metrics(part)
+    return part
 
 
 def predicted_vs_true(exp: GPOExperiment, k: int, group: str, n: int = 4, seed: int = 0):

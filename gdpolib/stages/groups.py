@@ -12,7 +12,7 @@ and for a group it never trained on (zero-shot: that group's name in the prompt)
 
 Every number is a mean over prompts of scoring.readout's per-prompt JSD (the conditioned run's
 test read-outs of gdpolib.stages.evaluate, or a read-out here for the zero-shot prompts), or of
-metrics.jsd_per_prompt for the fixed predictors (uniform, a group's p*).
+metrics.distances.jsd_per_prompt for the fixed predictors (uniform, a group's p*).
 """
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from gdpolib import beliefs, metrics, models
+from gdpolib import beliefs, models
+from gdpolib.metrics import distances
 from gdpolib.data.records import RunData, group_prompt, load_run_data
-from gdpolib.scoring import EvalSet, readout
+from gdpolib.evalset import EvalSet
+from gdpolib.scoring import readout
 from gdpolib.stages.data import group_data, load_survey
 from gdpolib.stages.evaluate import test_readout
 
@@ -36,7 +38,7 @@ def _base_qid(qid: str, group: str) -> str:
 
 def uniform_jsd(p_star: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """JSD per prompt of the uniform distribution over each question's beliefs [N]."""
-    return metrics.jsd_per_prompt(mask.astype(np.float64), p_star, mask)
+    return distances.jsd_per_prompt(mask.astype(np.float64), p_star, mask)
 
 
 def per_group(cfg, run, data: RunData, methods: Sequence[str]) -> pd.DataFrame:
@@ -96,7 +98,7 @@ def nearest_groups(data: RunData, unseen: dict[str, np.ndarray]) -> list[tuple[s
         mine = {_base_qid(q.qid, g): q.p_star for q in data.questions if q.qid.endswith(f"@{g}")}
         shared = sorted(set(mine) & set(unseen))
         if shared:
-            d = metrics.js_distance(np.stack([mine[q] for q in shared]),
+            d = distances.js_distance(np.stack([mine[q] for q in shared]),
                                     np.stack([unseen[q] for q in shared]))
             out.append((g, float(np.mean(d)), len(shared)))
     return sorted(out, key=lambda t: t[1])
@@ -147,7 +149,7 @@ def zero_shot(cfg, run, data: RunData, group: str, per_group_runs: Mapping[str, 
     ps_nearest = {g: {_base_qid(q.qid, g): q.p_star for q in data.questions
                       if q.qid.endswith(f"@{g}")} for g in data.groups}
     rows = [{"predictor": "uniform", "method": "", "jsd": uniform_jsd(p_star, mask).mean()},
-            {"predictor": "nearest p*", "method": "", "jsd": metrics.jsd_per_prompt(
+            {"predictor": "nearest p*", "method": "", "jsd": distances.jsd_per_prompt(
                 np.array([ps_nearest[g][r["qid"]] for g, r in zip(nearest, prompts)]),
                 p_star, mask).mean()}]
     for m in methods:

@@ -42,32 +42,23 @@ def save_model(model, tokenizer, out: Path, in_place: bool = True) -> None:
         tokenizer.save_pretrained(out)
 
 
-def _device_flags(cfg) -> dict[str, Any]:
-    """bf16 and gradient checkpointing on CUDA only; CPU runs stay fp32 (TRL defaults to bf16)."""
+def trl_args(cfg, cls, out_dir: Path, steps: int, lr: float, logs_dir: Path, **stage: Any):
+    """A stage's TRL config (SFTConfig / DPOConfig / GDPOConfig): the training section's own
+    arguments (TrainingSection.trl_args) with the run's seed, device and tracker project; `stage`
+    (max_length, the method's trainer_args, ...) wins. bf16 on a CUDA device that has it; CPU runs
+    stay fp32 (TRL defaults to bf16). The trackers of `report_to` get the stage as one run:
+    TensorBoard logs under logs_dir (`<run>/logs/<stage>`), trackio/wandb the project = the
+    run's name and the run = the stage's name."""
+    if cfg.report_to == "tensorboard":
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(logs_dir)
     device = resolve_device(cfg)
     cuda = device.type == "cuda"
     bf16 = cuda and cfg.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
-    return {"bf16": bf16, "fp16": False, "use_cpu": device.type == "cpu",
-            "gradient_checkpointing": bool(cfg.gradient_checkpointing and cuda)}
-
-
-def training_args(cfg, cls, out_dir: Path, steps: int, lr: float, logs_dir: Path, **extra):
-    """TRL config (SFTConfig / DPOConfig / GDPOConfig) shared by every stage. The trackers of
-    `report_to` get the stage as one run: TensorBoard logs under logs_dir (`<run>/logs/<stage>`),
-    trackio/wandb the project = the run's name and the run = the stage's name."""
-    if cfg.report_to == "tensorboard":
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(logs_dir)
-    kwargs = dict(
-        output_dir=str(out_dir), max_steps=steps, learning_rate=lr,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=min(cfg.warmup_steps, max(steps - 1, 0)), lr_scheduler_type="linear",
-        logging_steps=max(1, min(10, steps // 20 or 1)),
-        save_strategy="steps", save_steps=max(1, cfg.save_every), save_total_limit=1,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
-        project=cfg.run_dir_name, run_name=Path(logs_dir).name,
-        seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length,
-        dataloader_num_workers=0, disable_tqdm=console.piped(), **_device_flags(cfg))
-    return cls(**{**kwargs, **extra})
+    return cfg.training.trl_args(
+        cls, steps=steps, lr=lr, cuda=cuda, logs_dir=logs_dir, output_dir=str(out_dir),
+        **{"seed": cfg.seed, "data_seed": cfg.seed, "project": cfg.run_dir_name,
+           "max_length": cfg.max_length, "bf16": bf16, "fp16": False,
+           "use_cpu": device.type == "cpu", "disable_tqdm": console.piped(), **stage})
 
 
 def peft_config(cfg) -> LoraConfig | None:

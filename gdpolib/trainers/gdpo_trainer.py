@@ -44,7 +44,8 @@ GDPO_COLUMNS = ("belief_len", "prefix_len", "p_star", "belief_mask")
 class GDPOConfig(DPOConfig):
     """TRL's DPOConfig plus the GDPO loss weights:
     L = lambda_cal * KL(p* || p_theta(b|x)) - lambda_nll * log p_theta(b_c|x) + lambda_pref * DPO.
-    Ablations through the same code path: cdpo (lambda_cal = lambda_nll = 0), mft (lambda_pref = 0).
+    Ablations through the same code path (their weights: gdpolib.methods): cdpo (lambda_cal =
+    lambda_nll = 0), mft (lambda_pref = 0).
     """
 
     lambda_cal: float = field(default=1.0, metadata={
@@ -68,18 +69,6 @@ class GDPOConfig(DPOConfig):
     def lambdas(self) -> dict[str, float]:
         return {"lambda_cal": self.lambda_cal, "lambda_nll": self.lambda_nll,
                 "lambda_pref": self.lambda_pref}
-
-
-def method_lambdas(cfg, method: str) -> dict[str, float]:
-    """lambda_cal, lambda_nll, lambda_pref of a run config for gdpo and its ablations."""
-    lam = {"lambda_cal": cfg.lambda_cal, "lambda_nll": cfg.lambda_nll, "lambda_pref": cfg.lambda_pref}
-    if method == "cdpo":
-        lam.update(lambda_cal=0.0, lambda_nll=0.0)
-    elif method == "mft":
-        lam.update(lambda_pref=0.0)
-    elif method != "gdpo":
-        raise ValueError(f"no GDPO weights for method {method!r} (gdpo | cdpo | mft)")
-    return lam
 
 
 # ---------------------------------------------------------------- belief spans (character offsets)

@@ -17,7 +17,8 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from gdpolib.margins import encode_pairs, margin_summary, pair_logps, reward_margins
-from gdpolib.scoring import EvalSet, readout
+from gdpolib.evalset import EvalSet
+from gdpolib.scoring import readout
 from gdpolib.trainers.fit import save_model
 
 log = logging.getLogger("gdpolib.trainers")
@@ -26,10 +27,14 @@ log = logging.getLogger("gdpolib.trainers")
 class Tracker:
     """Evaluates a policy on a FIXED eval subset: JSD and belief mass on eval prompts, and (for
     preference methods) reward margins vs the reference, split by majority / minority, on
-    `pairs` (keys margin_*, accuracy_*) and on `shared_pairs` when given (keys shared_*)."""
+    `pairs` (keys margin_*, accuracy_*) and on `shared_pairs` when given (keys shared_*).
+
+    `ref_logps_from`: the model whose pair log-probs are the reference, computed ONCE, here. A
+    preference stage passes its policy before the first step (the SFT checkpoint it starts
+    from, which is the reference of the DPO/GDPO loss too), so no second copy is kept."""
 
     def __init__(self, tokenizer, belief_ids: Sequence[int], prompts: EvalSet,
-                 pairs: Dataset | None = None, ref_model=None, beta: float = 0.1,
+                 pairs: Dataset | None = None, ref_logps_from=None, beta: float = 0.1,
                  batch_size: int = 16, max_length: int | None = None,
                  shared_pairs: Dataset | None = None):
         self.tokenizer, self.belief_ids, self.prompts = tokenizer, list(belief_ids), prompts
@@ -39,11 +44,11 @@ class Tracker:
         for prefix, ds in (("", pairs), ("shared_", shared_pairs)):
             if ds is None:
                 continue
-            if ref_model is None:
-                raise ValueError("margins need the reference model")
+            if ref_logps_from is None:
+                raise ValueError("margins need the reference model (ref_logps_from)")
             enc = encode_pairs(tokenizer, ds)
             self.sets.append((prefix, enc, np.asarray(ds["majority"]).astype(bool),
-                              pair_logps(ref_model, tokenizer, enc, batch_size, max_length)))
+                              pair_logps(ref_logps_from, tokenizer, enc, batch_size, max_length)))
 
     def evaluate(self, model) -> dict[str, float]:
         read = readout(model, self.tokenizer, self.prompts, self.belief_ids, self.batch_size)

@@ -1,8 +1,6 @@
-"""The paper's Table 2 beside ours: metrics as rows, methods as columns, our intervals and paired
-differences, the paper's numbers where the run matches its setting (its JSD beside our
-`jsd_digits`, the authors' convention), and the sampled-text metrics of a method that does not
-write well-formed outputs marked as not interpretable. Written as CSV and Markdown under the
-run's tables/."""
+"""The paper's Table 2 beside ours: the layout (metrics as rows in the metric registry's order,
+methods as columns in the method registry's), the paper's numbers for its own setting (its JSD
+beside our `jsd_digits`, the authors' convention), written as CSV and Markdown."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +9,10 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from gdpolib.report import (TEXT_METRICS, WELL_FORMED, format_ci, protocol_line, table_reader,
-                            well_formed)
+from gdpolib import methods as registry
+from gdpolib.metrics import registry as metric_registry
+from gdpolib.report.claims import WELL_FORMED, table_reader, well_formed
+from gdpolib.report.frames import format_ci, protocol_line
 
 # The GDPO paper's Table 2 (the poster's small sets). Keys: (country, model family).
 _T2_METHODS = ("kshot", "icf", "sft", "dpo", "gdpo")
@@ -60,15 +60,10 @@ def paper_setting(cfg) -> tuple[str, str] | None:
     return (country, family) if family and country else None
 
 
-# Rows of the Table-2 layout, in order; `<x>_ci` rows hold "[low, high]". jsd_vs_<ref>: the
-# paired per-question difference to SFT and to the context-free baseline; margins on the same
-# conflicting test pairs for every method (shared_*: the GDPO family's own pairs).
-TABLE2_ROWS = ("jsd", "jsd_ci", "jsd_vs_sft", "jsd_vs_sft_ci", "jsd_vs_context_free",
-               "jsd_vs_context_free_ci", "jsd_digits", "jsd_digits_ci", "tvd", "tvd_ci",
-               "wasserstein", "wasserstein_ci", "entropy", "entropy_target", "belief_mass",
-               "n_invalid", "margin_majority", "margin_minority", "shared_margin_majority",
-               "shared_margin_minority", "invalid_rate", "cbc", "jsd_sampled", "noise_floor",
-               "bpc", "rs", "majority_bias")
+# Rows of the Table-2 layout, in order (the metric registry's); `<x>_ci` rows hold "[low, high]".
+TABLE2_ROWS = metric_registry.keys(table="table2")
+# The sampled-text metrics, which mean nothing for a model whose outputs do not parse.
+TEXT_METRICS = metric_registry.well_formed_keys()
 NOT_INTERPRETABLE = "\u2020"     # marks a text metric of a model that is not well-formed
 # The paper's JSD is the authors' convention (renormalised over all belief digits): our row
 # `jsd_digits`. Its other metrics keep their names.
@@ -99,6 +94,15 @@ def table2(table: pd.DataFrame, cfg) -> pd.DataFrame:
     return out
 
 
+def notes(rows, methods) -> list[str]:
+    """What the rows and columns of a Table 2 mean, from the metric and method registries."""
+    shown = [r for r in rows if not r.endswith("_ci")]
+    text = "; ".join(f"{r}: {metric_registry.get(r).meaning}" for r in shown)
+    cols = "; ".join(f"{m}: {registry.get(m).description}" for m in methods
+                     if m in registry.BY_NAME)
+    return [f"Rows. {text}. *_ci: {metric_registry.CI}.", "", f"Columns. {cols}."]
+
+
 def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None = None
                  ) -> tuple[Path, Path]:
     """Write the Table-2-style table as CSV and Markdown under `<run>/tables/`; `split` (the data
@@ -121,27 +125,9 @@ def write_table2(table: pd.DataFrame, cfg, run, split: Mapping[str, Any] | None 
         lines.append("The paper's Table 2 used GPT-2 Large and Pythia-2.8B on its own synthetic "
                      "data; this run's model differs, so the paper's numbers are not set beside "
                      "ours (the paper's Table 2 has them).")
-    lines += ["", "jsd: JS distance of the belief read-out renormalised over the question's "
-              "belief set; jsd_digits: renormalised over all belief digits (the authors' "
-              "convention: mass on digits outside the set counts); tvd: total variation; "
-              "wasserstein: 1-D Wasserstein distance / its maximum over the ordinal beliefs "
-              "(stance6 classes 1-5, class 0 'no stance' left out; empty when no belief is "
-              "ordinal); *_ci: 95% bootstrap interval over test questions; entropy vs "
-              "entropy_target: nats of the predicted vs the target distribution; n_invalid: "
-              "prompts left out (no mass on the belief set). jsd_vs_sft, jsd_vs_context_free: "
-              "the method's JSD minus the reference's, question by question, with a paired 95% "
-              "bootstrap interval over the questions. margin_*: mean reward margin vs the SFT "
-              "reference on the same conflicting test pairs for every method, by majority / "
-              "minority chosen belief; shared_margin_*: on the GDPO family's own shared-belief "
-              "pairs (the belief prefix cancels there). uniform: 1/|B| on each question's "
-              "beliefs; context_free: the mean p* of the training questions with the same "
-              "belief set, whatever the question (each training question once; under "
-              "seen_questions these include the test questions); zeroshot: the untrained base "
-              "model on the plain prompts (all three read-out only). jsd_sampled: from the n "
-              "samples, to be read against noise_floor (a perfectly calibrated model's expected "
-              "sampled JSD at the same n). BPC judge: " + cfg.judge + ".",
-              "", f"{NOT_INTERPRETABLE} not interpretable: the method's outputs are not "
-              f"well-formed (invalid_rate > {WELL_FORMED['invalid_rate']:.2f} or cbc < "
+    lines += ["", *notes(t2.index, table.index), "", f"BPC judge: {cfg.judge}.", "",
+              f"{NOT_INTERPRETABLE} not interpretable: the method's outputs are not well-formed "
+              f"(invalid_rate > {WELL_FORMED['invalid_rate']:.2f} or cbc < "
               f"{WELL_FORMED['cbc']:.1f}), so its sampled-text metrics ({', '.join(TEXT_METRICS)}) "
               f"measure the format, not its beliefs; compare them only between well-formed "
               f"methods."]
@@ -164,5 +150,3 @@ def markdown_table(df: pd.DataFrame, fmt: str = "{:.3f}") -> str:
 
 def len_prompts(table: pd.DataFrame) -> int:
     return int(table["n_prompts"].iloc[0]) if "n_prompts" in table and len(table) else 0
-
-
