@@ -194,7 +194,9 @@ def _gpo_block(name: str) -> Callable[[], list[str]]:
 
 # ---- the demo over seeds and countries (results/demo/*.json, written by scripts/seed_table.py) ----
 
-DEMO_COLUMNS = (("jsd", "JSD", "{:.3f}"), ("jsd_digits", "JSD, all digits", "{:.3f}"),
+DEMO_COLUMNS = (("jsd", "JSD", "{:.3f}"), ("jsd_vs_sft", "JSD - SFT, paired", "{:+.3f}"),
+                ("jsd_vs_context_free", "JSD - context-free, paired", "{:+.3f}"),
+                ("jsd_digits", "JSD, all digits", "{:.3f}"),
                 ("invalid_rate", "invalid", "{:.3f}"), ("cbc", "CBC", "{:.3f}"),
                 ("margin_majority", "margin maj", "{:.3f}"), ("margin_minority", "margin min", "{:.3f}"))
 
@@ -203,7 +205,8 @@ def _mean_sd(values: list[float], fmt: str) -> str:
     if not values:
         return ""
     mean = fmt.format(statistics.fmean(values))
-    return f"{mean} ± {fmt.format(statistics.stdev(values))}" if len(values) > 1 else mean
+    sd = fmt.replace("+", "").format(statistics.stdev(values))
+    return f"{mean} ± {sd}" if len(values) > 1 else mean
 
 
 def demo_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
