@@ -205,8 +205,9 @@ def _mean_sd(values: list[float], fmt: str) -> str:
     if not values:
         return ""
     mean = fmt.format(statistics.fmean(values))
-    sd = fmt.replace("+", "").format(statistics.stdev(values))
-    return f"{mean} ± {sd}" if len(values) > 1 else mean
+    if len(values) == 1:
+        return mean
+    return f"{mean} ± {fmt.replace('+', '').format(statistics.stdev(values))}"
 
 
 def demo_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
