@@ -75,22 +75,42 @@ def _bench_provenance(path: Path, d: dict[str, Any]) -> list[str]:
                        machine, d["date"][:10])
 
 
+STEP_KINDS = {"sft-random": "SFT, random batches", "sft": "SFT (the stage's batches)",
+              "dpo-random": "DPO, random batches", "dpo": "DPO (the stage's batches)",
+              "gdpo-random": "GDPO, random batches", "gdpo": "GDPO (the stage's batches)"}
+
+
+def _step_overhead(names: Sequence[str]) -> list[str]:
+    """One row per (file, trainer) of bench_step_overhead results: CPU and wall seconds per step
+    (medians), the bare step, their ratio, padding; the files' provenance above the table."""
+    lines, rows = [], []
+    for name in names:
+        path = BENCH / f"bench_step_overhead-{name}.json"
+        d = _load(path)
+        lines += _bench_provenance(path, d)
+        for kind, r in d["results"].items():
+            cpu = r["cpu"]
+            rows.append([STEP_KINDS.get(kind, kind), d["torch_threads"],
+                         f"{cpu['trainer_step_s']['total']:.3f}",
+                         f"{r['wall']['trainer_step_s']['total']:.3f}", f"{cpu['bare_step_s']:.3f}",
+                         f"{cpu['ratio_trainer_over_bare']:.2f}",
+                         f"{r['padding']['padded_over_real']:.2f}"])
+    p = d["params"]
+    return lines + [""] + _table(
+        ["trainer", "torch threads", "trainer step (CPU s)", "trainer step (wall s)",
+         "bare step (CPU s)", "trainer / bare (CPU)", "padded / real tokens"], rows) + [
+        "", f"Tiny model {p['tiny_n_layer']} × {p['tiny_n_embd']} ({d['model_parameters']:,} "
+            f"parameters), batch {p['batch_size']}, median of {r['steps']} steps."]
+
+
 def speed_step_overhead() -> list[str]:
-    path = BENCH / "bench_step_overhead-tiny-cpu-t1-llama.json"
-    d = _load(path)
-    names = {"sft-random": "SFT, random batches", "sft": "SFT, rows of similar length batched",
-             "dpo": "DPO (TRL's DPOTrainer)", "gdpo": "GDPO (GDPOTrainer)"}
-    rows = []
-    for kind, r in d["results"].items():
-        cpu = r["cpu"]
-        rows.append([names.get(kind, kind), f"{cpu['trainer_step_s']['total']:.3f}",
-                     f"{cpu['bare_step_s']:.3f}", f"{cpu['ratio_trainer_over_bare']:.2f}",
-                     f"{r['padding']['padded_over_real']:.2f}", f"{cpu['tracking_per_step_s']:.3f}"])
-    return _bench_provenance(path, d) + [""] + _table(
-        ["trainer", "trainer step (CPU s)", "bare step (CPU s)", "ratio",
-         "padded / real tokens", "in-training evaluation per step (CPU s)"], rows) + [
-        "", f"Tiny model ({d['model_parameters']:,} parameters), batch {d['params']['batch_size']}, "
-            f"median of {next(iter(d['results'].values()))['steps']} steps."]
+    """The demo's tiny model: 1 and 2 torch threads, length-grouped and random batches."""
+    return _step_overhead(["tiny-cpu-t1-threads", "tiny-cpu-t2-threads", "tiny-cpu-t1-pairs-random"])
+
+
+def speed_step_overhead_quick() -> list[str]:
+    """The 4 × 64 tiny model of params/quick.yaml and params/cpu-full.yaml."""
+    return _step_overhead(["tiny-cpu-t1-llama"])
 
 
 def speed_gdpo_vs_dpo() -> list[str]:
@@ -172,12 +192,57 @@ def _gpo_block(name: str) -> Callable[[], list[str]]:
     return render
 
 
+# ---- the demo over seeds and countries (results/demo/*.json, written by scripts/seed_table.py) ----
+
+DEMO_COLUMNS = (("jsd", "JSD", "{:.3f}"), ("jsd_vs_sft", "JSD - SFT, paired", "{:+.3f}"),
+                ("jsd_vs_context_free", "JSD - context-free, paired", "{:+.3f}"),
+                ("jsd_digits", "JSD, all digits", "{:.3f}"),
+                ("invalid_rate", "invalid", "{:.3f}"), ("cbc", "CBC", "{:.3f}"),
+                ("margin_majority", "margin maj", "{:.3f}"), ("margin_minority", "margin min", "{:.3f}"))
+
+
+def _mean_sd(values: list[float], fmt: str) -> str:
+    if not values:
+        return ""
+    mean = fmt.format(statistics.fmean(values))
+    if len(values) == 1:
+        return mean
+    return f"{mean} ± {fmt.replace('+', '').format(statistics.stdev(values))}"
+
+
+def demo_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """mean ± sd over seeds per (protocol, country, method) of the seed table's raw rows."""
+    cells: dict[tuple, list[dict]] = {}
+    for row in d["rows"]:
+        cells.setdefault((row.get("protocol", ""), row["country"], row["method"]), []).append(row)
+    cols = [c for c in DEMO_COLUMNS if any(r.get(c[0]) is not None for r in d["rows"])]
+    rows = [[*key, len({r["seed"] for r in runs}),
+             *(_mean_sd([r[c] for r in runs if r.get(c) is not None], fmt) for c, _, fmt in cols)]
+            for key, runs in cells.items()]
+    return ["protocol", "country", "method", "seeds", *(name for _, name, _ in cols)], rows
+
+
+def _demo_block(name: str) -> Callable[[], list[str]]:
+    def render() -> list[str]:
+        path = RESULTS / "demo" / f"{name}.json"
+        d = _load(path)
+        machine = d.get("machine") or "not recorded in the file"
+        header, rows = demo_table(d)
+        claims = [f"- {line}" for line in d["findings"]["paper_claims"]]
+        return (_provenance(path, d["command"], f"`{d['commit']}`", machine, d["written"][:10])
+                + [""] + _table(header, rows) + ["", "The paper's findings, counted over seeds:",
+                                                  ""] + claims)
+    return render
+
+
 RENDERERS: dict[str, Callable[[], list[str]]] = {
     "speed-step-overhead": speed_step_overhead,
+    "speed-step-overhead-quick": speed_step_overhead_quick,
     "speed-gdpo-vs-dpo": speed_gdpo_vs_dpo,
     "speed-jsd-batched": speed_jsd_batched,
     "gpo-options-validation": _gpo_block("options-validation"),
     "gpo-planted-opinionqa": _gpo_block("planted-opinionqa"),
+    "demo-seeds": _demo_block("seeds"),
 }
 
 

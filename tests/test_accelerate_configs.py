@@ -1,5 +1,5 @@
 """configs/accelerate/: each file loads with accelerate's own config reader as the strategy its
-name says, and the README gives its launch command."""
+name says, and docs/scaling.md gives its launch command."""
 from __future__ import annotations
 
 import pytest
@@ -26,5 +26,5 @@ def test_config_loads_as_its_strategy(name):
     assert cfg.distributed_type == kind and cfg.num_machines == 1 and not cfg.use_cpu
     plugin = cfg.fsdp_config if kind == DistributedType.FSDP else cfg.deepspeed_config
     assert all(plugin[k] == v for k, v in fields.items()), (name, plugin)
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    assert f"accelerate launch --config_file configs/accelerate/{name}" in readme
+    scaling = (PROJECT_ROOT / "docs" / "scaling.md").read_text()
+    assert f"accelerate launch --config_file configs/accelerate/{name}" in scaling

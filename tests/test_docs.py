@@ -56,6 +56,18 @@ def test_gpo_table_is_mean_and_sd_over_seeds_of_the_raw_rows():
         resultpages.gpo_table({"study": "another", "rows": rows})
 
 
+def test_demo_table_is_mean_and_sd_over_seeds_of_the_raw_rows():
+    rows = [{"protocol": "seen_questions", "country": "S. Africa", "method": m, "seed": seed,
+             "jsd": jsd, "cbc": cbc}
+            for m, seed, jsd, cbc in (("sft", 0, 0.20, 0.5), ("sft", 1, 0.30, None),
+                                      ("gdpo", 0, 0.10, 0.7))]
+    header, table = resultpages.demo_table({"rows": rows})
+    assert header == ["protocol", "country", "method", "seeds", "JSD", "CBC"]
+    sd = statistics.stdev([0.20, 0.30])
+    assert table == [["seen_questions", "S. Africa", "sft", 2, f"0.250 ± {sd:.3f}", "0.500"],
+                     ["seen_questions", "S. Africa", "gdpo", 1, "0.100", "0.700"]]
+
+
 def _slug(heading: str) -> str:
     """The anchor a repository host gives a Markdown heading."""
     text = re.sub(r"[`*_]", "", heading.strip().lower())
