@@ -19,6 +19,7 @@ import yaml
 
 from gdpolib.config import (DEFAULTS_FILE, FIELDS, HINTS, PROJECT_ROOT, SECTIONS,
                             default_of)
+from gdpolib import generated
 from gdpolib.metrics import registry as metric_registry
 from gdpolib.paramspec import allowed_text, has_rule
 
@@ -110,15 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="rewrite the stale files")
     args = ap.parse_args(argv)
     stale = sync_generated(write=args.write)
-    names = ", ".join(str(p.relative_to(PROJECT_ROOT)) for p in stale)
-    if args.write:
-        print(f"rewrote {names}" if stale else "generated files already up to date")
-        return 0
-    if stale:
-        print(f"stale: {names}; run `{WRITE_COMMAND}`", file=sys.stderr)
-        return 1
-    print("generated files up to date")
-    return 0
+    return generated.finish([str(p.relative_to(PROJECT_ROOT)) for p in stale], args.write,
+                            "generated files", WRITE_COMMAND)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from gdpolib import generated
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 BENCH = ROOT / "benchmarks" / "results"
@@ -287,15 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    names = ", ".join(p.name for p in stale)
-    if args.write:
-        print(f"rewrote {names}" if stale else "result pages already up to date")
-        return 0
-    if stale:
-        print(f"stale: {names}; run `{WRITE_COMMAND}`", file=sys.stderr)
-        return 1
-    print("result pages up to date")
-    return 0
+    return generated.finish([p.name for p in stale], args.write, "result pages", WRITE_COMMAND)
 
 
 if __name__ == "__main__":
