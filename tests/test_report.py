@@ -58,7 +58,7 @@ def test_seed_summary_mean_sd_and_markdown():
 def test_seed_findings_count_the_seeds_a_finding_holds_in():
     lines = claims.seed_findings(_seed_runs(), ["protocol", "country"])
     assert ("seen_questions / S. Africa: GDPO lowers jsd below DPO: holds in 1 of 2 seeds "
-            "(difference +0.035 ± 0.064)") in lines
+            "(past its bar by +0.035 ± 0.064)") in lines
     assert any(x.startswith("seen_questions / S. Africa: DPO raises jsd over SFT: holds in 2 of 2")
                for x in lines)
     assert any("SFT is below uniform in jsd: holds in 2 of 2" in x for x in lines)
@@ -79,7 +79,7 @@ def test_the_demos_claims_count_over_seeds():
     lines = claims.seed_findings(_seed_runs(), ["protocol", "country"], demo=True)
     # paired DPO - SFT: seed 0 +0.06 >= 0.05, seed 1 +0.03 (difference to the bar: +0.010, -0.020)
     assert ("seen_questions / S. Africa: DPO raises JSD over SFT by >= 0.05: holds in 1 of 2 "
-            "seeds (difference -0.005 ± 0.021)") in lines
+            "seeds (past its bar by -0.005 ± 0.021)") in lines
     assert any("DPO's majority-chosen margin is positive and >= 2x its minority-chosen one "
                "(conflicting test pairs): holds in 2 of 2" in x for x in lines)
     assert not any("well-formed" in x for x in lines)          # no CBC in these runs
@@ -92,7 +92,7 @@ def test_a_seed_with_negative_dpo_margins_does_not_count_for_the_2x_claim():
     lines = claims.seed_findings(runs, ["protocol", "country"], demo=True)
     # seed 0: min(0.4, 0.4 - 0.2) = 0.2; seed 1: min(-0.1, -0.1 + 0.4) = -0.1
     assert ("seen_questions / S. Africa: DPO's majority-chosen margin is positive and >= 2x its "
-            "minority-chosen one (conflicting test pairs): holds in 1 of 2 seeds (difference "
+            "minority-chosen one (conflicting test pairs): holds in 1 of 2 seeds (past its bar by "
             f"+0.050 ± {np.std([0.2, -0.1], ddof=1):.3f})") in lines
 
 

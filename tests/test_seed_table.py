@@ -41,7 +41,7 @@ def test_findings_are_counted_per_country_over_seeds(tmp_path):
     table = json.loads(out.read_text())
     lines = table["findings"]["paper_claims"]
     assert "seen_questions / S. Africa: GDPO's JSD is below SFT's: holds in 1 of 2 seeds " \
-           "(difference +0.005 ± 0.021)" in lines
+           "(past its bar by +0.005 ± 0.021)" in lines
     assert any(x.startswith("seen_questions / Pakistan: GDPO's JSD is below SFT's: holds in 1 "
                             "of 1") for x in lines)
     assert any("S. Africa: SFT writes well-formed outputs" in x and "2 of 2" in x for x in lines)

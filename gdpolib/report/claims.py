@@ -326,9 +326,9 @@ def _order(values: Sequence[Any]) -> list[Any]:
 
 def seed_findings(runs: pd.DataFrame, keys: Sequence[str], demo: bool = False) -> list[str]:
     """Each claim (the demo's bars when `demo`, else the others) per cell of `keys`, with the
-    number of seeds it holds in and the mean ± sd of its difference: "S. Africa /
-    seen_questions: GDPO lowers jsd below DPO: holds in 3 of 3 seeds (difference 0.081 ±
-    0.012)". runs: one row per (run, method), columns `keys`, seed, method and the metrics. A
+    number of seeds it holds in and the mean ± sd of how far past its bar each seed is (negative:
+    short of it): "S. Africa / seen_questions: GDPO lowers jsd below DPO: holds in 3 of 3 seeds
+    (past its bar by +0.081 ± 0.012)". runs: one row per (run, method), columns `keys`, seed, method and the metrics. A
     claim whose numbers a seed lacks is not counted for that seed; one no seed has is left out."""
     out = []
     for cell in _order(list(runs[list(keys)].itertuples(index=False, name=None))):
@@ -347,5 +347,5 @@ def seed_findings(runs: pd.DataFrame, keys: Sequence[str], demo: bool = False) -
                 sd = f" ± {d.std(ddof=1):.3f}" if len(d) > 1 else ""
                 held = int((d >= 0).sum() if claim.inclusive else (d > 0).sum())
                 out.append(f"{label}: {claim.text}: holds in {held} of {len(d)} seeds "
-                           f"(difference {d.mean():+.3f}{sd})")
+                           f"(past its bar by {d.mean():+.3f}{sd})")
     return out
