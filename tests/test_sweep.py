@@ -109,7 +109,7 @@ def test_results_table_per_protocol_with_seed_counts(tmp_path):
     assert "| seen_questions | ci | S. Africa | sft | 2 | 0.205 ± 0.007 |" in text
     assert "| unseen_questions | ci | S. Africa | uniform | 2 | 0.350 ± 0.000 |" in text
     assert ("- unseen_questions / ci / S. Africa: SFT is below uniform in jsd: holds in 2 of 2 "
-            "seeds (difference +0.095 ± 0.007)") in text
+            "seeds (past its bar by +0.095 ± 0.007)") in text
 
 
 # ============================================================== two real runs on local Ray
