@@ -86,7 +86,8 @@ def _pick(options: Sequence[str], *key: object) -> str:
 # of the digits, the digit first, with the style's own marker, so that a prompt in a held-out
 # style presents its options in a way no training prompt does. The tiny model could not read a
 # list in reverse order or on one line, nor one whose lines start with a word ("Option 0 -
-# Yes"): its CBC on such test prompts fell to 0.6-0.7.
+# Yes"): its CBC on such test prompts fell to 0.6-0.7. Trained on two of these layouts it read
+# a third at CBC 0.72; trained on five (n_styles 6), the sixth at 0.89.
 OPTION_LAYOUTS: dict[str, str] = {
     "plain": "{k}. {label}",
     "casual": "({k}) {label}",
