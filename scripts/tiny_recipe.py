@@ -1,6 +1,6 @@
 """Does a tiny-model recipe write well-formed outputs? Train SFT (and optionally DPO / GDPO) with
 the given parameters, sample the test prompts and print invalid rate, CBC, belief mass and JSD
-(the README's tiny-model recipe table). The run's own stages do the work: data, base model,
+(the recipe table of results/demo.md). The run's own stages do the work: data, base model,
 training and the evaluation of notebook 04, in a run folder per recipe.
 
     python scripts/tiny_recipe.py --name llama-600 -p sft_steps 600
