@@ -31,17 +31,17 @@ def test_prepare_data_stage(cfg, monkeypatch):
     assert set(d.prompts["test"].column_names) >= {"prompt", "qid", "p_star", "belief_mask",
                                                   "labels", "references"}
     m = run.metrics()["data"]
-    # seen questions: all 30 trained in 2 styles, the 3rd (formal) split 15 / 15 into eval / test
+    # seen questions: all 30 trained in 5 styles, the 6th (story) split 15 / 15 into eval / test
     overlap = json.loads((d.path / "reports.json").read_text())["split"]["overlap"]
     assert m == {"questions": 30, **{s: d.dpo[s].num_rows for s in ("train", "eval", "test")},
-                 "protocol": "seen_questions", "heldout_styles": ["formal"],
+                 "protocol": "seen_questions", "heldout_styles": ["story"],
                  "test_prompts": 15, "test_questions": 15,
                  "test_overlap": overlap["longest_shared_span_mean"]}
     assert 0 < m["test_overlap"] < 0.7 and overlap["containing_a_training_prompt"] == 0
-    assert (m["train"], m["eval"], m["test"]) == (30 * 2 * 2, 15 * 2, 15 * 2)
+    assert (m["train"], m["eval"], m["test"]) == (30 * 5 * 2, 15 * 2, 15 * 2)
     split = json.loads((d.path / "reports.json").read_text())["split"]
-    assert split["split_by"] == "prompt" and split["styles"]["test"] == ["formal"]
-    assert set(d.prompts["test"]["style"]) == {"formal"}
+    assert split["split_by"] == "prompt" and split["styles"]["test"] == ["story"]
+    assert set(d.prompts["test"]["style"]) == {"story"}
     assert d.prompts["test"]["ordinal"][0] == []              # options: no ordinal scale
     # Unchanged params: the stage is reused, not rebuilt.
     monkeypatch.setattr(stage_data, "build_survey", lambda *a, **k: pytest.fail("rebuilt"))
