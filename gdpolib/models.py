@@ -83,7 +83,8 @@ def tiny_lm(tokenizer, cfg: RunConfig, n_positions: int) -> PreTrainedModel:
     tiny_arch llama: rotary positions, RMSNorm, a SwiGLU MLP of 4 x hidden, tied embeddings
     (SmolLM2's architecture, scaled down). Relative positions matter at this scale: a learned
     position table (gpt2) must learn every offset the answer can start at, and on the demo it
-    trained slower and wrote more malformed outputs (results/demo.md, "The tiny model's recipe").
+    trained slower and wrote more malformed outputs (the README's "tiny-model recipe" at 302ffa4:
+    `git show 302ffa4:README.md`).
     """
     torch.manual_seed(cfg.seed)
     ids = dict(bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,

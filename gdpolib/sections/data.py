@@ -84,7 +84,8 @@ class DataSection:
     api_key_env: str = param("OPENAI_API_KEY", "Environment variable that holds the API key.")
     # Six: the model then trains on five option layouts, so the held-out sixth is a new layout
     # of a familiar kind; with two training layouts the demo's model copied the wrong label after
-    # the digit in a quarter of its test samples (CBC 0.72 against 0.89 with five; README).
+    # the digit in a quarter of its test samples (CBC 0.72 against 0.89 with five;
+    # results/demo.md, "The tiny model's recipe").
     n_styles: int = param(6, "Prompt styles (paraphrases) per question, each with its own "
                              "responses.", ge=1, le=N_STYLES_MAX)
     split_by: str = param("prompt", "Evaluation protocol: prompt = seen questions (the paper: "
