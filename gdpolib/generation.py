@@ -12,6 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TopPLogitsWarper
 
 from gdpolib import console
 
@@ -106,10 +107,22 @@ def max_context(model, max_new_tokens: int = 0) -> int | None:
     return None if limit is None else max(1, limit - max_new_tokens)
 
 
+class AfterBelief(LogitsProcessor):
+    """Apply `warper` to every generated token but the first (the belief digit, which stays drawn
+    from the model's own p(b|x)). prompt_len: the (left-padded) prompt's length in tokens."""
+
+    def __init__(self, warper: LogitsProcessor, prompt_len: int):
+        self.warper, self.prompt_len = warper, prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return scores if input_ids.shape[1] <= self.prompt_len else self.warper(input_ids, scores)
+
+
 @torch.no_grad()
 def sample_completions(model, tokenizer, prompts: Sequence[str], n: int = 8, *,
                        temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                       max_new_tokens: int = 64, batch_size: int = 16, seed: int = 0,
+                       response_top_p: float = 1.0, max_new_tokens: int = 64,
+                       batch_size: int = 16, seed: int = 0,
                        progress: bool = False) -> list[list[str]]:
     """n independent samples per prompt: belief digit, then `<description>`, then the response.
 
@@ -117,7 +130,9 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], n: int = 8, *,
     the first generated token is the belief drawn from the model's own p(b|x). The n samples come
     from `num_return_sequences=n` in one generate call (independent draws, not copies;
     docs/deviations.md), under a torch RNG seeded with `seed + batch start`, so results are
-    reproducible for a given batch size and do not disturb the caller's RNG. Only the generated
+    reproducible for a given batch size and do not disturb the caller's RNG. response_top_p < 1
+    cuts every token after the belief digit to its nucleus (taken before temperature and top_k;
+    the digit itself stays a pure draw). Only the generated
     token slice is decoded (never a string replacement of the prompt). Prompts longer than the
     context are cut from the LEFT (the end of the prompt, where the answer starts, is kept).
     Returns [N][n] strings.
@@ -136,11 +151,15 @@ def sample_completions(model, tokenizer, prompts: Sequence[str], n: int = 8, *,
                                 max_tokens=limit)
             batch.pop("position_ids")   # generate() derives them from the attention mask
             devices = [device.index] if device.type == "cuda" else []
+            after = LogitsProcessorList([AfterBelief(TopPLogitsWarper(response_top_p),
+                                                     batch["input_ids"].shape[1])]
+                                        if response_top_p < 1 else [])
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(seed + start)
                 gen = model.generate(
                     **batch, do_sample=True, temperature=temperature, top_k=top_k,
-                    top_p=top_p, num_return_sequences=n, max_new_tokens=max_new_tokens,
+                    top_p=top_p, logits_processor=after, num_return_sequences=n,
+                    max_new_tokens=max_new_tokens,
                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
                     else eos, eos_token_id=eos)
             texts = tokenizer.batch_decode(gen[:, batch["input_ids"].shape[1]:],

@@ -178,20 +178,69 @@ def _gpo_score(d: dict[str, Any]) -> str:
     return " / ".join(sorted({names[r["dataset"]] for r in d["rows"]}))
 
 
+def _study_provenance(path: Path, d: dict[str, Any]) -> list[str]:
+    """The provenance line of a study file written by gdpolib.gpo.results.write_results."""
+    env = d["environment"]
+    machine = (", ".join(env["devices"]) if env.get("devices") else
+               f"CPU ({env['cpu_count']} cores)") + f", {d['torch_threads']} torch thread(s)"
+    return _provenance(path, d["command"], f"`{env['git_commit']}`", machine, d["date"][:10])
+
+
 def _gpo_block(name: str) -> Callable[[], list[str]]:
     def render() -> list[str]:
         path = RESULTS / "gpo" / f"{name}.json"
         d = _load(path)
-        env = d["environment"]
-        machine = (", ".join(env["devices"]) if env.get("devices") else
-                   f"CPU ({env['cpu_count']} cores)") + f", {d['torch_threads']} torch thread(s)"
         header, rows = gpo_table(d)
         n_seeds = len({r["seed"] for r in d["rows"]})
-        return (_provenance(path, d["command"], f"`{env['git_commit']}`", machine,
-                            d["date"][:10]) + [""]
+        return (_study_provenance(path, d) + [""]
                 + _table(header, rows) + ["", f"Score: {_gpo_score(d)}; {d['unit']}; "
                                               f"{n_seeds} seeds."])
     return render
+
+
+def gpo_factor_r2() -> list[str]:
+    """How much of the groups' first factor u (and of the mean m) the embeddings carry."""
+    path = RESULTS / "gpo" / "factor-r2-opinionqa.json"
+    d = _load(path)
+    rows = [[r["embedder"], r["pooling"], r["dim"], *(f"{r[k]:.3f}" for k in
+                                                      ("r2_u_seen", "r2_u_new", "r2_m_seen",
+                                                       "r2_m_new"))] for r in d["rows"]]
+    header = ["embedder", "pooling", "dim", "R² of u, seen questions", "R² of u, new questions",
+              "R² of m, seen", "R² of m, new"]
+    return (_study_provenance(path, d) + [""] + _table(header, rows)
+            + ["", f"{d['rows'][0]['questions']} questions, {d['rows'][0]['options']} options, "
+                   f"{d['groups']} groups (the first factor carries "
+                   f"{100 * d['first_factor_share']:.0f} % of their between-group variance); "
+                   f"{d['metric']}; {d['folds']} folds."])
+
+
+FEWSHOT_ARMS = (("prediction", "predicted p*"), ("train_mean_prediction", "mean p*"),
+                ("gdpo_on_predicted", "GDPO on predicted"),
+                ("gdpo_on_train_mean", "GDPO on mean"), ("gdpo_on_true", "GDPO on true"))
+
+
+def gpo_fewshot() -> list[str]:
+    """Few-shot GDPO (scripts/gpo_fewshot.py): per (country, seed) cell, then paired contrasts."""
+    path = RESULTS / "gpo" / "fewshot-goqa.json"
+    d = _load(path)
+    chosen = {(j["country"], j["seed"]): j["predictor"] for j in d["jobs"]}
+    rows = [[c["country"], c["seed"], chosen[(c["country"], c["seed"])], c["questions"],
+             *(f"{c[m]:.4f}" for m, _ in FEWSHOT_ARMS)] for c in d["cells"]]
+    rows.append(["mean ± sd", "", "", "", *(f"{d['summary'][m]['mean']:.4f} ± "
+                                            f"{d['summary'][m]['sd']:.4f}"
+                                            for m, _ in FEWSHOT_ARMS)])
+    names = dict(FEWSHOT_ARMS)
+    contrasts = [[f"{names[c['a']]} − {names[c['b']]}", f"{c['diff']:+.4f}",
+                  f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]", f"{c['a_lower_in']} of {c['cells']}"]
+                 for c in d["paired"]]
+    return (_study_provenance(path, d) + [""]
+            + _table(["country", "seed", "predictor", "questions",
+                      *(n for _, n in FEWSHOT_ARMS)], rows)
+            + ["", f"k = {d['k']}. {d['metric']}.", ""]
+            + _table(["paired difference", "mean", "95 % interval", "first lower in"],
+                     contrasts)
+            + ["", "Intervals: scipy.stats.bootstrap (paired, BCa) over the (country, seed) "
+                   "cells."])
 
 
 # ---- the demo over seeds and countries (results/demo/*.json, written by scripts/seed_table.py) ----
@@ -244,6 +293,9 @@ RENDERERS: dict[str, Callable[[], list[str]]] = {
     "speed-jsd-batched": speed_jsd_batched,
     "gpo-options-validation": _gpo_block("options-validation"),
     "gpo-planted-opinionqa": _gpo_block("planted-opinionqa"),
+    "gpo-planted-bisect": _gpo_block("planted-bisect-opinionqa"),
+    "gpo-factor-r2": gpo_factor_r2,
+    "gpo-fewshot": gpo_fewshot,
     "demo-seeds": _demo_block("seeds"),
 }
 

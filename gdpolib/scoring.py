@@ -156,7 +156,7 @@ def score_samples(model, tokenizer, es: EvalSet, ev: EvaluationSection, *, seed:
     start = time.time()
     texts = generation.sample_completions(
         model, tokenizer, es.prompts, ev.n_samples, temperature=ev.temperature, top_k=ev.top_k,
-        top_p=ev.top_p, max_new_tokens=ev.max_new_tokens,
+        top_p=ev.top_p, response_top_p=ev.response_top_p, max_new_tokens=ev.max_new_tokens,
         batch_size=max(1, ev.eval_batch_size // max(ev.n_samples, 1)), seed=seed,
         progress=True)
     parsed = parse_samples(texts, es, scheme.k_max)

@@ -8,7 +8,9 @@ per (inputs, signal, steps, seed), each its own draw of groups and group split.
 
 --inputs embeddings: x = the run's embedder (gpo_embedder, gpo_pooling) of the real questions;
 --inputs factor: x = [m, u], the two numbers per option the planted answers are made of (the
-control: can the path read a context when x carries the factor outright?).
+control: can the path read a context when x carries the factor outright?);
+--inputs embeddings+factor: both, [embedding, m, u] (the bisect: the factor is in x, beside the
+embedding's dimensions: can the path find it there?).
 
     python scripts/gpo_planted.py -f params/gpo-paper.yaml --dataset opinionqa \\
         --signals 0.06 0.18 --steps 300 1200 --seeds 0 1 2 --inputs embeddings factor \\
@@ -35,7 +37,7 @@ from gdpolib.gpo.experiment import GPOExperiment, TrainedGPO, method_predictions
 from gdpolib.gpo.groups import split_groups  # noqa: E402
 from gdpolib.gpo.meta_train import GPOSettings, meta_train  # noqa: E402
 from gdpolib.gpo.planted import (between_group_sd, factor_table, first_factor,  # noqa: E402
-                                 planted_groups)
+                                 planted_groups, with_factor)
 from gdpolib.gpo.predict import eval_plans, score  # noqa: E402
 from gdpolib.gpo.results import provenance, write_results  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
@@ -54,8 +56,11 @@ def job(spec: dict) -> list[dict]:
         "run_name": f"planted-{spec['dataset']}-{spec['inputs']}-s{spec['seed']}"})
     real = load_groups(cfg, spec["dataset"])
     data, _ = planted_groups(real, spec["signal"], seed=cfg.seed)
-    emb = (factor_table(real) if spec["inputs"] == "factor"
-           else embed_groups(cfg, Run.open(cfg), real))
+    if spec["inputs"] == "factor":
+        emb = factor_table(real)
+    else:
+        emb = embed_groups(cfg, Run.open(cfg), real)
+        emb = with_factor(emb, real) if spec["inputs"] == "embeddings+factor" else emb
     split = split_groups(data, cfg.gpo_group_split, cfg.seed)
     cpu = time.process_time()
     res = meta_train(data, emb, split["train"], split["val"], GPOSettings.from_config(cfg),
@@ -98,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, nargs="+", default=[300, 1200])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--k", type=int, nargs="+", default=[1, 5, 10, 20, 30])
-    ap.add_argument("--inputs", nargs="+", default=["embeddings"], choices=("embeddings", "factor"))
+    ap.add_argument("--inputs", nargs="+", default=["embeddings"],
+                    choices=("embeddings", "factor", "embeddings+factor"))
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--output-root", default="outputs/gpo_planted")
     ap.add_argument("--out", required=True, help="the JSON results file")

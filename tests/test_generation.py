@@ -84,3 +84,32 @@ def test_first_token_is_drawn_from_the_models_own_distribution(tiny):
     for word, q in sorted(by_text.items(), key=lambda kv: -kv[1])[:6]:
         freq = sum(s == word for s in texts) / n
         assert abs(freq - q) < 4 * np.sqrt(q * (1 - q) / n) + 1e-3, (word, freq, q)
+
+
+def test_response_nucleus_leaves_the_belief_draw_alone_and_cuts_what_follows(tiny):
+    """response_top_p cuts every token after the first: the first tokens are the same draws as
+    with pure sampling (same seed), and a nucleus of ~0 makes the rest greedy, so samples with
+    the same first token are the same text."""
+    model, tok = tiny
+    kw = dict(n=40, batch_size=3, seed=11)
+    first = generation.sample_completions(model, tok, PROMPTS, max_new_tokens=1, **kw)
+    pure = generation.sample_completions(model, tok, PROMPTS, max_new_tokens=8, **kw)
+    cut = generation.sample_completions(model, tok, PROMPTS, max_new_tokens=8,
+                                        response_top_p=1e-9, **kw)
+    for f_row, p_row, c_row in zip(first, pure, cut):
+        by_first: dict[str, set[str]] = {}
+        for f, p, c in zip(f_row, p_row, c_row):
+            if "\ufffd" in f:              # a partial byte: several tokens decode to it
+                continue
+            assert p.startswith(f) and c.startswith(f)
+            by_first.setdefault(f, set()).add(c)
+        assert by_first and all(len(texts) == 1 for texts in by_first.values())
+    assert pure != cut                       # the pure draws do wander after the first token
+
+
+def test_after_belief_warps_only_tokens_after_the_prompt():
+    warper = generation.AfterBelief(generation.TopPLogitsWarper(0.5), prompt_len=4)
+    scores = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    assert torch.equal(warper(torch.zeros(1, 4, dtype=torch.long), scores), scores)
+    cut = warper(torch.zeros(1, 5, dtype=torch.long), scores)
+    assert torch.isfinite(cut[0, 0]) and torch.isinf(cut[0, 1:]).all()

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from gdpolib.embeddings import QuestionItem
+from gdpolib.embeddings import EmbeddingTable, QuestionItem
 from gdpolib.gpo.groups import GroupOpinions, split_groups
-from gdpolib.gpo.planted import between_group_sd, factor_table, first_factor, planted_groups
+from gdpolib.gpo.planted import (between_group_sd, factor_r2, factor_table, first_factor,
+                                 planted_groups, with_factor)
 
 
 def small_survey() -> GroupOpinions:
@@ -39,6 +40,43 @@ def test_first_factor_is_the_mean_and_the_first_singular_vector_of_the_deviation
     table = factor_table(data)
     assert table.dim == 2 and table.index["q1"] == (3, 2)
     np.testing.assert_allclose(table.rows("q1"), np.stack([m["q1"], u["q1"]], 1), rtol=1e-6)
+
+
+def test_with_factor_appends_m_and_u_to_each_embedded_option_in_the_embeddings_order():
+    data = small_survey()
+    # an embedding table in another question order than factor_table's, missing q0
+    order = ["q3", "q1", "q2"]
+    sizes = [len(data.items[q].options) for q in order]
+    index = {q: (sum(sizes[:i]), n) for i, (q, n) in enumerate(zip(order, sizes))}
+    vectors = np.arange(sum(sizes) * 4, dtype=np.float32).reshape(-1, 4)
+    emb = EmbeddingTable(vectors, index, "toy", 4, key="toy-1")
+    both, factor = with_factor(emb, data), factor_table(data)
+    assert both.dim == 6 and both.vectors.shape == (sum(sizes), 6) and "q0" not in both
+    for q in order:
+        np.testing.assert_array_equal(both.rows(q)[:, :4], emb.rows(q))
+        np.testing.assert_array_equal(both.rows(q)[:, 4:], factor.rows(q))
+    assert both.key != emb.key and both.model == "toy+factor"
+    wrong = EmbeddingTable(vectors[:2], {"q1": (0, 2), "q2": (0, 2)}, "toy", 4)
+    with pytest.raises(ValueError, match="q2: 2 embedded options but 3"):
+        with_factor(wrong, data)
+
+
+def test_factor_r2_finds_the_factor_where_the_embedding_holds_it_and_not_in_noise():
+    rng = np.random.default_rng(2)
+    items = {f"q{i:02d}": QuestionItem(f"q{i:02d}", f"Question {i}?", list("abcd")[:2 + i % 3])
+             for i in range(40)}
+    dists = {f"g{j}": {q: rng.dirichlet(np.ones(len(it.options))) for q, it in items.items()}
+             for j in range(6)}
+    data = GroupOpinions("synthetic", items, dists, {g: g for g in dists})
+    factor = factor_table(data)
+    noise = rng.standard_normal((len(factor.vectors), 8)).astype(np.float32)
+    holds = EmbeddingTable(np.concatenate([factor.vectors, noise], 1), factor.index, "holds", 10)
+    blind = EmbeddingTable(noise, factor.index, "blind", 8)
+    r_holds, r_blind = factor_r2(holds, data), factor_r2(blind, data)
+    assert r_holds["rows"] == len(factor.vectors) and r_holds["questions"] == 40
+    assert r_holds["u_new"] > 0.95 and r_holds["u_seen"] > 0.95 and r_holds["m_seen"] > 0.95
+    assert r_blind["u_new"] < 0.1 and r_blind["m_new"] < 0.1
+    assert r_blind["u_seen"] >= r_blind["u_new"]       # in sample never loses to out of fold
 
 
 @pytest.mark.parametrize("signal", [0.02, 0.2])

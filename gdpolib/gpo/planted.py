@@ -14,7 +14,9 @@ model that reads the context can recover theta_g from k answered questions (ridg
 first factor does); one that only learns a per-question prior stays at the mean.
 `factor_table` gives a model the two numbers per option it would have to learn from an
 embedding, [m_q,o, u_q,o], as its x: the control that separates "cannot read a context" from
-"cannot find the factor in x".
+"cannot find the factor in x". `with_factor` appends those two numbers to an embedding: the
+bisect's arm "the factor is in x, beside 576 other dimensions". `factor_r2` asks the other half
+of the question: how much of u can any linear reader get from the embedding alone?
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import hashlib
 import numpy as np
 from scipy.optimize import brentq
 from scipy.special import log_softmax, softmax
+from sklearn.linear_model import RidgeCV
+from sklearn.model_selection import GroupKFold, cross_val_predict
 
 from gdpolib.embeddings import EmbeddingTable
 from gdpolib.gpo.groups import GroupOpinions, train_mean
@@ -125,3 +129,51 @@ def factor_table(data: GroupOpinions) -> EmbeddingTable:
     vectors = np.concatenate([np.stack([m[q], u[q]], 1) for q in qids]).astype(np.float32)
     key = hashlib.sha256(vectors.tobytes()).hexdigest()[:16]
     return EmbeddingTable(vectors, index, f"{data.name}-factor", 2, key=f"factor-{key}")
+
+
+def with_factor(emb: EmbeddingTable, data: GroupOpinions) -> EmbeddingTable:
+    """`emb` with [m_q,o, u_q,o] (factor_table) appended to every row: float32 [n_rows, dim + 2],
+    the same rows and index. Only the questions of `data` that `emb` holds are kept."""
+    factor = factor_table(data)
+    qids = [q for q in emb.index if q in factor.index]
+    index, parts, row = {}, [], 0
+    for q in qids:
+        e, f = emb.rows(q), factor.rows(q)
+        if len(e) != len(f):
+            raise ValueError(f"{q}: {len(e)} embedded options but {len(f)} in the factor table")
+        parts.append(np.concatenate([e, f], 1))
+        index[q] = (row, len(e))
+        row += len(e)
+    vectors = np.concatenate(parts).astype(np.float32)
+    return EmbeddingTable(vectors, index, f"{emb.model}+factor", emb.dim + 2,
+                          key=f"{emb.key}+{factor.key}")
+
+
+def factor_r2(emb: EmbeddingTable, data: GroupOpinions, folds: int = 5) -> dict[str, float]:
+    """How much of the first factor u (and of the mean m) a linear map of the embedding gives:
+    R^2 of ridge regression (alpha by RidgeCV's efficient leave-one-out) from the standardised
+    embedding row of each (question, option) to u_q,o and to m_q,o.
+
+    "_new": out of fold, the questions split into `folds` groups (GroupKFold: a question's
+    options stay together), i.e. on questions the map never saw; "_seen": in sample, on the
+    questions it was fitted to (GPO's test groups answer the meta-train questions, so this is
+    what a linear reader of x can get there). R^2 = 1 - SSE / SS around 0 for u (u_q sums to 0
+    over a question's options: 0 is the no-information prediction) and around the mean for m.
+    Returns {"u_new", "u_seen", "m_new", "m_seen", "rows", "questions"}."""
+    m, u, _ = first_factor(data)
+    qids = [q for q in sorted(data.items) if q in emb]
+    x = np.concatenate([emb.rows(q) for q in qids]).astype(np.float64)
+    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    groups = np.concatenate([[i] * len(m[q]) for i, q in enumerate(qids)])
+    ridge = RidgeCV(alphas=np.logspace(-1, 5, 13))
+    out = {"rows": len(x), "questions": len(qids)}
+    for name, target in (("u", u), ("m", m)):
+        y = np.concatenate([target[q] for q in qids])
+        centre = 0.0 if name == "u" else y.mean()
+
+        def r2(pred: np.ndarray) -> float:
+            return float(1 - np.sum((y - pred) ** 2) / np.sum((y - centre) ** 2))
+        out[f"{name}_new"] = r2(cross_val_predict(ridge, x, y, groups=groups,
+                                                  cv=GroupKFold(folds)))
+        out[f"{name}_seen"] = r2(ridge.fit(x, y).predict(x))
+    return out

@@ -27,6 +27,9 @@ class EvaluationSection:
     temperature: float = param(1.0, "Sampling temperature of evaluated completions.", gt=0)
     top_k: int = param(0, "Sample from the k most likely tokens; 0 = no limit.", ge=0)
     top_p: float = param(1.0, "Nucleus sampling mass; 1 = no limit.", gt=0, le=1)
+    response_top_p: float = param(1.0, "Nucleus sampling mass of the tokens after the belief "
+                                       "digit (the digit stays a pure draw from p(b|x)); 1 = no "
+                                       "limit, the paper's decoding.", gt=0, le=1)
     max_new_tokens: int = param(64, "Tokens generated per completion at most.", ge=1)
     eval_batch_size: int = param(32, "Prompts per forward pass in read-outs, evaluation and "
                                      "generation (sampling: divided by n_samples).", ge=1)

@@ -230,9 +230,9 @@ def eval_key(cfg, run, method: str, model_hash: str) -> dict[str, Any]:
     """Everything a method's sampled scores depend on."""
     key = {"version": EVAL_VERSION, "method": method, "model": model_hash,
            "data": run.stage_hash("data"), "readout": run.stage_hash(f"stages/test/{method}"),
-           **cfg.subset("seed", "n_samples", "temperature", "top_k", "top_p", "max_new_tokens",
-                        "eval_batch_size", "judge", "embedder", "judge_samples", "device",
-                        "dtype")}
+           **cfg.subset("seed", "n_samples", "temperature", "top_k", "top_p", "response_top_p",
+                        "max_new_tokens", "eval_batch_size", "judge", "embedder",
+                        "judge_samples", "device", "dtype")}
     if registry.get(method).fewshot:
         key.update(cfg.subset("kshot_k", "max_length"))
     if cfg.judge == "openai":
