@@ -226,8 +226,7 @@ def gpo_fewshot() -> list[str]:
     chosen = {(j["country"], j["seed"]): j["predictor"] for j in d["jobs"]}
     rows = [[c["country"], c["seed"], chosen[(c["country"], c["seed"])], c["questions"],
              *(f"{c[m]:.4f}" for m, _ in FEWSHOT_ARMS)] for c in d["cells"]]
-    rows.append(["mean ± sd", "", "", "", *(f"{d['summary'][m]['mean']:.4f} ± "
-                                            f"{d['summary'][m]['sd']:.4f}"
+    rows.append(["mean ± sd", "", "", "", *(_mean_sd([c[m] for c in d["cells"]], "{:.4f}")
                                             for m, _ in FEWSHOT_ARMS)])
     names = dict(FEWSHOT_ARMS)
     contrasts = [[f"{names[c['a']]} − {names[c['b']]}", f"{c['diff']:+.4f}",
@@ -261,25 +260,32 @@ def _mean_sd(values: list[float], fmt: str) -> str:
     return f"{mean} ± {fmt.replace('+', '').format(statistics.stdev(values))}"
 
 
-def demo_table(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """mean ± sd over seeds per (protocol, country, method) of the seed table's raw rows."""
+def demo_table(d: dict[str, Any], keep: Sequence[str] | None = None,
+               ) -> tuple[list[str], list[list[str]]]:
+    """mean ± sd over seeds per (protocol, country, method) of the seed table's raw rows; `keep`:
+    only these DEMO_COLUMNS keys (and only the rows that have one of them)."""
     cells: dict[tuple, list[dict]] = {}
     for row in d["rows"]:
         cells.setdefault((row.get("protocol", ""), row["country"], row["method"]), []).append(row)
-    cols = [c for c in DEMO_COLUMNS if any(r.get(c[0]) is not None for r in d["rows"])]
+    cols = [c for c in DEMO_COLUMNS if any(r.get(c[0]) is not None for r in d["rows"])
+            and (keep is None or c[0] in keep)]
     rows = [[*key, len({r["seed"] for r in runs}),
              *(_mean_sd([r[c] for r in runs if r.get(c) is not None], fmt) for c, _, fmt in cols)]
-            for key, runs in cells.items()]
+            for key, runs in cells.items()
+            if any(r.get(c) is not None for r in runs for c, _, _ in cols)]
     return ["protocol", "country", "method", "seeds", *(name for _, name, _ in cols)], rows
 
 
-def _demo_block(name: str) -> Callable[[], list[str]]:
+def _demo_block(name: str, keep: Sequence[str] | None = None,
+                claims_with: str = "") -> Callable[[], list[str]]:
+    """The seed table `results/demo/<name>.json`; `keep`: its columns (demo_table),
+    `claims_with`: only the counted findings whose text holds this."""
     def render() -> list[str]:
         path = RESULTS / "demo" / f"{name}.json"
         d = _load(path)
         machine = d.get("machine") or "not recorded in the file"
-        header, rows = demo_table(d)
-        claims = [f"- {line}" for line in d["findings"]["paper_claims"]]
+        header, rows = demo_table(d, keep)
+        claims = [f"- {line}" for line in d["findings"]["paper_claims"] if claims_with in line]
         return (_provenance(path, d["command"], f"`{d['commit']}`", machine, d["written"][:10])
                 + [""] + _table(header, rows) + ["", "The paper's findings, counted over seeds:",
                                                   ""] + claims)
@@ -297,6 +303,8 @@ RENDERERS: dict[str, Callable[[], list[str]]] = {
     "gpo-factor-r2": gpo_factor_r2,
     "gpo-fewshot": gpo_fewshot,
     "demo-seeds": _demo_block("seeds"),
+    "demo-seeds-response-nucleus": _demo_block("seeds-response-top-p-0.5",
+                                               ("invalid_rate", "cbc"), "well-formed"),
 }
 
 

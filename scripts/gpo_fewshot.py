@@ -13,22 +13,29 @@ demo's defaults: the tiny model and its schedule).
         --out results/gpo/fewshot-goqa.json
 Paired 95 % intervals (scipy.stats.bootstrap, paired=True, BCa) are over the (country, seed)
 cells: each cell's mean JSD over its predicted questions is one paired observation per arm.
-Workers run one torch thread each. The JSON holds every per-question JSD, the predictor chosen
+Workers run one torch thread each; each cell's training output goes to
+<output-root>/fewshot-<country>-s<seed>.log, the console gets one line per finished cell. The
+JSON holds every per-question JSD, the predictor chosen
 in each cell with every predictor's validation score, the table, and the command, commit,
 machine and date.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from scipy.stats import bootstrap
+os.environ.setdefault("TQDM_DISABLE", "1")    # before tqdm is imported: it reads this once
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+from scipy.stats import bootstrap  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -44,6 +51,18 @@ CONTRASTS = (("gdpo_on_predicted", "gdpo_on_true"), ("gdpo_on_predicted", "gdpo_
 
 
 def job(spec: dict) -> dict:
+    """One (country, seed), its trainers' output in its own log file."""
+    log = Path(spec["output_root"]) / f"fewshot-{spec['country']}-s{spec['seed']}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(log, "w") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        result = cell(spec)
+    print(f"{result['country']}, seed {result['seed']}: predictor {result['predictor']}, "
+          f"{time.time() - start:.0f} s (log: {log})", flush=True)
+    return result
+
+
+def cell(spec: dict) -> dict:
     """One (country, seed): GPO with the country held out, then few-shot GDPO's three arms."""
     torch.set_num_threads(1)
     logging.disable(logging.WARNING)
