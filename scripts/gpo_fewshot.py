@@ -11,8 +11,8 @@ demo's defaults: the tiny model and its schedule).
     python scripts/gpo_fewshot.py --countries us pk sa --seeds 0 1 2 --k 20 \\
         -p gpo_steps 300 -p gpo_prior train_groups --workers 2 \\
         --out results/gpo/fewshot-goqa.json
-Paired 95 % intervals (scipy.stats.bootstrap, paired=True, BCa) are over the (country, seed)
-cells: each cell's mean JSD over its predicted questions is one paired observation per arm.
+Paired 95 % intervals (scipy.stats.bootstrap, paired=True, BCa): within each (country, seed) cell
+over its predicted questions, and over the cells (each cell's mean JSD one paired observation).
 Workers run one torch thread each; each cell's training output goes to
 <output-root>/fewshot-<country>-s<seed>.log, the console gets one line per finished cell. The
 JSON holds every per-question JSD, the predictor chosen
@@ -80,16 +80,26 @@ def cell(spec: dict) -> dict:
             "per_question": res.per_question.assign(country=cfg.country_name, seed=cfg.seed)}
 
 
-def paired(cells: pd.DataFrame, a: str, b: str, seed: int = 0) -> dict:
-    """Mean of a - b over the cells with its paired 95 % bootstrap interval (BCa)."""
-    x, y = cells[a].to_numpy(), cells[b].to_numpy()
-    if np.ptp(x - y) == 0:      # e.g. the mean was the chosen predictor: nothing to resample
-        return {"a": a, "b": b, "diff": float(np.mean(x - y)), "ci_lo": float(np.mean(x - y)),
-                "ci_hi": float(np.mean(x - y)), "a_lower_in": int(np.sum(x < y)), "cells": len(x)}
+def paired(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """Mean of x - y with its paired 95 % bootstrap interval (BCa), and how often x < y."""
+    d = x - y
+    if np.ptp(d) == 0:      # e.g. the mean was the chosen predictor: nothing to resample
+        return {"diff": float(d.mean()), "ci_lo": float(d.mean()), "ci_hi": float(d.mean()),
+                "a_lower_in": int(np.sum(x < y)), "n": len(d)}
     ci = bootstrap((x, y), lambda u, v, axis=-1: np.mean(u - v, axis=axis), paired=True,
                    vectorized=True, n_resamples=10_000, random_state=seed).confidence_interval
-    return {"a": a, "b": b, "diff": float(np.mean(x - y)), "ci_lo": float(ci.low),
-            "ci_hi": float(ci.high), "a_lower_in": int(np.sum(x < y)), "cells": len(x)}
+    return {"diff": float(d.mean()), "ci_lo": float(ci.low), "ci_hi": float(ci.high),
+            "a_lower_in": int(np.sum(x < y)), "n": len(d)}
+
+
+def contrasts_by_cell(per_q: pd.DataFrame) -> list[dict]:
+    """Each CONTRAST within each (country, seed) cell, paired over its predicted questions."""
+    out = []
+    for (country, seed), cell_rows in per_q.groupby(["country", "seed"], sort=False):
+        wide = cell_rows.pivot_table(index="qid", columns="method", values="jsd")
+        out += [{"country": country, "seed": seed, "a": a, "b": b,
+                 **paired(wide[a].to_numpy(), wide[b].to_numpy())} for a, b in CONTRASTS]
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,10 +126,13 @@ def main(argv: list[str] | None = None) -> None:
     counts = per_q.groupby(["country", "seed"]).qid.nunique().rename("questions")
     summary = {m: {"mean": float(cells[m].mean()), "sd": float(cells[m].std(ddof=1))}
                for m in cells.columns}
-    contrasts = [paired(cells, a, b) for a, b in CONTRASTS]
+    contrasts = [{"a": a, "b": b, **paired(cells[a].to_numpy(), cells[b].to_numpy())}
+                 for a, b in CONTRASTS]
+    by_cell = contrasts_by_cell(per_q)
     print(cells.join(counts).round(4).to_string())
     print(pd.DataFrame(summary).T.round(4).to_string())
     print(pd.DataFrame(contrasts).round(4).to_string())
+    print(pd.DataFrame(by_cell).round(4).to_string())
     write_results(args.out, "gpo-fewshot-gdpo", __doc__.split("\n")[0], {
         "k": args.k, "countries": sorted({r["country"] for r in results}), "seeds": args.seeds,
         "params": cfg.to_dict(),
@@ -127,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
                   "TRUE p*, mean over the test prompts of the predicted questions (the k "
                   "answered ones left out); lower is better",
         "cells": cells.join(counts).reset_index().to_dict("records"),
-        "summary": summary, "paired": contrasts, "jobs": results,
+        "summary": summary, "paired": contrasts, "paired_by_cell": by_cell, "jobs": results,
         "rows": per_q.to_dict("records")}, record)
     print(f"wrote {args.out}")
 
