@@ -229,17 +229,21 @@ def gpo_fewshot() -> list[str]:
     rows.append(["mean ± sd", "", "", "", *(_mean_sd([c[m] for c in d["cells"]], "{:.4f}")
                                             for m, _ in FEWSHOT_ARMS)])
     names = dict(FEWSHOT_ARMS)
-    contrasts = [[f"{names[c['a']]} − {names[c['b']]}", f"{c['diff']:+.4f}",
-                  f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]", f"{c['a_lower_in']} of {c['cells']}"]
-                 for c in d["paired"]]
+
+    def contrast(c: dict[str, Any], *where: Any) -> list[str]:
+        interval = f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]" if c["n"] > 1 else "–"
+        return [*where, f"{names[c['a']]} − {names[c['b']]}", f"{c['diff']:+.4f}", interval,
+                f"{c['a_lower_in']} of {c['n']}"]
+    over_cells = [contrast(c, "all cells") for c in d["paired"]]
+    by_cell = [contrast(c, f"{c['country']}, seed {c['seed']}") for c in d["paired_by_cell"]]
     return (_study_provenance(path, d) + [""]
             + _table(["country", "seed", "predictor", "questions",
                       *(n for _, n in FEWSHOT_ARMS)], rows)
             + ["", f"k = {d['k']}. {d['metric']}.", ""]
-            + _table(["paired difference", "mean", "95 % interval", "first lower in"],
-                     contrasts)
-            + ["", "Intervals: scipy.stats.bootstrap (paired, BCa) over the (country, seed) "
-                   "cells."])
+            + _table(["over", "paired difference", "mean", "95 % interval", "first lower in"],
+                     by_cell + over_cells)
+            + ["", "Intervals: scipy.stats.bootstrap (paired, BCa), within a cell over its "
+                   "predicted questions, and over the (country, seed) cells."])
 
 
 # ---- the demo over seeds and countries (results/demo/*.json, written by scripts/seed_table.py) ----
@@ -299,7 +303,6 @@ RENDERERS: dict[str, Callable[[], list[str]]] = {
     "speed-jsd-batched": speed_jsd_batched,
     "gpo-options-validation": _gpo_block("options-validation"),
     "gpo-planted-opinionqa": _gpo_block("planted-opinionqa"),
-    "gpo-planted-bisect": _gpo_block("planted-bisect-opinionqa"),
     "gpo-factor-r2": gpo_factor_r2,
     "gpo-fewshot": gpo_fewshot,
     "demo-seeds": _demo_block("seeds"),
