@@ -303,6 +303,7 @@ RENDERERS: dict[str, Callable[[], list[str]]] = {
     "speed-jsd-batched": speed_jsd_batched,
     "gpo-options-validation": _gpo_block("options-validation"),
     "gpo-planted-opinionqa": _gpo_block("planted-opinionqa"),
+    "gpo-planted-bisect": _gpo_block("planted-bisect-opinionqa"),
     "gpo-factor-r2": gpo_factor_r2,
     "gpo-fewshot": gpo_fewshot,
     "demo-seeds": _demo_block("seeds"),
