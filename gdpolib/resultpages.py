@@ -242,8 +242,8 @@ def gpo_fewshot() -> list[str]:
             + ["", f"k = {d['k']}. {d['metric']}.", ""]
             + _table(["over", "paired difference", "mean", "95 % interval", "first lower in"],
                      by_cell + over_cells)
-            + ["", "Intervals: scipy.stats.bootstrap (paired, BCa), within a cell over its "
-                   "predicted questions, and over the (country, seed) cells."])
+            + ["", "Intervals: paired percentile bootstrap (gdpolib.metrics.paired), within a "
+                   "cell over its predicted questions, and over the (country, seed) cells."])
 
 
 # ---- the demo over seeds and countries (results/demo/*.json, written by scripts/seed_table.py) ----

@@ -11,8 +11,9 @@ demo's defaults: the tiny model and its schedule).
     python scripts/gpo_fewshot.py --countries us pk sa --seeds 0 1 2 --k 20 \\
         -p gpo_steps 300 -p gpo_prior train_groups --workers 2 \\
         --out results/gpo/fewshot-goqa.json
-Paired 95 % intervals (scipy.stats.bootstrap, paired=True, BCa): within each (country, seed) cell
-over its predicted questions, and over the cells (each cell's mean JSD one paired observation).
+Paired 95 % intervals (gdpolib.metrics.paired: scipy.stats.bootstrap, paired, percentile): within
+each (country, seed) cell over its predicted questions, and over the cells when there are several
+(each cell's mean JSD one paired observation).
 Workers run one torch thread each; each cell's training output goes to
 <output-root>/fewshot-<country>-s<seed>.log, the console gets one line per finished cell. The
 JSON holds every per-question JSD, the predictor chosen
@@ -35,12 +36,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")    # before tqdm is imported: it read
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-from scipy.stats import bootstrap  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gdpolib.config import add_params_arguments, load_config  # noqa: E402
 from gdpolib.gpo.results import provenance, write_results  # noqa: E402
+from gdpolib.metrics.paired import paired_difference  # noqa: E402
 from gdpolib.runs import Run  # noqa: E402
 from gdpolib.stages.fewshot_gdpo import few_shot_gdpo  # noqa: E402
 from gdpolib.stages.gpo import run_gpo  # noqa: E402
@@ -80,16 +81,12 @@ def cell(spec: dict) -> dict:
             "per_question": res.per_question.assign(country=cfg.country_name, seed=cfg.seed)}
 
 
-def paired(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
-    """Mean of x - y with its paired 95 % bootstrap interval (BCa), and how often x < y."""
-    d = x - y
-    if np.ptp(d) == 0:      # e.g. the mean was the chosen predictor: nothing to resample
-        return {"diff": float(d.mean()), "ci_lo": float(d.mean()), "ci_hi": float(d.mean()),
-                "a_lower_in": int(np.sum(x < y)), "n": len(d)}
-    ci = bootstrap((x, y), lambda u, v, axis=-1: np.mean(u - v, axis=axis), paired=True,
-                   vectorized=True, n_resamples=10_000, random_state=seed).confidence_interval
-    return {"diff": float(d.mean()), "ci_lo": float(ci.low), "ci_hi": float(ci.high),
-            "a_lower_in": int(np.sum(x < y)), "n": len(d)}
+def paired(x: np.ndarray, y: np.ndarray) -> dict:
+    """gdpolib.metrics.paired.paired_difference of x - y (10,000 resamples), flattened for the
+    JSON, with how often x < y."""
+    d = paired_difference(x, y, n_boot=10_000, seed=0)
+    return {"diff": d["difference"], "ci_lo": d["ci"][0], "ci_hi": d["ci"][1],
+            "a_lower_in": int(np.sum(x < y)), "n": d["n"]}
 
 
 def contrasts_by_cell(per_q: pd.DataFrame) -> list[dict]:
@@ -126,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     counts = per_q.groupby(["country", "seed"]).qid.nunique().rename("questions")
     summary = {m: {"mean": float(cells[m].mean()), "sd": float(cells[m].std(ddof=1))}
                for m in cells.columns}
-    contrasts = [{"a": a, "b": b, **paired(cells[a].to_numpy(), cells[b].to_numpy())}
-                 for a, b in CONTRASTS]
+    contrasts = ([{"a": a, "b": b, **paired(cells[a].to_numpy(), cells[b].to_numpy())}
+                  for a, b in CONTRASTS] if len(cells) > 1 else [])    # one cell: no interval
     by_cell = contrasts_by_cell(per_q)
     print(cells.join(counts).round(4).to_string())
     print(pd.DataFrame(summary).T.round(4).to_string())

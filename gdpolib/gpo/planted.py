@@ -27,6 +27,8 @@ from scipy.optimize import brentq
 from scipy.special import log_softmax, softmax
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GroupKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from gdpolib.embeddings import EmbeddingTable
 from gdpolib.gpo.groups import GroupOpinions, train_mean
@@ -151,8 +153,9 @@ def with_factor(emb: EmbeddingTable, data: GroupOpinions) -> EmbeddingTable:
 
 def factor_r2(emb: EmbeddingTable, data: GroupOpinions, folds: int = 5) -> dict[str, float]:
     """How much of the first factor u (and of the mean m) a linear map of the embedding gives:
-    R^2 of ridge regression (alpha by RidgeCV's efficient leave-one-out) from the standardised
-    embedding row of each (question, option) to u_q,o and to m_q,o.
+    R^2 of ridge regression (alpha by RidgeCV's efficient leave-one-out) from the embedding row
+    of each (question, option), standardised with the fitting rows' statistics, to u_q,o and to
+    m_q,o.
 
     "_new": out of fold, the questions split into `folds` groups (GroupKFold: a question's
     options stay together), i.e. on questions the map never saw; "_seen": in sample, on the
@@ -163,9 +166,8 @@ def factor_r2(emb: EmbeddingTable, data: GroupOpinions, folds: int = 5) -> dict[
     m, u, _ = first_factor(data)
     qids = [q for q in sorted(data.items) if q in emb]
     x = np.concatenate([emb.rows(q) for q in qids]).astype(np.float64)
-    x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
     groups = np.concatenate([[i] * len(m[q]) for i, q in enumerate(qids)])
-    ridge = RidgeCV(alphas=np.logspace(-1, 5, 13))
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 13)))
     out = {"rows": len(x), "questions": len(qids)}
     for name, target in (("u", u), ("m", m)):
         y = np.concatenate([target[q] for q in qids])
