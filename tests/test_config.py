@@ -6,6 +6,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -66,10 +67,14 @@ def test_training_section_builds_the_trl_configs():
                                "calibration_form": "full", "save_every": 7,
                                "warmup_steps": 50}).training
     common = dict(output_dir="x", seed=1, use_cpu=True, bf16=False, report_to=[])
-    sft = t.trl_args(SFTConfig, steps=20, lr=1e-3, cuda=False, logs_dir=Path("logs/sft"), **common)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)      # no deprecated Trainer argument
+        sft = t.trl_args(SFTConfig, steps=20, lr=1e-3, cuda=False, logs_dir=Path("logs/sft"),
+                         **common)
     assert (sft.per_device_train_batch_size, sft.gradient_accumulation_steps, sft.save_steps,
             sft.max_steps, sft.learning_rate, sft.warmup_steps) == (3, 2, 7, 20, 1e-3, 19)
-    assert sft.run_name == "sft" and not sft.gradient_checkpointing
+    assert sft.run_name == "sft" and not sft.activation_checkpointing
+    assert not sft.gradient_checkpointing                  # TRL's own default is True
     gdpo = t.trl_args(GDPOConfig, steps=5, lr=1e-4, cuda=False, logs_dir=Path("l"),
                       lambda_cal=0.0, **common)
     assert (gdpo.beta, gdpo.lambda_nll, gdpo.calibration_form) == (0.2, 0.5, "full")

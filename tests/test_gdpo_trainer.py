@@ -59,7 +59,7 @@ def tiny():
 
 def _args(tmp_path, **kw):
     base = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1,
-                learning_rate=1e-2, bf16=False, use_cpu=True, gradient_checkpointing=False,
+                learning_rate=1e-2, bf16=False, use_cpu=True, activation_checkpointing=False,
                 report_to=[], save_strategy="no", logging_steps=1, beta=0.1, max_length=128,
                 disable_tqdm=True, seed=0)
     base.update(kw)

@@ -98,6 +98,7 @@ class TrainingSection:
                        logging_steps=max(1, min(10, steps // 20 or 1)), save_strategy="steps",
                        save_total_limit=1, run_name=Path(logs_dir).name,
                        report_to=[] if self.report_to == "none" else [self.report_to],
-                       gradient_checkpointing=self.gradient_checkpointing and cuda,
+                       # transformers 5 renamed it; the old name still works but warns
+                       activation_checkpointing=self.gradient_checkpointing and cuda,
                        dataloader_num_workers=0)
         return cls(**{**declared, **derived, **stage})

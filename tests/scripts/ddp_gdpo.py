@@ -51,7 +51,7 @@ def train(mode: str, args, state: PartialState, model, tok, train_ds, belief_ids
     config = GDPOConfig(
         output_dir=str(out / "trainer"), per_device_train_batch_size=args.batch,
         max_steps=args.steps, learning_rate=1e-3, lr_scheduler_type="constant", warmup_steps=0,
-        bf16=False, use_cpu=not torch.cuda.is_available(), gradient_checkpointing=False, report_to=[], save_strategy="no",
+        bf16=False, use_cpu=not torch.cuda.is_available(), activation_checkpointing=False, report_to=[], save_strategy="no",
         logging_steps=1, beta=0.1, max_length=args.max_length, disable_tqdm=True, seed=0,
         data_seed=0, dataloader_num_workers=0, precompute_ref_log_probs=precompute)
     trainer = GDPOTrainer(model=copy.deepcopy(model),
