@@ -229,19 +229,24 @@ def gpo_fewshot() -> list[str]:
     rows.append(["mean ± sd", "", "", "", *(_mean_sd([c[m] for c in d["cells"]], "{:.4f}")
                                             for m, _ in FEWSHOT_ARMS)])
     names = dict(FEWSHOT_ARMS)
+    pairs = [(c["a"], c["b"]) for c in d["paired"]]
 
-    def contrast(c: dict[str, Any], *where: Any) -> list[str]:
-        interval = f"[{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]" if c["n"] > 1 else "–"
-        return [*where, f"{names[c['a']]} − {names[c['b']]}", f"{c['diff']:+.4f}", interval,
-                f"{c['a_lower_in']} of {c['n']}"]
-    over_cells = [contrast(c, "all cells") for c in d["paired"]]
-    by_cell = [contrast(c, f"{c['country']}, seed {c['seed']}") for c in d["paired_by_cell"]]
+    def contrast(c: dict[str, Any]) -> str:
+        interval = f" [{c['ci_lo']:+.4f}, {c['ci_hi']:+.4f}]" if c["n"] > 1 else ""
+        return f"{c['diff']:+.4f}{interval} ({c['a_lower_in']} of {c['n']})"
+    by_cell: dict[tuple, dict[tuple, str]] = {}
+    for c in d["paired_by_cell"]:
+        by_cell.setdefault((c["country"], c["seed"]), {})[(c["a"], c["b"])] = contrast(c)
+    contrasts = [[country, seed, *(cells.get(p, "") for p in pairs)]
+                 for (country, seed), cells in by_cell.items()]
+    contrasts.append(["all cells", "", *(contrast(c) for c in d["paired"])])
     return (_study_provenance(path, d) + [""]
             + _table(["country", "seed", "predictor", "questions",
                       *(n for _, n in FEWSHOT_ARMS)], rows)
-            + ["", f"k = {d['k']}. {d['metric']}.", ""]
-            + _table(["over", "paired difference", "mean", "95 % interval", "first lower in"],
-                     by_cell + over_cells)
+            + ["", f"k = {d['k']}. {d['metric']}.", "",
+               "Paired differences: mean [95 % interval] (units where the first is lower):", ""]
+            + _table(["country", "seed", *(f"{names[a]} − {names[b]}" for a, b in pairs)],
+                     contrasts)
             + ["", "Intervals: paired percentile bootstrap (gdpolib.metrics.paired), within a "
                    "cell over its predicted questions, and over the (country, seed) cells."])
 
