@@ -234,8 +234,9 @@ def test_gdpo_trainer_needs_a_gdpo_config(tiny, tmp_path):
     from trl import DPOConfig
 
     cfg, model, tok = tiny
-    args = DPOConfig(**{k: getattr(_args(tmp_path), k) for k in ("output_dir", "use_cpu", "bf16",
-                                                                  "report_to", "max_length")})
+    args = DPOConfig(**{k: getattr(_args(tmp_path), k)
+                        for k in ("output_dir", "use_cpu", "bf16", "activation_checkpointing",
+                                  "report_to", "max_length")})
     with pytest.raises(TypeError, match="GDPOConfig"):
         GDPOTrainer(model=copy.deepcopy(model), ref_model=copy.deepcopy(model), args=args,
                     processing_class=tok, train_dataset=_pairs(4),
