@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 from accelerate.utils import is_peft_model
-from tokenizers import Tokenizer, decoders, pre_tokenizers
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2Config,
@@ -64,12 +64,23 @@ def cache_root(cfg: RunConfig | None = None) -> Path:
 
 
 # ---------------------------------------------------------------- tiny model
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024,
+                        label_tokens: str = "plain") -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on `texts` (GPT-2's pre-tokenizer, so digits stay apart from
-    letters and punctuation: the belief digit after a prompt is always its own token)."""
+    letters and punctuation: the belief digit after a prompt is always its own token).
+
+    label_tokens="as_in_prompt": '<' is read as '< ' and decoded back to '<' (exact round trip:
+    every '<' gains one space on the way in and loses one on the way out). A response's
+    `k<Some confidence>` is then `k`, `<`, ` Some`, ` confidence`, `>`: the label is the same
+    tokens as in the prompt's option line (`2 - Some confidence`), so writing it is a copy; with
+    "plain" its first word is `S`, `ome`, tokens that never follow a space in the prompt.
+    """
     tok = Tokenizer(BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    if label_tokens == "as_in_prompt":
+        tok.normalizer = normalizers.Replace("<", "< ")
+        tok.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Replace("< ", "<")])
     trainer = BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
                          initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(list(texts), trainer=trainer)
@@ -104,7 +115,7 @@ def build_tiny(texts: Iterable[str], cfg: RunConfig | None = None, n_positions: 
                ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A tiny LM (random init, seeded) and a BPE trained on `texts` (tests, benchmarks)."""
     cfg = cfg or RunConfig()
-    tokenizer = train_bpe_tokenizer(texts, cfg.tiny_vocab_size)
+    tokenizer = train_bpe_tokenizer(texts, cfg.tiny_vocab_size, cfg.tiny_label_tokens)
     return tiny_lm(tokenizer, cfg, n_positions), tokenizer
 
 
@@ -239,11 +250,14 @@ def base_checkpoint(cfg: RunConfig, run, corpus: Callable[[], Any]) -> tuple[str
     full, prompts = data.sequences()
     key = {**cfg.subset("seed", "tiny_arch", "tiny_n_layer", "tiny_n_embd", "tiny_n_head",
                         "tiny_vocab_size", "max_length", "max_new_tokens"),
+           # only when not the default, so that the runs before the option keep their keys
+           **({"tiny_label_tokens": cfg.tiny_label_tokens}
+              if cfg.tiny_label_tokens != "plain" else {}),
            "texts": _texts_hash(text_list),
            "sequences": _texts_hash(sorted(full) + sorted(prompts))}
 
     def build(out: Path) -> None:
-        tokenizer = train_bpe_tokenizer(text_list, cfg.tiny_vocab_size)
+        tokenizer = train_bpe_tokenizer(text_list, cfg.tiny_vocab_size, cfg.tiny_label_tokens)
         model = tiny_lm(tokenizer, cfg, tiny_context(data.longest(tokenizer), cfg))
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
