@@ -250,7 +250,7 @@ def base_checkpoint(cfg: RunConfig, run, corpus: Callable[[], Any]) -> tuple[str
     full, prompts = data.sequences()
     key = {**cfg.subset("seed", "tiny_arch", "tiny_n_layer", "tiny_n_embd", "tiny_n_head",
                         "tiny_vocab_size", "max_length", "max_new_tokens"),
-           # only when not the default, so that the runs before the option keep their keys
+           # only when not plain, so that the runs before the option keep their keys
            **({"tiny_label_tokens": cfg.tiny_label_tokens}
               if cfg.tiny_label_tokens != "plain" else {}),
            "texts": _texts_hash(text_list),

@@ -20,6 +20,25 @@ def test_tiny_model_digits_are_single_tokens_and_it_generates(tmp_cfg):
     assert out.shape[1] == prompt["input_ids"].shape[1] + 5
 
 
+def test_label_tokens_as_in_prompt_make_the_label_a_copy_and_round_trip_exactly():
+    texts = ["Is it a problem?\n0 - Very serious problem\n1 - Somewhat serious problem\n",
+             "0<Very serious problem>I'd say very serious.", "1<Somewhat serious problem>So so."] * 20
+    plain = models.train_bpe_tokenizer(texts, 300)
+    copy = models.train_bpe_tokenizer(texts, 300, label_tokens="as_in_prompt")
+
+    def ids(tok, text):
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    label, line = "1<Somewhat serious problem>", "\n1 - Somewhat serious problem\n"
+    words = ids(copy, " Somewhat serious problem")
+    assert ids(copy, label)[2:-1] == words and ids(copy, line)[3:-1] == words
+    assert ids(plain, label)[2:-1] != ids(plain, " Somewhat serious problem")  # the mismatch fixed
+    for text in texts[:3] + ["a < b, a<  b, <", "3<", "<<x>>", "2<Yes>"]:
+        assert copy.decode(ids(copy, text)) == text                  # every '<' round-trips
+    assert copy.decode(ids(copy, "7<")[:1]) == "7"                # the digit is its own token
+    assert copy.decode(ids(copy, "2<Very serious")[:2]) == "2<"
+
+
 @pytest.mark.parametrize("arch, family", [("llama", "LlamaForCausalLM"),
                                           ("gpt2", "GPT2LMHeadModel")])
 def test_tiny_arch_builds_the_named_model_seeded_with_its_shape(tmp_cfg, arch, family):
