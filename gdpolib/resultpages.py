@@ -312,6 +312,7 @@ RENDERERS: dict[str, Callable[[], list[str]]] = {
     "gpo-factor-r2": gpo_factor_r2,
     "gpo-fewshot": gpo_fewshot,
     "demo-seeds": _demo_block("seeds"),
+    "demo-seeds-label-tokens": _demo_block("seeds-label-tokens"),
     "demo-seeds-response-nucleus": _demo_block("seeds-response-top-p-0.5",
                                                ("invalid_rate", "cbc"), "well-formed"),
 }

@@ -53,11 +53,11 @@ class ModelSection:
     tiny_n_embd: int = param(128, "tiny model: hidden size (a multiple of tiny_n_head).", ge=1)
     tiny_n_head: int = param(4, "tiny model: attention heads.", ge=1)
     tiny_label_tokens: str = param(
-        "as_in_prompt", "tiny model: how its BPE reads the '<' before a response's option "
-                        "label: as_in_prompt ('<' is read as '< ' and written back as '<', so the "
-                        "label is the prompt's tokens and writing it is a copy) or plain (GPT-2's "
-                        "byte-level rules, the tiny model before 2026-12-05: the label's first "
-                        "word follows no space, so it is other tokens than in the prompt).",
+        "plain", "tiny model: how its BPE reads the '<' before a response's option label: plain "
+                 "(GPT-2's byte-level rules: the label's first word follows no space, so it is "
+                 "other tokens than in the prompt's option list) or as_in_prompt ('<' is read as "
+                 "'< ' and written back as '<', so the label is the prompt's tokens; "
+                 "results/demo.md, 'The label's own tokens').",
         choices=("plain", "as_in_prompt"))
     tiny_vocab_size: int = param(1024, "tiny model: size of the BPE trained on the run's text.",
                                  ge=1)

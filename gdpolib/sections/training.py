@@ -26,11 +26,11 @@ class TrainingSection:
     grad_accum: int = param(1, "Gradient accumulation steps per optimizer step.", ge=1,
                             trl="gradient_accumulation_steps")
     sft_steps: int = param(3000, "SFT optimizer steps.", ge=1)
-    sft_lr: float = param(3.0e-3, "SFT peak learning rate (linear warmup and decay).", gt=0)
+    sft_lr: float = param(5.0e-3, "SFT peak learning rate (linear warmup and decay).", gt=0)
     dpo_steps: int = param(100, "DPO optimizer steps.", ge=1)
     dpo_lr: float = param(2.0e-4, "DPO peak learning rate.", gt=0)
     gdpo_steps: int = param(100, "GDPO optimizer steps (also of its ablations).", ge=1)
-    gdpo_lr: float = param(5.0e-5, "GDPO peak learning rate (also of its ablations).", gt=0)
+    gdpo_lr: float = param(2.0e-4, "GDPO peak learning rate (also of its ablations).", gt=0)
     warmup_steps: int = param(10, "Linear warmup steps of each training stage (at most its "
                                   "steps - 1).", ge=0)
     beta: float = param(0.1, "DPO/GDPO beta: scale of the implicit reward (and the margins).", gt=0,
