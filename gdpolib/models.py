@@ -75,6 +75,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 1024,
     tokens as in the prompt's option line (`2 - Some confidence`), so writing it is a copy; with
     "plain" its first word is `S`, `ome`, tokens that never follow a space in the prompt.
     """
+    if label_tokens not in ("plain", "as_in_prompt"):
+        raise ValueError(f"label_tokens must be plain or as_in_prompt, not {label_tokens!r}")
     tok = Tokenizer(BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

@@ -20,7 +20,7 @@ def test_tiny_model_digits_are_single_tokens_and_it_generates(tmp_cfg):
     assert out.shape[1] == prompt["input_ids"].shape[1] + 5
 
 
-def test_label_tokens_as_in_prompt_make_the_label_a_copy_and_round_trip_exactly():
+def test_label_tokens_as_in_prompt_make_the_label_a_copy_and_round_trip_exactly(tmp_path):
     texts = ["Is it a problem?\n0 - Very serious problem\n1 - Somewhat serious problem\n",
              "0<Very serious problem>I'd say very serious.", "1<Somewhat serious problem>So so."] * 20
     plain = models.train_bpe_tokenizer(texts, 300)
@@ -37,6 +37,11 @@ def test_label_tokens_as_in_prompt_make_the_label_a_copy_and_round_trip_exactly(
         assert copy.decode(ids(copy, text)) == text                  # every '<' round-trips
     assert copy.decode(ids(copy, "7<")[:1]) == "7"                # the digit is its own token
     assert copy.decode(ids(copy, "2<Very serious")[:2]) == "2<"
+    copy.save_pretrained(tmp_path)                      # a run's checkpoint keeps both rules
+    loaded = models.load_tokenizer(tmp_path)
+    assert ids(loaded, label) == ids(copy, label) and loaded.decode(ids(loaded, label)) == label
+    with pytest.raises(ValueError, match="label_tokens.*'as_in_promt'"):
+        models.train_bpe_tokenizer(texts, 300, label_tokens="as_in_promt")
 
 
 @pytest.mark.parametrize("arch, family", [("llama", "LlamaForCausalLM"),
