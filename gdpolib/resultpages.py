@@ -313,6 +313,7 @@ RENDERERS: dict[str, Callable[[], list[str]]] = {
     "gpo-fewshot": gpo_fewshot,
     "demo-seeds": _demo_block("seeds"),
     "demo-seeds-label-tokens": _demo_block("seeds-label-tokens"),
+    "demo-seeds-sft-lr-3e-3": _demo_block("seeds-sft-lr-3e-3"),
     "demo-seeds-response-nucleus": _demo_block("seeds-response-top-p-0.5",
                                                ("invalid_rate", "cbc"), "well-formed"),
 }
